@@ -1,0 +1,47 @@
+// vvmm: the only place that turns errors into exit statuses.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+
+#include "cli/run_command.hpp"
+#include "devices/raw_terminal.hpp"
+
+namespace {
+
+// A crash must not leave the user's terminal in raw mode.
+void install_crash_handlers()
+{
+    for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) {
+        struct sigaction sa {};
+        sa.sa_handler = [](int s) {
+            vvmm::dev::restore_saved_terminal();
+            signal(s, SIG_DFL);
+            raise(s);
+        };
+        sa.sa_flags = SA_RESETHAND;
+        sigaction(sig, &sa, nullptr);
+    }
+    signal(SIGPIPE, SIG_IGN);
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    install_crash_handlers();
+    CLI::App app{"vvmm: a small KVM virtual machine monitor with checkpoint/restart"};
+    app.require_subcommand(1);
+    app.failure_message([](const CLI::App*, const CLI::Error& e) { return std::string(e.what()) + "\n"; });
+    auto run = vvmm::cli::add_run_command(app);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::fprintf(stderr, "vvmm: error: %s\n", e.what());
+        return 2;
+    }
+    return run();
+}

@@ -1,0 +1,90 @@
+#include "cli/run_command.hpp"
+
+#include <csignal>
+#include <memory>
+
+#include "devices/pc_board.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/base/signal_watcher.hpp"
+#include "vmm/base/size_parse.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/linux_loader.hpp"
+#include "vmm/machine.hpp"
+#include "vmm/vm_config.hpp"
+
+namespace vvmm::cli {
+namespace {
+
+struct RunFlags {
+    vmm::VmConfig config;
+    std::string mem_text = "512M";
+    std::string initrd;
+    bool verbose = false;
+};
+
+Result<vmm::VmConfig> resolve(const RunFlags& f)
+{
+    vmm::VmConfig c = f.config;
+    auto mem = parse_size(f.mem_text);
+    if (!mem) return mem.error().context("--mem");
+    c.mem_bytes = mem.value();
+    if (!f.initrd.empty()) c.initrd = f.initrd;
+    TRY(vmm::validate_vm_config(c));
+    return c;
+}
+
+// Everything that can fail before a VM exists is checked first, so a bad
+// flag never leaves a half-started VM behind.
+Result<vmm::MachineExit> run_vm(const vmm::VmConfig& c)
+{
+    TRY_ASSIGN(auto console_spec, dev::parse_console_spec(c.console));
+    TRY(vmm::check_host_can_back(c.mem_bytes, vmm::host_ram_plus_swap()));
+    TRY(vmm::check_kernel_file(c.kernel, c.mem_bytes));
+    TRY_ASSIGN(auto kvm, vmm::KvmSystem::open());
+    TRY_ASSIGN(auto machine, vmm::Machine::create(kvm, c.cpus, c.mem_bytes));
+    TRY(vmm::load_linux(*machine, {c.kernel, c.initrd, c.full_cmdline()}));
+    TRY_ASSIGN(auto board, dev::PcBoard::create(*machine, console_spec));
+    vmm::Machine* m = machine.get();
+    TRY_ASSIGN(auto signals, SignalWatcher::start([m](int signo) {
+        m->request_exit({128 + signo, std::string("stopped by signal ") + strsignal(signo)});
+    }));
+    board->start();
+    return machine->run();
+}
+
+}  // namespace
+
+std::function<int()> add_run_command(CLI::App& app)
+{
+    auto flags = std::make_shared<RunFlags>();
+    CLI::App* run = app.add_subcommand("run", "Boot a VM from a Linux boot-protocol kernel");
+    run->add_option("--kernel", flags->config.kernel, "bzImage or uncompressed ELF vmlinux")->required();
+    run->add_option("--initrd", flags->initrd, "initial ramdisk");
+    run->add_option("--cmdline", flags->config.cmdline_extra,
+                    std::string("appended to the default command line: ") + vmm::kDefaultCmdline);
+    run->add_option("--cpus", flags->config.cpus, "number of vCPUs (1..32)")->capture_default_str();
+    run->add_option("--mem", flags->mem_text, "guest RAM, e.g. 256M or 2G")->capture_default_str();
+    run->add_option("--console", flags->config.console, "stdio or file:PATH")->capture_default_str();
+    run->add_flag("-v,--verbose", flags->verbose, "log debug messages");
+    return [run, flags]() -> int {
+        if (!run->parsed()) return -1;
+        if (flags->verbose) set_log_level(LogLevel::debug);
+        auto config = resolve(*flags);
+        if (!config) {
+            log_error(config.error().message());
+            return 1;
+        }
+        auto exit = run_vm(config.value());
+        if (!exit) {
+            log_error(exit.error().message());
+            return 1;
+        }
+        if (!exit->message.empty()) {
+            if (exit->status == 0) log_info(exit->message);
+            else log_error(exit->message);
+        }
+        return exit->status;
+    };
+}
+
+}  // namespace vvmm::cli

@@ -1,0 +1,69 @@
+#include "vmm/guest_memory.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "vmm/base/size_parse.hpp"
+
+namespace vvmm::vmm {
+
+Result<GuestMemory> GuestMemory::create(uint64_t size)
+{
+    if (size % 4096) return Error("guest memory size must be a multiple of 4 KiB");
+    GuestMemory mem;
+    mem.fd_ = UniqueFd(::memfd_create("vvmm-guest-ram", MFD_CLOEXEC));
+    if (!mem.fd_.valid()) return errno_error("memfd_create for guest memory");
+    if (::ftruncate(mem.fd_.get(), static_cast<off_t>(size)) < 0)
+        return errno_error("cannot allocate " + format_size(size) + " of guest memory");
+    TRY_ASSIGN(mem.mapping_, MemoryMapping::map(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                                                mem.fd_.get(), 0));
+    mem.size_ = size;
+    mem.regions_ = ram_regions(size);
+    return mem;
+}
+
+Result<void> GuestMemory::register_with(KvmVm& vm) const
+{
+    uint32_t slot = 0;
+    for (const auto& r : regions_)
+        TRY(vm.set_memory_region(slot++, r.guest_phys, r.size, mapping_.data() + r.file_offset));
+    return ok();
+}
+
+Result<std::span<uint8_t>> GuestMemory::span(uint64_t gpa, uint64_t len) const
+{
+    for (const auto& r : regions_) {
+        // Written to avoid overflow with hostile gpa/len.
+        if (gpa >= r.guest_phys && gpa - r.guest_phys <= r.size && len <= r.size - (gpa - r.guest_phys))
+            return std::span<uint8_t>(mapping_.data() + r.file_offset + (gpa - r.guest_phys), len);
+    }
+    std::ostringstream s;
+    s << "guest address range 0x" << std::hex << gpa << "+0x" << len << " is outside guest RAM";
+    return Error(s.str());
+}
+
+Result<void> check_host_can_back(uint64_t size, uint64_t host_ram_plus_swap)
+{
+    if (host_ram_plus_swap && size > host_ram_plus_swap)
+        return Error("cannot allocate " + format_size(size) + " of guest memory: this host has only " +
+                     format_size(host_ram_plus_swap & ~((1ull << 20) - 1)) + " of RAM and swap");
+    return ok();
+}
+
+uint64_t host_ram_plus_swap()
+{
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    uint64_t kib = 0, total = 0;
+    std::string unit;
+    while (in >> key >> kib) {
+        std::getline(in, unit);
+        if (key == "MemTotal:" || key == "SwapTotal:") total += kib * 1024;
+    }
+    return total;
+}
+
+}  // namespace vvmm::vmm

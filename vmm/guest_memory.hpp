@@ -1,0 +1,46 @@
+// Guest RAM: one memfd mapped shared (so a checkpoint can read it and
+// userfaultfd can serve it later), registered with KVM as one slot per
+// RamRegion. Every device access goes through the bounds-checked span().
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "vmm/base/memory_mapping.hpp"
+#include "vmm/base/result.hpp"
+#include "vmm/base/unique_fd.hpp"
+#include "vmm/kvm_vm.hpp"
+#include "vmm/memory_layout.hpp"
+
+namespace vvmm::vmm {
+
+class GuestMemory {
+public:
+    static Result<GuestMemory> create(uint64_t size);
+
+    Result<void> register_with(KvmVm& vm) const;
+    uint64_t size() const { return size_; }
+    const std::vector<RamRegion>& regions() const { return regions_; }
+
+    // Host view of [gpa, gpa+len) if it lies wholly inside one RAM region.
+    // A guest-supplied address that is out of range yields an error, never a
+    // pointer outside the mapping.
+    Result<std::span<uint8_t>> span(uint64_t gpa, uint64_t len) const;
+    // Pages the process has actually touched (for the RSS overhead figure).
+    int memfd() const { return fd_.get(); }
+
+private:
+    GuestMemory() = default;
+    UniqueFd fd_;
+    MemoryMapping mapping_;
+    uint64_t size_ = 0;
+    std::vector<RamRegion> regions_;
+};
+
+// A clear error if `size` cannot be backed on this host (bigger than its RAM
+// plus swap), checked before we start a guest that would die of SIGBUS later.
+Result<void> check_host_can_back(uint64_t size, uint64_t host_ram_plus_swap);
+uint64_t host_ram_plus_swap();
+
+}  // namespace vvmm::vmm

@@ -1,0 +1,43 @@
+// Dispatch of port I/O and MMIO exits to device models by address range.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vmm/base/result.hpp"
+
+namespace vvmm::vmm {
+
+// A device register window. Offsets are relative to the window's base.
+// Called from vCPU threads: implementations do their own locking.
+class BusDevice {
+public:
+    virtual ~BusDevice() = default;
+    virtual void read(uint64_t offset, std::span<uint8_t> data) = 0;
+    virtual void write(uint64_t offset, std::span<const uint8_t> data) = 0;
+};
+
+class IoBus {
+public:
+    explicit IoBus(std::string name) : name_(std::move(name)) {}
+    // Fails if the range overlaps one already registered.
+    Result<void> add(uint64_t base, uint64_t length, std::shared_ptr<BusDevice> device);
+    // Nothing there: reads see all-ones (an empty bus), writes vanish.
+    // Returns false then, so the caller can log it.
+    bool read(uint64_t addr, std::span<uint8_t> data) const;
+    bool write(uint64_t addr, std::span<const uint8_t> data) const;
+
+private:
+    struct Range {
+        uint64_t base, length;
+        std::shared_ptr<BusDevice> device;
+    };
+    const Range* find(uint64_t addr, uint64_t len) const;
+    std::string name_;
+    std::vector<Range> ranges_;  // sorted by base; registration happens before vCPUs run
+};
+
+}  // namespace vvmm::vmm

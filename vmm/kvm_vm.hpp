@@ -1,0 +1,29 @@
+// A KVM virtual machine: memory slots, in-kernel irqchip and PIT, IRQ lines.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+
+#include "vmm/base/result.hpp"
+#include "vmm/base/unique_fd.hpp"
+#include "vmm/kvm_system.hpp"
+
+namespace vvmm::vmm {
+
+class KvmVm {
+public:
+    // Creates the VM with an in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
+    static Result<KvmVm> create(const KvmSystem& kvm);
+
+    int fd() const { return fd_.get(); }
+    Result<void> set_memory_region(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host, uint32_t flags = 0);
+    // Level-triggered ISA/IOAPIC line (for the 16550, as on a PC).
+    Result<void> set_irq_line(uint32_t irq, bool level);
+
+private:
+    explicit KvmVm(UniqueFd fd) : fd_(std::move(fd)) {}
+    UniqueFd fd_;
+};
+
+}  // namespace vvmm::vmm
