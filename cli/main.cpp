@@ -24,6 +24,13 @@ void install_crash_handlers()
     signal(SIGPIPE, SIG_IGN);
 }
 
+bool has_subcommand(const CLI::App& app, const std::string& name)
+{
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+        if (sub->get_name() == name) return true;
+    return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
@@ -33,6 +40,10 @@ int main(int argc, char** argv)
     app.require_subcommand(1);
     app.failure_message([](const CLI::App*, const CLI::Error& e) { return std::string(e.what()) + "\n"; });
     auto run = vvmm::cli::add_run_command(app);
+    if (argc > 1 && argv[1][0] != '-' && !has_subcommand(app, argv[1])) {
+        std::fprintf(stderr, "vvmm: error: unknown command '%s' (try vvmm --help)\n", argv[1]);
+        return 2;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's first command: install dependencies, build everything, boot the
+# test guest with 4 vCPUs on /dev/kvm and let it reboot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh
+echo
+echo "== demo: booting the test guest with 4 vCPUs (it runs test=smp and reboots) =="
+echo "\$ build/vvmm run --kernel build/guest/testguest.bzImage --cpus 4 --mem 512M --cmdline \"test=smp\""
+build/vvmm run --kernel build/guest/testguest.bzImage --cpus 4 --mem 512M --cmdline "test=smp" </dev/null
+echo "== demo: the guest rebooted and vvmm exited with status $? =="

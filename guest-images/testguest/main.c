@@ -1,0 +1,268 @@
+/* Test guest main program (CPL 3): command line, CPU bring-up, workloads. */
+#include "tg.h"
+
+static int streq(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
+}
+
+/* Finds "key=value" among the space-separated words of the command line
+ * (the last occurrence wins) and copies the value.  Returns 0 if absent. */
+static int opt(const char *key, char *out, size_t outsz)
+{
+	size_t klen = strlen(key);
+	int found = 0;
+	for (const char *p = cmdline; *p;) {
+		while (*p == ' ')
+			p++;
+		const char *w = p;
+		while (*p && *p != ' ')
+			p++;
+		if ((size_t)(p - w) > klen && !memcmp(w, key, klen) && w[klen] == '=') {
+			size_t n = (size_t)(p - w) - klen - 1;
+			if (n > outsz - 1)
+				n = outsz - 1;
+			memcpy(out, w + klen + 1, n);
+			out[n] = 0;
+			found = 1;
+		}
+	}
+	return found;
+}
+
+static u64 opt_u64(const char *key, u64 def)
+{
+	char v[32];
+	if (!opt(key, v, sizeof(v)))
+		return def;
+	u64 x = 0;
+	const char *s = v;
+	unsigned base = 10;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+	}
+	for (; *s; s++) {
+		unsigned d;
+		if (*s >= '0' && *s <= '9')
+			d = (unsigned)(*s - '0');
+		else if (base == 16 && (*s | 0x20) >= 'a' && (*s | 0x20) <= 'f')
+			d = (unsigned)((*s | 0x20) - 'a' + 10);
+		else
+			break;
+		x = x * base + d;
+	}
+	return x;
+}
+
+/* ---- workload functions (mirrored in reference.py) ---- */
+static inline u64 xorshift64(u64 x)
+{
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return x;
+}
+
+static u64 splitmix64(u64 z)
+{
+	z += 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static u64 count_seed(u64 n)
+{
+	u64 s = splitmix64(n);
+	return s ? s : 1;
+}
+
+/* ---- test=smp ---- */
+#define JOB_PARK 0
+#define JOB_SMP 1
+static volatile int ap_job;
+static volatile int smp_go;
+static volatile int smp_done;
+static u64 smp_iters;
+
+static void smp_run(int idx)
+{
+	u64 x = (u64)idx + 1;
+	for (u64 i = 0; i < smp_iters; i++)
+		x = xorshift64(x);
+	tg_printf("tg: smp cpu=%d apic=%u result=%016lx\n", idx, cpus[idx].apic, x);
+	__atomic_add_fetch(&smp_done, 1, __ATOMIC_RELEASE);
+}
+
+/* ---- test=count ---- */
+static int mapped(u64 a, u64 len)
+{
+	for (u64 g = a >> 30; g <= (a + len - 1) >> 30; g++)
+		if (g >= 512 || !(pdpt[g] & 1))
+			return 0;
+	return 1;
+}
+
+/* First 2 MiB-aligned RAM range of `size` bytes above the kernel. */
+static u64 find_area(u64 size)
+{
+	const u64 M2 = 0x200000;
+	u64 lo = ((u64)_end + M2 - 1) & ~(M2 - 1);
+	for (int i = 0; i < e820_count; i++) {
+		if (e820[i].type != 1)
+			continue;
+		u64 s = e820[i].addr > lo ? e820[i].addr : lo;
+		s = (s + M2 - 1) & ~(M2 - 1);
+		u64 e = e820[i].addr + e820[i].size;
+		if (e > s && e - s >= size && (size == 0 || mapped(s, size)))
+			return s;
+	}
+	return 0;
+}
+
+static NORETURN void test_count(void)
+{
+	u64 mb = opt_u64("mb", 64), steps = opt_u64("steps", 0), delay = opt_u64("delay", 0);
+	u64 size = mb << 20, words = size / 8;
+	u64 base = find_area(size);
+	if (!base) {
+		tg_printf("tg: error count mb=%lu does not fit in RAM\n", mb);
+		reboot();
+	}
+	u64 *p = (u64 *)base;
+	for (u64 n = 1; !steps || n <= steps; n++) {
+		u64 x = count_seed(n);
+		for (u64 i = 0; i < words; i++) {
+			p[i] = x;
+			x = xorshift64(x);
+		}
+		barrier();      /* the re-read below must really read memory */
+		x = count_seed(n);
+		u64 sum = 0;
+		int bad = 0;
+		for (u64 i = 0; i < words; i++) {
+			u64 v = p[i];
+			if (v != x && !bad) {
+				bad = 1;
+				tg_printf("tg: count error n=%lu at=0x%lx got=%016lx want=%016lx\n",
+					  n, (u64)&p[i], v, x);
+			}
+			sum ^= v;
+			x = xorshift64(x);
+		}
+		tg_printf("tg: count n=%lu sum=%016lx\n", n, sum);
+		if (delay)
+			delay_ms(delay);
+	}
+	reboot();
+}
+
+/* ---- test=shell ---- */
+static NORETURN void test_shell(void)
+{
+	char line[256];
+	size_t n = 0;
+	int last_cr = 0;
+	tg_printf("tg: shell\n");
+	for (;;) {
+		int c = serial_getc();
+		if (c < 0) {
+			cpu_relax();
+			continue;
+		}
+		if (c == '\n' && last_cr) {     /* CR LF counts as one line end */
+			last_cr = 0;
+			continue;
+		}
+		last_cr = c == '\r';
+		if (c == '\r' || c == '\n') {
+			line[n] = 0;
+			n = 0;
+			con_write("\n", 1);
+			tg_printf("tg: echo %s\n", line);
+			if (streq(line, "reboot"))
+				reboot();
+			if (streq(line, "panic"))
+				__asm__ volatile("ud2");
+			continue;
+		}
+		if (c == 0x7f || c == 0x08) {
+			if (n) {
+				n--;
+				con_write("\b \b", 3);
+			}
+			continue;
+		}
+		if (c < 0x20 || n >= sizeof(line) - 1)
+			continue;
+		line[n++] = (char)c;
+		char ch = (char)c;
+		con_write(&ch, 1);
+	}
+}
+
+/* ---- entry points ---- */
+NORETURN void bsp_main(void)
+{
+	idt_init();             /* first: until now any fault triple-faults */
+	serial_init();
+	boot_params_read();     /* copy cmdline + e820 before anything overwrites low memory */
+	map_high_ram();
+
+	char test[32];
+	if (!opt("test", test, sizeof(test)))
+		memcpy(test, "shell", 6);
+	smp_iters = opt_u64("iters", 10000000);
+	ap_job = streq(test, "smp") ? JOB_SMP : JOB_PARK;
+
+	tsc_init();
+	cpus_detect();
+	start_aps();
+	int online = 0;
+	for (int i = 0; i < ncpus; i++)
+		online += cpus[i].state == CPU_ONLINE;
+
+	tg_printf("tg: ready cpus=%d ram=%lu cmdline=\"%s\"\n", online, ram_total(), cmdline);
+	tg_printf("tg: info cpu_table=%s cpus_listed=%d tsc_khz=%lu tsc_source=%s\n",
+		  cpu_source, ncpus, tsc_khz, tsc_source);
+
+	if (streq(test, "boot")) {
+		tg_printf("tg: boot ok\n");
+		reboot();
+	} else if (streq(test, "smp")) {
+		__atomic_store_n(&smp_go, 1, __ATOMIC_RELEASE);
+		smp_run(0);
+		while (__atomic_load_n(&smp_done, __ATOMIC_ACQUIRE) < online)
+			cpu_relax();
+		tg_printf("tg: smp ok cpus=%d\n", online);
+		reboot();
+	} else if (streq(test, "count")) {
+		test_count();
+	} else if (streq(test, "shell")) {
+		test_shell();
+	}
+	tg_printf("tg: error unknown test=%s\n", test);
+	reboot();
+}
+
+NORETURN void ap_main(u32 slot)
+{
+	int idx = cpu_index_of_apic(my_apic_id());
+	if (idx <= 0)
+		park();         /* not in the CPU table */
+	slot_cpu[slot] = idx;
+	u32 old = CPU_PENDING;
+	if (!__atomic_compare_exchange_n(&cpus[idx].state, &old, CPU_ONLINE, 0,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		park();         /* the BSP already gave up on us */
+	__atomic_add_fetch(&cpus_online, 1, __ATOMIC_RELEASE);
+	if (ap_job == JOB_SMP) {
+		while (!__atomic_load_n(&smp_go, __ATOMIC_ACQUIRE))
+			cpu_relax();
+		smp_run(idx);
+	}
+	park();
+}
