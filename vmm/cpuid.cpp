@@ -51,11 +51,14 @@ std::vector<kvm_cpuid_entry2> vcpu_cpuid(const std::vector<kvm_cpuid_entry2>& su
             if (cpus > 1) e.edx |= kLeaf1EdxHtt;
             else e.edx &= ~kLeaf1EdxHtt;
             break;
-        case 4:
-            // Cache parameters: cores per package and threads sharing the cache.
+        case 4: {
+            // Deterministic cache parameters: cores per package in 31:26,
+            // threads sharing this cache in 25:14 (L1/L2 per core, L3 shared).
+            const uint32_t level = (e.eax >> 5) & 7;
             e.eax &= 0x3ff;
-            if (e.eax & 0x1f) e.eax |= ((cpus - 1) << 26) | (0u << 14);
+            if (e.eax & 0x1f) e.eax |= ((cpus - 1) << 26) | ((level >= 3 ? cpus - 1 : 0) << 14);
             break;
+        }
         case 0xb:
         case 0x1f:
             set_topology_leaf(e, apic_id, cpus);

@@ -6,6 +6,17 @@
  * build one TSS descriptor, and iretq to CPL 3 with IOPL=3.  All tables are
  * statically initialised (or filled in later from CPL 3, which can write them
  * because every page is mapped with U/S=1).
+ *
+ * PVM quirks found on this host (and harmless elsewhere):
+ *  - IOPL=3 from the iretq frame is not honoured at CPL 3 (user RFLAGS show
+ *    IOPL=0), so every TSS also has an all-zero I/O permission bitmap; KVM's
+ *    emulator checks it and port I/O from CPL 3 then works.  cli/sti at
+ *    CPL 3 would #GP.
+ *  - "int n" at CPL 3 raises #UD and SYSCALL does not reach CPL 0, but
+ *    exceptions are delivered through the IDT, so system calls use int3
+ *    (a DPL 3 #BP gate).
+ *  - "int3" at CPL 0 cannot be emulated, so the forced triple fault takes
+ *    its last exception at CPL 3.
  */
 #include "layout.h"
 
@@ -154,9 +165,8 @@ exc_common:
 	jmp	triple_fault
 
 /*
- * System call entry (CPL 0) through the DPL 3 #BP gate: CPL 3 executes
- * int3 (under the PVM backend "int n" and SYSCALL do not reach CPL 0, but
- * exceptions do).  EDI = function (SYS_*), ESI / EDX:EAX = arguments.
+ * System call entry (CPL 0) through the DPL 3 #BP gate: CPL 3 executes int3.
+ * EDI = function (SYS_*), ESI / EDX:EAX = arguments.
  */
 	.globl sys_entry
 sys_entry:
@@ -317,7 +327,9 @@ tss_array:
 	.word	(MAX_CPUS - i) * TSS_SIZE	/* I/O bitmap offset: io_bitmap */
 	.set	i, i + 1
 	.endr
-io_bitmap:				/* shared, all ports allowed */
+/* I/O permission bitmap shared by all TSSes (each TSS's limit reaches its
+ * end): every port allowed, plus the mandatory 0xff terminator byte. */
+io_bitmap:
 	.fill	8192, 1, 0
 	.byte	0xff
 

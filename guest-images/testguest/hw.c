@@ -107,6 +107,18 @@ void map_high_ram(void)
 }
 
 /* ---- MP table / ACPI ---- */
+
+/* The 64/128 KiB BIOS areas are only probed where the e820 map mentions
+ * them (RAM or reserved): a VMM that leaves e.g. 0xE0000-0xFFFFF unbacked
+ * would turn every probe into an MMIO exit.  1 KiB areas are always probed. */
+static int e820_mentions(u64 a, u64 len)
+{
+	for (int i = 0; i < e820_count; i++)
+		if (e820[i].addr <= a && a + len <= e820[i].addr + e820[i].size)
+			return 1;
+	return 0;
+}
+
 static int sum8(const u8 *p, size_t n)
 {
 	u8 s = 0;
@@ -118,6 +130,8 @@ static int sum8(const u8 *p, size_t n)
 static const u8 *find_mpf(u64 base, u64 len)
 {
 	for (u64 a = base; a + 16 <= base + len; a += 16) {
+		if (len > 1024 && !e820_mentions(a, 16))
+			continue;
 		const u8 *p = (const u8 *)a;
 		if (!memcmp(p, "_MP_", 4) && p[8] >= 1 && !sum8(p, 16u * p[8]))
 			return p;
@@ -127,7 +141,7 @@ static const u8 *find_mpf(u64 base, u64 len)
 
 static void add_cpu(u32 apic)
 {
-	if (ncpus < MAX_CPUS)
+	if (ncpus < MAX_CPUS && cpu_index_of_apic(apic) < 0)
 		cpus[ncpus++].apic = apic;
 }
 
@@ -175,6 +189,8 @@ static int mp_parse(void)
 static const u8 *find_rsdp_in(u64 base, u64 len)
 {
 	for (u64 a = base; a + 20 <= base + len; a += 16) {
+		if (len > 1024 && !e820_mentions(a, 20))
+			continue;
 		const u8 *p = (const u8 *)a;
 		if (!memcmp(p, "RSD PTR ", 8) && !sum8(p, 20))
 			return p;
@@ -229,10 +245,23 @@ const char *cpu_source = "none";
 
 void cpus_detect(void)
 {
+	/*
+	 * MP table first.  But SeaBIOS (QEMU -M pc) lists only the first
+	 * logical CPU of each package in its MP table, so if the ACPI MADT
+	 * lists more enabled CPUs, use that instead.
+	 */
 	if (mp_parse())
 		cpu_source = "mptable";
-	else if (madt_parse())
+	int n_mp = ncpus;
+	struct cpu saved[MAX_CPUS];
+	memcpy(saved, cpus, sizeof(saved));
+	ncpus = 0;
+	if (madt_parse() && ncpus > n_mp) {
 		cpu_source = "madt";
+	} else {
+		memcpy(cpus, saved, sizeof(saved));
+		ncpus = n_mp;
+	}
 	/* The BSP is logical CPU 0; the others keep the table order. */
 	u32 me = my_apic_id();
 	int bsp = cpu_index_of_apic(me);

@@ -225,7 +225,8 @@ NORETURN void bsp_main(void)
 	for (int i = 0; i < ncpus; i++)
 		online += cpus[i].state == CPU_ONLINE;
 
-	tg_printf("tg: ready cpus=%d ram=%lu cmdline=\"%s\"\n", online, ram_total(), cmdline);
+	/* leading newline: firmware (SeaBIOS) may have left a partial line */
+	tg_printf("\ntg: ready cpus=%d ram=%lu cmdline=\"%s\"\n", online, ram_total(), cmdline);
 	tg_printf("tg: info cpu_table=%s cpus_listed=%d tsc_khz=%lu tsc_source=%s\n",
 		  cpu_source, ncpus, tsc_khz, tsc_source);
 

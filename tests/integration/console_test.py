@@ -78,6 +78,15 @@ h.check(status == 0, "Ctrl-A x: status %s, stderr %r" % (status, err))
 h.check(restored, "terminal not restored after Ctrl-A x")
 print("ok: Ctrl-A x quits")
 
+# A signal stops the VM with 128+signal and still restores the terminal.
+c = Console("test=shell")
+c.expect(r"tg: shell")
+c.proc.send_signal(__import__("signal").SIGTERM)
+status, err, restored = c.finish()
+h.check(status == 128 + 15, "SIGTERM: status %s, stderr %r" % (status, err))
+h.check(restored, "terminal not restored after SIGTERM")
+print("ok: SIGTERM exits 143 with the terminal restored")
+
 # A guest crash is not a clean exit.
 c = Console("test=shell")
 c.expect(r"tg: shell")

@@ -47,3 +47,17 @@ TEST_CASE("leaf 0xB describes one thread per core and n cores")
     CHECK(((find(c, 0xb, 2)->ecx >> 8) & 0xff) == 0);
     for (uint32_t i = 0; i < 3; ++i) CHECK(find(c, 0xb, i)->edx == 2);
 }
+
+TEST_CASE("leaf 4: cores per package, L3 shared by all, L1 per core")
+{
+    kvm_cpuid_entry2 l1 = leaf(4, 0), l3 = leaf(4, 3), end = leaf(4, 4);
+    l1.eax = (1u << 5) | 1 | (7u << 26) | (1u << 14);  // host: level 1 data cache, 8 cores, 2 threads
+    l3.eax = (3u << 5) | 3 | (7u << 26) | (15u << 14);
+    end.eax = 0;                                         // no more caches
+    auto c = vcpu_cpuid({l1, l3, end}, 0, 4);
+    CHECK((find(c, 4, 0)->eax >> 26) == 3);
+    CHECK(((find(c, 4, 0)->eax >> 14) & 0xfff) == 0);
+    CHECK(((find(c, 4, 3)->eax >> 14) & 0xfff) == 3);
+    CHECK((find(c, 4, 3)->eax & 0x3ff) == ((3u << 5) | 3));
+    CHECK(find(c, 4, 4)->eax == 0);
+}
