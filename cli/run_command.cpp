@@ -19,8 +19,20 @@ struct RunFlags {
     vmm::VmConfig config;
     std::string mem_text = "512M";
     std::string initrd;
+    std::vector<std::string> disks;
     bool verbose = false;
 };
+
+Result<dev::BoardConfig> board_config(const RunFlags& f, const vmm::VmConfig& c)
+{
+    dev::BoardConfig board;
+    TRY_ASSIGN(board.console, dev::parse_console_spec(c.console));
+    for (const auto& d : f.disks) {
+        TRY_ASSIGN(auto spec, dev::parse_disk_spec(d));
+        board.disks.push_back(std::move(spec));
+    }
+    return board;
+}
 
 Result<vmm::VmConfig> resolve(const RunFlags& f)
 {
@@ -35,20 +47,19 @@ Result<vmm::VmConfig> resolve(const RunFlags& f)
 
 // Everything that can fail before a VM exists is checked first, so a bad
 // flag never leaves a half-started VM behind.
-Result<vmm::MachineExit> run_vm(const vmm::VmConfig& c)
+Result<vmm::MachineExit> run_vm(const vmm::VmConfig& c, const dev::BoardConfig& board_config)
 {
-    TRY_ASSIGN(auto console_spec, dev::parse_console_spec(c.console));
     TRY(vmm::check_host_can_back(c.mem_bytes, vmm::host_ram_plus_swap()));
     TRY(vmm::check_kernel_file(c.kernel, c.mem_bytes));
     TRY_ASSIGN(auto kvm, vmm::KvmSystem::open());
     TRY_ASSIGN(auto machine, vmm::Machine::create(kvm, c.cpus, c.mem_bytes));
     TRY(vmm::load_linux(*machine, {c.kernel, c.initrd, c.full_cmdline()}));
-    TRY_ASSIGN(auto board, dev::PcBoard::create(*machine, console_spec));
+    TRY_ASSIGN(auto board, dev::PcBoard::create(*machine, board_config));
     vmm::Machine* m = machine.get();
     TRY_ASSIGN(auto signals, SignalWatcher::start([m](int signo) {
         m->request_exit({128 + signo, std::string("stopped by signal ") + strsignal(signo)});
     }));
-    board->start();
+    TRY(board->start());
     return machine->run();
 }
 
@@ -65,6 +76,7 @@ std::function<int()> add_run_command(CLI::App& app)
     run->add_option("--cpus", flags->config.cpus, "number of vCPUs (1..32)")->capture_default_str();
     run->add_option("--mem", flags->mem_text, "guest RAM, e.g. 256M or 2G")->capture_default_str();
     run->add_option("--console", flags->config.console, "stdio or file:PATH")->capture_default_str();
+    run->add_option("--disk", flags->disks, "virtio-blk disk: path=FILE[,readonly=on][,id=SERIAL] (repeatable)");
     run->add_flag("-v,--verbose", flags->verbose, "log debug messages");
     return [run, flags]() -> int {
         if (!run->parsed()) return -1;
@@ -74,7 +86,12 @@ std::function<int()> add_run_command(CLI::App& app)
             log_error(config.error().message());
             return 1;
         }
-        auto exit = run_vm(config.value());
+        auto board = board_config(*flags, config.value());
+        if (!board) {
+            log_error(board.error().message());
+            return 1;
+        }
+        auto exit = run_vm(config.value(), board.value());
         if (!exit) {
             log_error(exit.error().message());
             return 1;

@@ -1,16 +1,21 @@
 #include "devices/pc_board.hpp"
 
+#include "devices/virtio/virtio_blk.hpp"
+#include "devices/virtio/virtio_net.hpp"
+#include "vmm/memory_layout.hpp"
+
 namespace vvmm::dev {
 namespace {
 constexpr uint64_t kCom1Port = 0x3f8;
 constexpr uint32_t kCom1Irq = 4;
 constexpr uint64_t kI8042Port = 0x60;
+constexpr uint64_t kBarWindowEnd = vmm::layout::kIoApicBase;
 }  // namespace
 
-Result<std::unique_ptr<PcBoard>> PcBoard::create(vmm::Machine& machine, const ConsoleSpec& console_spec)
+Result<std::unique_ptr<PcBoard>> PcBoard::create(vmm::Machine& machine, const BoardConfig& config)
 {
-    std::unique_ptr<PcBoard> b(new PcBoard());
-    TRY_ASSIGN(b->console_, HostConsole::create(console_spec, [&machine] {
+    std::unique_ptr<PcBoard> b(new PcBoard(machine));
+    TRY_ASSIGN(b->console_, HostConsole::create(config.console, [&machine] {
         machine.request_exit({0, "console: quit (Ctrl-A x)"});
     }));
     HostConsole* console = b->console_.get();
@@ -22,9 +27,48 @@ Result<std::unique_ptr<PcBoard>> PcBoard::create(vmm::Machine& machine, const Co
     TRY(machine.pio_bus().add(kCom1Port, 8, b->com1_));
     b->i8042_ = std::make_shared<I8042>([&machine] { machine.request_exit({0, ""}); });
     TRY(machine.pio_bus().add(kI8042Port, 5, b->i8042_));
+
+    b->pci_ = std::make_shared<PciBus>();
+    TRY(machine.pio_bus().add(PciBus::kConfigAddressPort, 8, b->pci_));
+    TRY_ASSIGN(b->io_, vmm::IoThread::create());
+    for (const auto& disk : config.disks) {
+        auto blk = VirtioBlk::create(disk, *b->io_);
+        if (!blk) return blk.error();
+        TRY(b->add_virtio(blk.value()));
+    }
+    for (const auto& nic : config.nics) {
+        TRY(b->add_virtio(std::make_shared<VirtioNet>(nic.mac, nic.backend, *b->io_)));
+        b->backends_.push_back(nic.backend);
+    }
     return b;
 }
 
-void PcBoard::start() { console_->connect_input(*com1_); }
+PcBoard::~PcBoard()
+{
+    // Nothing may call into a device once it is gone: stop its threads first.
+    for (auto& backend : backends_) backend->stop();
+    if (io_) io_->stop();
+}
+
+Result<void> PcBoard::add_virtio(std::shared_ptr<VirtioDevice> device)
+{
+    // Firmware-style BAR assignment, so the guest finds them ready.
+    const uint32_t bar = next_bar_;
+    if (bar + vpci::kBarSize > kBarWindowEnd) return Error("no room left for PCI BARs");
+    next_bar_ += vpci::kBarSize;
+    VirtioPlatform platform{machine_.vm(), gsi_, machine_.mmio_bus(), *io_, machine_.memory()};
+    TRY_ASSIGN(auto transport, VirtioPciTransport::create(std::move(device), platform, bar));
+    TRY(pci_->add(transport));
+    virtio_.push_back(std::move(transport));
+    return ok();
+}
+
+Result<void> PcBoard::start()
+{
+    console_->connect_input(*com1_);
+    io_->start();
+    for (auto& backend : backends_) TRY(backend->start());
+    return ok();
+}
 
 }  // namespace vvmm::dev

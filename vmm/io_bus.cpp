@@ -1,6 +1,7 @@
 #include "vmm/io_bus.hpp"
 
 #include <algorithm>
+#include <mutex>
 #include <sstream>
 
 namespace vvmm::vmm {
@@ -8,6 +9,7 @@ namespace vvmm::vmm {
 Result<void> IoBus::add(uint64_t base, uint64_t length, std::shared_ptr<BusDevice> device)
 {
     if (length == 0 || base + length < base) return Error(name_ + ": empty or wrapping range");
+    std::unique_lock lock(mutex_);
     for (const auto& r : ranges_) {
         if (base < r.base + r.length && r.base < base + length) {
             std::ostringstream s;
@@ -18,6 +20,12 @@ Result<void> IoBus::add(uint64_t base, uint64_t length, std::shared_ptr<BusDevic
     ranges_.push_back({base, length, std::move(device)});
     std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.base < b.base; });
     return ok();
+}
+
+void IoBus::remove(uint64_t base)
+{
+    std::unique_lock lock(mutex_);
+    std::erase_if(ranges_, [base](const Range& r) { return r.base == base; });
 }
 
 const IoBus::Range* IoBus::find(uint64_t addr, uint64_t len) const
@@ -32,6 +40,7 @@ const IoBus::Range* IoBus::find(uint64_t addr, uint64_t len) const
 
 bool IoBus::read(uint64_t addr, std::span<uint8_t> data) const
 {
+    std::shared_lock lock(mutex_);
     if (const Range* r = find(addr, data.size())) {
         r->device->read(addr - r->base, data);
         return true;
@@ -42,6 +51,7 @@ bool IoBus::read(uint64_t addr, std::span<uint8_t> data) const
 
 bool IoBus::write(uint64_t addr, std::span<const uint8_t> data) const
 {
+    std::shared_lock lock(mutex_);
     if (const Range* r = find(addr, data.size())) {
         r->device->write(addr - r->base, data);
         return true;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,6 +26,8 @@ public:
     explicit IoBus(std::string name) : name_(std::move(name)) {}
     // Fails if the range overlaps one already registered.
     Result<void> add(uint64_t base, uint64_t length, std::shared_ptr<BusDevice> device);
+    // Removes the range that starts at `base` (a BAR being moved or disabled).
+    void remove(uint64_t base);
     // Nothing there: reads see all-ones (an empty bus), writes vanish.
     // Returns false then, so the caller can log it.
     bool read(uint64_t addr, std::span<uint8_t> data) const;
@@ -37,7 +40,10 @@ private:
     };
     const Range* find(uint64_t addr, uint64_t len) const;
     std::string name_;
-    std::vector<Range> ranges_;  // sorted by base; registration happens before vCPUs run
+    // Sorted by base. Readers are vCPU threads; writers are rare (a guest
+    // moving a BAR), so a shared lock costs nearly nothing.
+    mutable std::shared_mutex mutex_;
+    std::vector<Range> ranges_;
 };
 
 }  // namespace vvmm::vmm

@@ -25,6 +25,11 @@ struct MsrsHeader {
 struct MsrListHeader {
     uint32_t nmsrs;
 };
+struct IrqRoutingHeader {
+    uint32_t nr;
+    uint32_t flags;
+};
+static_assert(sizeof(IrqRoutingHeader) == 8);
 static_assert(sizeof(Cpuid2Header) == 8 && sizeof(MsrsHeader) == 8 && sizeof(MsrListHeader) == 4);
 
 inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, Cpuid2Header);
@@ -33,6 +38,7 @@ inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, Cpuid2Header);
 inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, MsrListHeader);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
+inline constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHeader);
 
 // A header followed by `n` entries, laid out as the kernel expects.
 template <typename Header, typename Entry>

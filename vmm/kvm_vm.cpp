@@ -2,6 +2,7 @@
 
 #include <sys/ioctl.h>
 
+#include "vmm/kvm_uapi.hpp"
 #include "vmm/memory_layout.hpp"
 
 namespace vvmm::vmm {
@@ -47,6 +48,40 @@ Result<void> KvmVm::set_irq_line(uint32_t irq, bool level)
     l.irq = irq;
     l.level = level ? 1 : 0;
     if (::ioctl(fd_.get(), KVM_IRQ_LINE, &l) < 0) return errno_error("KVM_IRQ_LINE " + std::to_string(irq));
+    return ok();
+}
+
+}  // namespace vvmm::vmm
+
+namespace vvmm::vmm {
+
+Result<void> KvmVm::set_irqfd(int eventfd, uint32_t gsi, bool assign)
+{
+    kvm_irqfd req{};
+    req.fd = static_cast<uint32_t>(eventfd);
+    req.gsi = gsi;
+    req.flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN;
+    if (::ioctl(fd_.get(), KVM_IRQFD, &req) < 0) return errno_error("KVM_IRQFD gsi " + std::to_string(gsi));
+    return ok();
+}
+
+Result<void> KvmVm::set_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mmio, bool assign)
+{
+    kvm_ioeventfd req{};
+    req.addr = addr;
+    req.len = len;
+    req.fd = eventfd;
+    req.flags = (mmio ? 0 : KVM_IOEVENTFD_FLAG_PIO) | (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN);
+    if (::ioctl(fd_.get(), KVM_IOEVENTFD, &req) < 0) return errno_error("KVM_IOEVENTFD");
+    return ok();
+}
+
+Result<void> KvmVm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& entries)
+{
+    uapi::FlexBuffer<uapi::IrqRoutingHeader, kvm_irq_routing_entry> buf(entries.size());
+    buf.header().nr = static_cast<uint32_t>(entries.size());
+    std::copy(entries.begin(), entries.end(), buf.entries());
+    if (::ioctl(fd_.get(), uapi::kSetGsiRouting, buf.data()) < 0) return errno_error("KVM_SET_GSI_ROUTING");
     return ok();
 }
 

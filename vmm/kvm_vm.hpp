@@ -4,6 +4,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "vmm/base/result.hpp"
 #include "vmm/base/unique_fd.hpp"
@@ -20,6 +21,12 @@ public:
     Result<void> set_memory_region(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host, uint32_t flags = 0);
     // Level-triggered ISA/IOAPIC line (for the 16550, as on a PC).
     Result<void> set_irq_line(uint32_t irq, bool level);
+    // Interrupts by eventfd: a write to `eventfd` raises `gsi` inside KVM.
+    Result<void> set_irqfd(int eventfd, uint32_t gsi, bool assign);
+    // Guest writes of `len` bytes (0 = any) to `addr` signal `eventfd`
+    // instead of exiting to vvmm.
+    Result<void> set_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mmio, bool assign);
+    Result<void> set_gsi_routing(const std::vector<kvm_irq_routing_entry>& entries);
 
 private:
     explicit KvmVm(UniqueFd fd) : fd_(std::move(fd)) {}

@@ -1,0 +1,120 @@
+#include "devices/pci/msix.hpp"
+
+#include <cstring>
+
+namespace vvmm::dev {
+
+Msix::Msix(unsigned vectors, Deliver deliver, Route route)
+    : entries_(vectors), deliver_(std::move(deliver)), route_(std::move(route)) {}
+
+void Msix::set_control(bool enabled, bool function_masked)
+{
+    {
+        std::lock_guard lock(mutex_);
+        enabled_ = enabled;
+        function_masked_ = function_masked;
+    }
+    deliver_pending();
+}
+
+void Msix::table_read(uint64_t offset, std::span<uint8_t> data) const
+{
+    std::lock_guard lock(mutex_);
+    for (size_t i = 0; i < data.size(); ++i) {
+        const uint64_t at = offset + i;
+        const size_t v = at / kEntrySize;
+        if (v >= entries_.size()) {
+            data[i] = 0;
+            continue;
+        }
+        const Entry& e = entries_[v];
+        const uint32_t words[4] = {e.addr_lo, e.addr_hi, e.data, e.control};
+        data[i] = static_cast<uint8_t>(words[(at % kEntrySize) / 4] >> (8 * (at % 4)));
+    }
+}
+
+void Msix::table_write(uint64_t offset, std::span<const uint8_t> data)
+{
+    bool unmasked = false;
+    {
+        std::lock_guard lock(mutex_);
+        for (size_t i = 0; i < data.size(); ++i) {
+            const uint64_t at = offset + i;
+            const size_t v = at / kEntrySize;
+            if (v >= entries_.size()) continue;
+            Entry& e = entries_[v];
+            uint32_t* words[4] = {&e.addr_lo, &e.addr_hi, &e.data, &e.control};
+            uint32_t& w = *words[(at % kEntrySize) / 4];
+            const unsigned shift = 8 * (at % 4);
+            const bool was_masked = e.control & 1;
+            w = (w & ~(0xffu << shift)) | (uint32_t(data[i]) << shift);
+            if (words[3] == &w) w &= 1;  // only the mask bit of vector control is defined
+            unmasked |= was_masked && !(e.control & 1);
+        }
+    }
+    if (unmasked) deliver_pending();
+}
+
+void Msix::pba_read(uint64_t offset, std::span<uint8_t> data) const
+{
+    std::lock_guard lock(mutex_);
+    for (size_t i = 0; i < data.size(); ++i) {
+        uint8_t b = 0;
+        for (unsigned bit = 0; bit < 8; ++bit) {
+            const uint64_t v = (offset + i) * 8 + bit;
+            if (v < entries_.size() && entries_[v].pending) b |= uint8_t(1u << bit);
+        }
+        data[i] = b;
+    }
+}
+
+void Msix::signal(unsigned vector)
+{
+    vmm::MsiMessage msg;
+    {
+        std::lock_guard lock(mutex_);
+        if (vector >= entries_.size()) return;
+        if (masked(vector)) {
+            entries_[vector].pending = true;
+            return;
+        }
+        const Entry& e = entries_[vector];
+        msg = {(uint64_t(e.addr_hi) << 32) | e.addr_lo, e.data};
+    }
+    route_(vector, msg);
+    deliver_(vector);
+}
+
+void Msix::deliver_pending()
+{
+    std::vector<std::pair<unsigned, vmm::MsiMessage>> ready;
+    {
+        std::lock_guard lock(mutex_);
+        for (unsigned v = 0; v < entries_.size(); ++v) {
+            Entry& e = entries_[v];
+            if (e.pending && !masked(v)) {
+                e.pending = false;
+                ready.push_back({v, {(uint64_t(e.addr_hi) << 32) | e.addr_lo, e.data}});
+            }
+        }
+    }
+    for (const auto& [v, msg] : ready) {
+        route_(v, msg);
+        deliver_(v);
+    }
+}
+
+bool Msix::pending(unsigned vector) const
+{
+    std::lock_guard lock(mutex_);
+    return vector < entries_.size() && entries_[vector].pending;
+}
+
+vmm::MsiMessage Msix::message(unsigned vector) const
+{
+    std::lock_guard lock(mutex_);
+    const Entry& e = entries_.at(vector);
+    return {(uint64_t(e.addr_hi) << 32) | e.addr_lo, e.data};
+}
+
+}  // namespace vvmm::dev

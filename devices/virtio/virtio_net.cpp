@@ -1,0 +1,127 @@
+#include "devices/virtio/virtio_net.hpp"
+
+#include <cstring>
+
+#include "vmm/base/le.hpp"
+
+namespace vvmm::dev {
+
+VirtioNet::VirtioNet(std::array<uint8_t, 6> mac, std::shared_ptr<net::NetBackend> backend, vmm::IoThread& io)
+    : mac_(mac), backend_(std::move(backend)), io_(io)
+{
+    backend_->attach(this);
+}
+
+void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) const
+{
+    uint8_t cfg[10] = {};
+    std::memcpy(cfg, mac_.data(), 6);
+    store_le<uint16_t>(cfg + 6, 1);  // VIRTIO_NET_S_LINK_UP
+    store_le<uint16_t>(cfg + 8, 1);  // one queue pair
+    std::memcpy(data.data(), cfg + offset, data.size());
+}
+
+void VirtioNet::activate(VirtioQueues& queues)
+{
+    queues_ = &queues;
+    device_lock_ = &queues.lock();
+    receive_ready_later();
+}
+
+void VirtioNet::reset()
+{
+    queues_ = nullptr;
+    pending_tx_.reset();
+}
+
+void VirtioNet::queue_notify(unsigned q)
+{
+    if (q == vnet::kTxQueue) transmit();
+    else receive_ready_later();
+}
+
+void VirtioNet::receive_ready_later()
+{
+    // Not under the device lock: the backend may offer a frame right away,
+    // and delivering takes that lock.
+    io_.post([backend = backend_] { backend->receive_ready(); });
+}
+
+void VirtioNet::transmit_ready()
+{
+    io_.post([this] {
+        std::mutex* m = device_lock_.load();
+        if (!m) return;
+        std::lock_guard lock(*m);
+        transmit();
+    });
+}
+
+void VirtioNet::transmit()
+{
+    Virtqueue* vq = queues_ ? queues_->queue(vnet::kTxQueue) : nullptr;
+    if (!vq || queues_->failed()) return;
+    bool returned = false;
+    for (;;) {
+        if (pending_tx_) {
+            // A full backend is a full NIC ring: stop taking frames until it drains.
+            if (!backend_->try_send(pending_tx_->frame)) break;
+            vq->push_used(pending_tx_->head, 0);
+            returned = true;
+            pending_tx_.reset();
+        }
+        auto next = vq->pop();
+        if (!next) {
+            queues_->fail(next.error().message());
+            return;
+        }
+        if (!next.value()) break;
+        const DescriptorChain& chain = *next.value();
+        const uint64_t len = chain.readable_bytes;
+        if (len < vnet::kHeaderSize + vnet::kMinFrame || len > vnet::kHeaderSize + vnet::kMaxFrame) {
+            guest_log_.warn("virtio-net: dropped a transmitted frame of " + std::to_string(len) + " bytes (header included)");
+            vq->push_used(chain.head, 0);
+            returned = true;
+            continue;
+        }
+        std::vector<uint8_t> buf(len);
+        ChainReader(queues_->memory(), chain).read(buf);
+        buf.erase(buf.begin(), buf.begin() + vnet::kHeaderSize);
+        pending_tx_ = PendingTx{chain.head, std::move(buf)};
+    }
+    if (returned) queues_->used(vnet::kTxQueue);
+}
+
+bool VirtioNet::deliver_to_guest(std::span<const uint8_t> frame)
+{
+    std::mutex* m = device_lock_.load();
+    if (!m) return false;  // not activated yet: the backend keeps the frame
+    std::lock_guard lock(*m);
+    Virtqueue* vq = queues_ ? queues_->queue(vnet::kRxQueue) : nullptr;
+    if (!vq || queues_->failed()) return false;
+    auto next = vq->pop();
+    if (!next) {
+        queues_->fail(next.error().message());
+        return false;
+    }
+    if (!next.value()) return false;  // no RX buffer: the backend holds the frame
+    const DescriptorChain& chain = *next.value();
+    if (chain.writable_bytes < vnet::kHeaderSize + frame.size()) {
+        // Without mergeable buffers every RX buffer must hold a whole frame.
+        guest_log_.warn("virtio-net: RX buffer of " + std::to_string(chain.writable_bytes) + " bytes is too small for a " +
+                        std::to_string(frame.size()) + "-byte frame; frame dropped");
+        vq->push_used(chain.head, 0);
+        queues_->used(vnet::kRxQueue);
+        return true;
+    }
+    uint8_t header[vnet::kHeaderSize] = {};
+    store_le<uint16_t>(header + 10, 1);  // num_buffers
+    ChainWriter writer(queues_->memory(), chain);
+    writer.write(header);
+    writer.write(frame);
+    vq->push_used(chain.head, static_cast<uint32_t>(writer.written()));
+    queues_->used(vnet::kRxQueue);
+    return true;
+}
+
+}  // namespace vvmm::dev

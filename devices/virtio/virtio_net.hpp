@@ -1,0 +1,61 @@
+// virtio-net: queue 0 receives, queue 1 transmits, frames carried by a
+// NetBackend with flow control both ways (see net/net_backend.hpp).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "devices/virtio/virtio_device.hpp"
+#include "net/net_backend.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/io_thread.hpp"
+
+namespace vvmm::dev {
+
+namespace vnet {
+inline constexpr uint64_t kFMac = 1ull << 5, kFStatus = 1ull << 16;
+inline constexpr size_t kHeaderSize = 12;  // virtio_net_hdr_v1
+inline constexpr size_t kMinFrame = 14, kMaxFrame = 65535;
+inline constexpr unsigned kRxQueue = 0, kTxQueue = 1;
+}  // namespace vnet
+
+class VirtioNet : public VirtioDevice, public net::FrameSink {
+public:
+    VirtioNet(std::array<uint8_t, 6> mac, std::shared_ptr<net::NetBackend> backend, vmm::IoThread& io);
+
+    uint16_t device_type() const override { return virtio::kDeviceNet; }
+    std::string_view name() const override { return "virtio-net"; }
+    uint64_t device_features() const override { return vnet::kFMac | vnet::kFStatus; }
+    unsigned queue_count() const override { return 2; }
+    size_t config_size() const override { return 10; }
+    void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+    void activate(VirtioQueues& queues) override;
+    void reset() override;
+    void queue_notify(unsigned q) override;
+
+    // net::FrameSink (backend thread)
+    bool deliver_to_guest(std::span<const uint8_t> frame) override;
+    void transmit_ready() override;
+
+private:
+    void transmit();  // device lock held
+    void receive_ready_later();
+
+    std::array<uint8_t, 6> mac_;
+    std::shared_ptr<net::NetBackend> backend_;
+    vmm::IoThread& io_;
+    VirtioQueues* queues_ = nullptr;
+    std::atomic<std::mutex*> device_lock_{nullptr};  // set at activate; read from the network thread
+    // A frame the backend refused, with its chain, sent first when it has room.
+    struct PendingTx {
+        uint16_t head;
+        std::vector<uint8_t> frame;
+    };
+    std::optional<PendingTx> pending_tx_;
+    RateLimitedLog guest_log_;
+};
+
+}  // namespace vvmm::dev

@@ -1,0 +1,158 @@
+#include <doctest/doctest.h>
+
+#include <memory>
+
+#include "devices/pci/msix.hpp"
+#include "devices/pci/pci_bus.hpp"
+#include "devices/pci/pci_config_space.hpp"
+#include "vmm/gsi_router.hpp"
+
+using namespace vvmm::dev;
+
+TEST_CASE("BAR sizing: write all ones, read back the size mask")
+{
+    PciConfigSpace c(0x1af4, 0x1042, 1, 0x80, 0);
+    c.add_memory_bar(0, 0x8000);
+    c.write(pci::kBar0, 4, 0xffffffff);
+    CHECK(c.read(pci::kBar0, 4) == 0xffff8000);
+    c.write(pci::kBar0, 4, 0xC0012345);
+    CHECK(c.read(pci::kBar0, 4) == 0xC0010000);
+    // Unimplemented BARs read as zero whatever is written.
+    c.write(pci::kBar0 + 4, 4, 0xffffffff);
+    CHECK(c.read(pci::kBar0 + 4, 4) == 0);
+}
+
+TEST_CASE("read-only fields stay read-only; command bits are masked")
+{
+    PciConfigSpace c(0x1af4, 0x1042, 1, 0x80, 0);
+    c.write(pci::kVendorId, 4, 0);
+    CHECK(c.u16(pci::kVendorId) == 0x1af4);
+    CHECK(c.u16(pci::kDeviceId) == 0x1042);
+    c.write(pci::kCommand, 2, 0xffff);
+    CHECK(c.u16(pci::kCommand) == (pci::kCommandIo | pci::kCommandMemory | pci::kCommandBusMaster | pci::kCommandIntxDisable));
+    c.write(pci::kClass, 1, 0x55);
+    CHECK(c.read(pci::kClass, 1) == 1);
+}
+
+TEST_CASE("the BAR listener fires when decoding turns on or the BAR moves")
+{
+    PciConfigSpace c(0x1af4, 0x1042, 1, 0x80, 0);
+    c.add_memory_bar(0, 0x1000);
+    int calls = 0;
+    c.set_bar_listener([&](unsigned bar) { calls += bar == 0; });
+    c.set_bar_address(0, 0xC0000000);
+    CHECK(calls == 0);  // memory decoding still off
+    CHECK_FALSE(c.bar_address(0).has_value());
+    c.write(pci::kCommand, 2, pci::kCommandMemory);
+    CHECK(calls == 1);
+    CHECK(c.bar_address(0).value() == 0xC0000000);
+    c.write(pci::kBar0, 4, 0xffffffff);  // sizing: not decoded meanwhile
+    CHECK(calls == 2);
+    CHECK_FALSE(c.bar_address(0).has_value());
+    c.write(pci::kBar0, 4, 0xC0001000);
+    CHECK(calls == 3);
+    CHECK(c.bar_address(0).value() == 0xC0001000);
+}
+
+TEST_CASE("capability list is linked and flagged in status")
+{
+    PciConfigSpace c(0x1af4, 0x1042, 1, 0x80, 0);
+    const uint8_t a[14] = {16, 1}, b[10] = {};
+    const size_t first = c.add_capability(pci::kCapVendor, a);
+    const size_t second = c.add_capability(pci::kCapMsix, b);
+    CHECK((c.u16(pci::kStatus) & pci::kStatusCapList) != 0);
+    CHECK(c.read(pci::kCapabilitiesPtr, 1) == uint32_t(first));
+    CHECK(c.read(first, 1) == uint32_t(pci::kCapVendor));
+    CHECK(c.read(first + 1, 1) == uint32_t(second));
+    CHECK(c.read(second, 1) == uint32_t(pci::kCapMsix));
+    CHECK(c.read(second + 1, 1) == 0);
+    CHECK(second % 4 == 0);
+}
+
+namespace {
+struct Fn : PciFunction {
+    PciConfigSpace cs{0x1234, 0x5678, 2, 0, 0};
+    PciConfigSpace& config() override { return cs; }
+};
+uint32_t cfg_read(PciBus& bus, unsigned slot, unsigned reg, size_t size = 4)
+{
+    uint8_t addr[4];
+    const uint32_t a = 0x80000000u | (slot << 11) | (reg & 0xfc);
+    std::memcpy(addr, &a, 4);
+    bus.write(0, addr);
+    uint8_t data[4] = {};
+    bus.read(4 + (reg & 3), {data, size});
+    uint32_t v = 0;
+    std::memcpy(&v, data, size);
+    return v;
+}
+}  // namespace
+
+TEST_CASE("conf1: host bridge at slot 0, devices after it, empty slots read all ones")
+{
+    PciBus bus;
+    auto slot = bus.add(std::make_shared<Fn>());
+    REQUIRE(slot.ok());
+    CHECK(slot.value() == 1);
+    CHECK((cfg_read(bus, 0, 0x08) >> 16) == 0x0600u);  // class: host bridge
+    CHECK(cfg_read(bus, 1, 0) == 0x56781234);
+    CHECK(cfg_read(bus, 1, 2, 2) == 0x5678);                 // sub-dword access at 0xCFE
+    CHECK(cfg_read(bus, 7, 0) == 0xffffffff);
+    uint8_t latch[4];
+    bus.read(0, latch);
+    CHECK(latch[3] == 0x80);                                  // the address latch reads back
+}
+
+TEST_CASE("MSI-X: masked vectors pend and fire on unmask")
+{
+    std::vector<unsigned> delivered;
+    std::vector<std::pair<unsigned, vvmm::vmm::MsiMessage>> routed;
+    Msix m(3, [&](unsigned v) { delivered.push_back(v); }, [&](unsigned v, const vvmm::vmm::MsiMessage& msg) { routed.push_back({v, msg}); });
+    CHECK(m.table_bytes() == 48);
+    CHECK(m.pba_bytes() == 8);
+    // Program vector 1: address 0xFEE00000, data 0x4041, unmasked.
+    const uint8_t entry[16] = {0x00, 0x00, 0xE0, 0xFE, 0, 0, 0, 0, 0x41, 0x40, 0, 0, 1, 0, 0, 0};
+    m.table_write(16, entry);
+    m.signal(1);  // MSI-X not enabled yet: pending
+    CHECK(delivered.empty());
+    CHECK(m.pending(1));
+    uint8_t pba = 0;
+    m.pba_read(0, {&pba, 1});
+    CHECK(pba == 0x02);
+    m.set_control(true, false);  // enabled, but the entry is still masked
+    CHECK(delivered.empty());
+    const uint8_t unmask[4] = {0, 0, 0, 0};
+    m.table_write(16 + 12, unmask);
+    REQUIRE(delivered.size() == 1);
+    CHECK(delivered[0] == 1);
+    CHECK(routed.back().second.address == 0xFEE00000);
+    CHECK(routed.back().second.data == 0x4041);
+    CHECK_FALSE(m.pending(1));
+    m.set_control(true, true);  // function mask
+    m.signal(1);
+    CHECK(delivered.size() == 1);
+    m.set_control(true, false);
+    CHECK(delivered.size() == 2);
+    m.signal(7);  // no such vector: ignored
+    CHECK(delivered.size() == 2);
+    uint8_t ctl[4];
+    m.table_read(16 + 12, ctl);
+    CHECK(ctl[0] == 0);
+}
+
+TEST_CASE("GSI routing keeps KVM's default irqchip routes")
+{
+    auto t = vvmm::vmm::GsiRouter::table({{24, {0xFEE00000, 0x31}}});
+    size_t irqchip = 0, msi = 0;
+    for (const auto& e : t) {
+        if (e.type == KVM_IRQ_ROUTING_IRQCHIP) ++irqchip;
+        if (e.type == KVM_IRQ_ROUTING_MSI) {
+            ++msi;
+            CHECK(e.gsi == 24);
+            CHECK(e.u.msi.address_lo == 0xFEE00000);
+            CHECK(e.u.msi.data == 0x31);
+        }
+    }
+    CHECK(irqchip == 16 + 24);
+    CHECK(msi == 1);
+}
