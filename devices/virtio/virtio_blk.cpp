@@ -127,7 +127,9 @@ void VirtioBlk::start(const DescriptorChain& chain)
         break;
     case blk::kTypeGetId: {
         uint8_t id[blk::kIdBytes] = {};
-        const std::string serial = spec_.id.empty() ? name_.substr(0, blk::kIdBytes) : spec_.id;
+        // Default serial: the image's file name, as far as it fits.
+        const std::string base = spec_.path.substr(spec_.path.find_last_of('/') + 1);
+        const std::string serial = spec_.id.empty() ? base.substr(0, blk::kIdBytes) : spec_.id;
         std::memcpy(id, serial.data(), std::min(serial.size(), blk::kIdBytes));
         writer.write({id, std::min<uint64_t>(blk::kIdBytes, chain.writable_bytes - 1)});
         break;

@@ -75,6 +75,7 @@ u64 ram_total(void)
  */
 #define HIGH_PD_POOL 60
 static u64 high_pd[HIGH_PD_POOL][512] __attribute__((aligned(4096)));
+static int high_pd_used;
 
 void map_high_ram(void)
 {
@@ -85,7 +86,6 @@ void map_high_ram(void)
 		cpuid(0x80000001, 0, &a, &b, &c, &d);
 		gbpages = (d >> 26) & 1;
 	}
-	int pool = 0;
 	for (int i = 0; i < e820_count; i++) {
 		if (e820[i].type != 1)
 			continue;
@@ -95,8 +95,8 @@ void map_high_ram(void)
 				continue;
 			if (gbpages) {
 				pdpt[g] = (g << 30) | 0x87;
-			} else if (pool < HIGH_PD_POOL) {
-				u64 *pd = high_pd[pool++];
+			} else if (high_pd_used < HIGH_PD_POOL) {
+				u64 *pd = high_pd[high_pd_used++];
 				for (u64 j = 0; j < 512; j++)
 					pd[j] = (g << 30) + (j << 21) + 0x87;
 				barrier();
@@ -104,6 +104,80 @@ void map_high_ram(void)
 			}
 		}
 	}
+}
+
+/*
+ * MMIO above 4 GiB (a 64-bit BAR that firmware placed high): identity-map
+ * its 1 GiB regions uncached (PCD|PWT).  Returns 0 if it is mapped.
+ */
+int map_mmio(u64 addr, u64 len)
+{
+	if (!len)
+		return 0;
+	u32 a, b, c, d;
+	cpuid(0x80000001, 0, &a, &b, &c, &d);
+	int gbpages = (d >> 26) & 1;
+	for (u64 g = addr >> 30; g <= (addr + len - 1) >> 30; g++) {
+		if (g >= 512)
+			return -1;
+		if (g < 4 || pdpt[g])
+			continue;               /* low 4 GiB: static map (3-4 GiB uncached) */
+		if (gbpages) {
+			pdpt[g] = (g << 30) | 0x9f;     /* P RW US PWT PCD PS */
+		} else if (high_pd_used < HIGH_PD_POOL) {
+			u64 *pd = high_pd[high_pd_used++];
+			for (u64 j = 0; j < 512; j++)
+				pd[j] = (g << 30) + (j << 21) + 0x9f;
+			barrier();
+			pdpt[g] = (u64)pd | 0x7;
+		} else {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * DMA memory for device rings and buffers: a bump allocator over the e820
+ * RAM above the kernel image (identity-mapped, so virtual = physical).
+ * Never freed.  Returns zeroed memory, or 0 if no RAM range has room.
+ */
+static u64 dma_cur, dma_end;
+
+void *dma_alloc(u64 size, u64 align)
+{
+	if (align < 64)
+		align = 64;
+	u64 p = (dma_cur + align - 1) & ~(align - 1);
+	if (!dma_cur || p + size > dma_end) {
+		/* next e820 RAM range above the current one that fits */
+		u64 lo = dma_end ? dma_end : (((u64)_end + 0xfff) & ~0xfffull);
+		u64 best = 0, best_end = 0;
+		for (int i = 0; i < e820_count; i++) {
+			if (e820[i].type != 1)
+				continue;
+			u64 s = e820[i].addr > lo ? e820[i].addr : lo;
+			s = (s + align - 1) & ~(align - 1);
+			u64 e = e820[i].addr + e820[i].size;
+			for (u64 g = s >> 30; g < (e + (1ull << 30) - 1) >> 30; g++)
+				if (g >= 512 || !(pdpt[g] & 1)) {       /* stop at unmapped RAM */
+					e = g << 30 > s ? g << 30 : s;
+					break;
+				}
+			if (e > s && e - s >= size && (!best || s < best)) {
+				best = s;
+				best_end = e;
+			}
+		}
+		if (!best)
+			return 0;
+		dma_cur = best;
+		dma_end = best_end;
+		p = best;
+	}
+	dma_cur = p + size;
+	memset((void *)p, 0, size);
+	return (void *)p;
 }
 
 /* ---- MP table / ACPI ---- */
@@ -400,6 +474,11 @@ void tsc_init(void)
 		tsc_khz = 2000000;
 		tsc_source = "guess";
 	}
+}
+
+u64 tsc_to_us(u64 cycles)
+{
+	return cycles / tsc_khz * 1000 + cycles % tsc_khz * 1000 / tsc_khz;
 }
 
 void delay_ms(u64 ms)

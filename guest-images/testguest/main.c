@@ -1,7 +1,7 @@
 /* Test guest main program (CPL 3): command line, CPU bring-up, workloads. */
 #include "tg.h"
 
-static int streq(const char *a, const char *b)
+int streq(const char *a, const char *b)
 {
 	while (*a && *a == *b)
 		a++, b++;
@@ -10,7 +10,7 @@ static int streq(const char *a, const char *b)
 
 /* Finds "key=value" among the space-separated words of the command line
  * (the last occurrence wins) and copies the value.  Returns 0 if absent. */
-static int opt(const char *key, char *out, size_t outsz)
+int opt(const char *key, char *out, size_t outsz)
 {
 	size_t klen = strlen(key);
 	int found = 0;
@@ -32,7 +32,7 @@ static int opt(const char *key, char *out, size_t outsz)
 	return found;
 }
 
-static u64 opt_u64(const char *key, u64 def)
+u64 opt_u64(const char *key, u64 def)
 {
 	char v[32];
 	if (!opt(key, v, sizeof(v)))
@@ -66,7 +66,7 @@ static inline u64 xorshift64(u64 x)
 	return x;
 }
 
-static u64 splitmix64(u64 z)
+u64 splitmix64(u64 z)
 {
 	z += 0x9e3779b97f4a7c15ull;
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -230,6 +230,10 @@ NORETURN void bsp_main(void)
 	tg_printf("tg: info cpu_table=%s cpus_listed=%d tsc_khz=%lu tsc_source=%s\n",
 		  cpu_source, ncpus, tsc_khz, tsc_source);
 
+	char pv[16];
+	if (opt("pci", pv, sizeof(pv)) && streq(pv, "verbose"))
+		pci_scan(1);
+
 	if (streq(test, "boot")) {
 		tg_printf("tg: boot ok\n");
 		reboot();
@@ -244,6 +248,18 @@ NORETURN void bsp_main(void)
 		test_count();
 	} else if (streq(test, "shell")) {
 		test_shell();
+	} else if (streq(test, "pci")) {
+		test_pci();
+	} else if (streq(test, "blk")) {
+		test_blk(0);
+	} else if (streq(test, "blkverify")) {
+		test_blk(1);
+	} else if (streq(test, "blkbench")) {
+		test_blkbench();
+	} else if (streq(test, "net")) {
+		test_net();
+	} else if (streq(test, "netbench")) {
+		test_netbench();
 	}
 	tg_printf("tg: error unknown test=%s\n", test);
 	reboot();

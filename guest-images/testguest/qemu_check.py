@@ -2,16 +2,30 @@
 """Boots the test guest under QEMU/KVM and checks its output.
 
 usage: qemu_check.py BZIMAGE [--machines microvm,pc] [--smp 1,2,4]
-                             [--tests boot,smp,count,shell[,panic]] [-v]
+                             [--tests boot,smp,count,shell[,panic][,pci,blk,net,net3,netbench]] [-v]
 
 Exit status 0 if every run produced the expected lines, the numbers match
 reference.py and QEMU exited by itself.  Needs /dev/kvm and
 qemu-system-x86_64.
+
+The device tests (pci, blk, net, net3, netbench; not in the default set) run
+once, on -M pc with the first --smp value, with virtio-pci modern devices:
+  pci       test=pci lists the virtio devices and their capabilities
+  blk       test=blk on a scratch image + a read-only disk, image checked from
+            the host with reference.py, test=blkverify in a second VM (also
+            with a wrong seed, which must fail), inject=badhead (NEEDS_RESET,
+            reset, recovery) with BARs reassigned by the guest (pcireassign=1)
+  net       two VMs joined by -netdev socket (TCP on 127.0.0.1), test=net
+  net3      three VMs on netswitch.py (unix socket, -netdev stream)
+  netbench  send/recv and ping/pong for 1 s each (sanity only)
 """
 import argparse
 import os
 import re
+import shutil
+import socket
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -111,6 +125,181 @@ def expect(test, smp, out):
     return errs
 
 
+DEVICE_TESTS = ('pci', 'blk', 'net', 'net3', 'netbench')
+
+
+def tg_lines(out):
+    return [l.rstrip('\r') for l in out.splitlines() if l.startswith('tg: ')]
+
+
+def common_errs(out, rc):
+    errs = [f'unexpected: {l}' for l in tg_lines(out)
+            if l.startswith(('tg: panic', 'tg: error', 'tg: warn'))]
+    if rc != 0:
+        errs.append(f'qemu exit status {rc}')
+    return errs
+
+
+def want_lines(out, wanted):
+    tg = tg_lines(out)
+    return [f'missing "{w}"' for w in wanted if w not in tg]
+
+
+def dev_blk(image, smp, timeout):
+    """Yields (name, cmd, out, errs)."""
+    tmp = tempfile.mkdtemp(prefix='tg-blk-')
+    try:
+        d0, d1 = os.path.join(tmp, 'd0.img'), os.path.join(tmp, 'ro.img')
+        with open(d0, 'wb') as f:
+            f.truncate(64 << 20)
+        with open(d1, 'wb') as f:
+            f.write(os.urandom(1 << 20))
+        drives = ['-drive', f'if=none,id=d0,file={d0},format=raw,cache=none',
+                  '-device', 'virtio-blk-pci,drive=d0,disable-legacy=on,serial=tg-disk0',
+                  '-drive', f'if=none,id=d1,file={d1},format=raw,readonly=on',
+                  '-device', 'virtio-blk-pci,drive=d1,disable-legacy=on,serial=tg-ro']
+        rng = 'seed=5 start=100 sectors=3000'
+        disks = ['tg: blk disk=0 capacity=131072 ro=0 id=tg-disk0',
+                 'tg: blk disk=1 capacity=2048 ro=1 id=tg-ro']
+        runs = [
+            ('blk', f'test=blk {rng} qd=16',
+             disks + ['tg: blk write ok sectors=3000', 'tg: blk verify ok',
+                      'tg: blk ro-write status=1 disk=1', 'tg: blk ok'], []),
+            ('blkverify', f'test=blkverify {rng} evidx=1',
+             disks + ['tg: blk verify ok', 'tg: blk ok'], []),
+            ('blkverify-bad', 'test=blkverify seed=6 start=100 sectors=3000',
+             ['tg: blk verify error sector=100 bad_sectors=3000', 'tg: blk fail'], []),
+            ('blk-inject', f'test=blk inject=badhead pcireassign=1 pci=verbose evidx=1 seed=9 start=4000 sectors=500',
+             ['tg: virtio dev=00:02.0 needs-reset',
+              'tg: blk inject=badhead disk=0 needs_reset=1 status=-1', 'tg: blk disk=0 reset ok',
+              'tg: blk write ok sectors=500', 'tg: blk verify ok', 'tg: blk ok'], []),
+        ]
+        for name, extra, wanted, _ in runs:
+            cmd = qemu_cmd(image, 'pc', smp, f'console=ttyS0 reboot=k panic=-1 acpi=off {extra}') + drives
+            out, rc = run_qemu(cmd, b'', timeout)
+            errs = want_lines(out, wanted)
+            errs += [e for e in common_errs(out, rc) if 'blk verify error' not in e]
+            if name == 'blk':
+                bad, first = reference.blk_check(d0, 5, 100, 3000)
+                if bad:
+                    errs.append(f'host check: {bad} bad sectors, first {first}')
+                with open(d0, 'rb') as f:
+                    if f.read(100 * 512).strip(b'\0') or f.seek(3100 * 512) and f.read(512).strip(b'\0'):
+                        errs.append('host check: data outside the written range')
+            if name == 'blk-inject' and reference.blk_check(d0, 9, 4000, 500)[0]:
+                errs.append('host check: inject run data wrong')
+            yield name, cmd, out, errs
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run_many(cmds, timeout):
+    procs = []
+    outs = []
+    for i, cmd in enumerate(cmds):
+        f = tempfile.TemporaryFile()
+        procs.append((subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f,
+                                       stderr=subprocess.STDOUT), f))
+        if i == 0:
+            time.sleep(0.3)     # the listening side first
+    for p, f in procs:
+        try:
+            rc = p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = 'timeout'
+        f.seek(0)
+        outs.append((f.read().decode(errors='replace'), rc))
+        f.close()
+    return outs
+
+
+def mac(i):
+    return f'52:54:00:00:00:{i:02x}'
+
+
+def dev_net(image, smp, timeout, n, count):
+    port = free_port()
+    sw = None
+    tmp = tempfile.mkdtemp(prefix='tg-net-')
+    try:
+        if n == 2:
+            nds = [f'socket,id=n0,listen=127.0.0.1:{port}', f'socket,id=n0,connect=127.0.0.1:{port}']
+        else:
+            path = os.path.join(tmp, 'sw.sock')
+            sw = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(
+                os.path.abspath(__file__)), 'netswitch.py'), path, '--ports', str(n),
+                '--timeout', str(timeout)], stderr=subprocess.DEVNULL)
+            for _ in range(100):
+                if os.path.exists(path):
+                    break
+                time.sleep(0.05)
+            nds = [f'stream,id=n0,server=off,addr.type=unix,addr.path={path}'] * n
+        cmds = []
+        for i in range(1, n + 1):
+            peers = ','.join(mac(j) for j in range(1, n + 1) if j != i)
+            evidx = i % 2     # mix both notification schemes
+            app = (f'console=ttyS0 reboot=k panic=-1 acpi=off test=net me={mac(i)} '
+                   f'peers={peers} count={count} hello=1 evidx={evidx}')
+            cmds.append(qemu_cmd(image, 'pc', smp, app) +
+                        ['-netdev', nds[i - 1], '-device',
+                         f'virtio-net-pci,netdev=n0,disable-legacy=on,mac={mac(i)}'])
+        outs = run_many(cmds, timeout)
+        for i, (out, rc) in enumerate(outs, 1):
+            wanted = [f'tg: net peer={mac(j)} sent={count} received={count} lost=0 dup=0 '
+                      f'reorder=0 corrupt=0' for j in range(1, n + 1) if j != i] + ['tg: net ok']
+            yield f'net{n}-vm{i}', cmds[i - 1], out, want_lines(out, wanted) + common_errs(out, rc)
+    finally:
+        if sw:
+            sw.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dev_netbench(image, smp, timeout):
+    for a, b in (('send', 'recv'), ('ping', 'pong')):
+        port = free_port()
+        cmds = []
+        for i, role, nd in ((1, a, f'listen=127.0.0.1:{port}'), (2, b, f'connect=127.0.0.1:{port}')):
+            app = (f'console=ttyS0 reboot=k panic=-1 acpi=off test=netbench me={mac(i)} '
+                   f'peer={mac(3 - i)} role={role} secs=1')
+            cmds.append(qemu_cmd(image, 'pc', smp, app) +
+                        ['-netdev', f'socket,id=n0,{nd}', '-device',
+                         f'virtio-net-pci,netdev=n0,disable-legacy=on,mac={mac(i)}'])
+        outs = run_many(cmds, timeout)
+        pats = {'send': r'tg: netbench role=send frames=[1-9]\d* mbps=\d+\.\d',
+                'recv': r'tg: netbench role=recv frames=[1-9]\d* mbps=\d+\.\d fps=\d+ lost=0 ',
+                'ping': r'tg: netbench rtt_us_median=\d+ rtt_us_p99=\d+ pings=[1-9]',
+                'pong': r'tg: netbench role=pong pongs=[1-9]'}
+        for (out, rc), role, cmd in zip(outs, (a, b), cmds):
+            errs = common_errs(out, rc)
+            if not any(re.match(pats[role], l) for l in tg_lines(out)):
+                errs.append(f'no line matching {pats[role]}')
+            yield f'netbench-{role}', cmd, out, errs
+
+
+def dev_pci(image, smp, timeout):
+    cmd = qemu_cmd(image, 'pc', smp, 'console=ttyS0 reboot=k panic=-1 acpi=off test=pci') + [
+        '-device', 'virtio-blk-pci,disable-legacy=on,drive=d0', '-drive',
+        'if=none,id=d0,file=null-co://,format=raw', '-device', 'virtio-net-pci,disable-legacy=on']
+    out, rc = run_qemu(cmd, b'', timeout)
+    errs = common_errs(out, rc) + want_lines(out, [
+        'tg: pci dev=00:00.0 id=8086:1237 class=060000',
+        'tg: pci dev=00:02.0 id=1af4:1042 class=010000',
+        'tg: pci dev=00:03.0 id=1af4:1041 class=020000', 'tg: pci ok devices=6'])
+    for d in ('00:02.0', '00:03.0'):
+        for c in ('common', 'notify', 'isr', 'device'):
+            if not any(l.startswith(f'tg: pci cap dev={d} ') and f'virtio={c} ' in l for l in tg_lines(out)):
+                errs.append(f'no virtio {c} capability listed for {d}')
+    yield 'pci', cmd, out, errs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('image')
@@ -122,9 +311,10 @@ def main():
     args = ap.parse_args()
 
     failures = 0
+    tests = args.tests.split(',')
     for machine in args.machines.split(','):
         for smp in map(int, args.smp.split(',')):
-            for test in args.tests.split(','):
+            for test in [t for t in tests if t not in DEVICE_TESTS]:
                 extra, stdin = TESTS[test]
                 append = f'console=ttyS0 reboot=k panic=-1 acpi=off {extra}'.strip()
                 cmd = qemu_cmd(args.image, machine, smp, append)
@@ -144,6 +334,26 @@ def main():
                     for l in out.splitlines():
                         print(f'     | {l}')
                 failures += bool(errs)
+    smp = int(args.smp.split(',')[0])
+    gens = {'pci': lambda: dev_pci(args.image, smp, args.timeout),
+            'blk': lambda: dev_blk(args.image, smp, args.timeout),
+            'net': lambda: dev_net(args.image, smp, args.timeout, 2, 100000),
+            'net3': lambda: dev_net(args.image, smp, args.timeout, 3, 20000),
+            'netbench': lambda: dev_netbench(args.image, smp, args.timeout)}
+    for test in [t for t in tests if t in DEVICE_TESTS]:
+        t0 = time.monotonic()
+        for name, cmd, out, errs in gens[test]():
+            dt = time.monotonic() - t0
+            t0 = time.monotonic()
+            print(f'{"ok  " if not errs else "FAIL"} pc       smp={smp} {name:13} {dt:6.2f}s', flush=True)
+            if errs or args.verbose:
+                for e in errs:
+                    print(f'     - {e}')
+                if errs:
+                    print('     $ ' + ' '.join(repr(c) if ' ' in c else c for c in cmd))
+                for l in out.splitlines():
+                    print(f'     | {l}')
+            failures += bool(errs)
     print('all ok' if not failures else f'{failures} failures')
     return 1 if failures else 0
 

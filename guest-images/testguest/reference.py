@@ -5,12 +5,24 @@
   reference.py count N [MB]           expected "sum=" of "tg: count n=N"
   reference.py check [LOGFILE]        verify every smp/count line of a guest log
                                       (stdin if no file); exit status 1 on mismatch
+  reference.py blkpattern SEED SECTOR  the 512 bytes of a test=blk sector, as hex
+  reference.py blkcheck IMAGE SEED START SECTORS
+                                      verify a test=blk pattern in a disk image
+                                      (exit status 1 and the first bad sector)
+  reference.py blkwrite IMAGE SEED START SECTORS
+                                      write the pattern into a disk image (for
+                                      test=blkverify without a test=blk run)
+  reference.py netframe SRC DST SEQ   a test=net DATA frame (SRC sends to DST), as hex
   reference.py selftest               compare the fast and the naive algorithms
 
 smp:   x = INDEX + 1, then ITERS times x = xorshift64(x) (13, 7, 17); ITERS
        defaults to 10000000.
 count: MB MiB (default 64) of 64-bit words, word 0 = splitmix64(N) (1 if that
        is 0), word i+1 = xorshift64(word i); sum = XOR of all words.
+
+blk:   sector s = 64 little-endian 64-bit words, word w =
+       splitmix64(SEED * 2**40 + s * 64 + w) mod 2**64.
+net:   see README.md ("test=net frame format") and net_frame() below.
 
 xorshift64 is linear over GF(2), so both values are computed with 64x64 bit
 matrices (powers and a geometric series by repeated squaring): milliseconds
@@ -112,6 +124,73 @@ def count_sum_naive(n, words):
     return s
 
 
+def blk_sector(seed, sector):
+    base = (seed << 40) + sector * 64
+    return b''.join(splitmix64((base + w) & MASK).to_bytes(8, 'little') for w in range(64))
+
+
+def blk_check(image, seed, start, sectors):
+    """Returns (number of bad sectors, first bad sector or None)."""
+    bad, first = 0, None
+    with open(image, 'rb') as f:
+        f.seek(start * 512)
+        for s in range(start, start + sectors):
+            data = f.read(512)
+            if data != blk_sector(seed, s):
+                bad += 1
+                if first is None:
+                    first = s
+    return bad, first
+
+
+def blk_write(image, seed, start, sectors):
+    with open(image, 'r+b') as f:
+        f.seek(start * 512)
+        for s in range(start, start + sectors):
+            f.write(blk_sector(seed, s))
+
+
+NET_ETHERTYPE = 0x88B5
+NET_MAGIC = 0x746E6774   # b"tgnt" little-endian
+NET_KIND_DATA = 1
+
+
+def parse_mac(text):
+    return int(text.replace(':', ''), 16)
+
+
+def net_key(src_mac, seq):
+    return splitmix64(splitmix64(src_mac) ^ seq)
+
+
+def fnv1a32(data):
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def net_frame(src_mac, dst_mac, seq):
+    """The DATA frame number seq that src_mac sends to dst_mac in test=net."""
+    key = net_key(src_mac, seq)
+    length = 60 + key % 1455
+    f = bytearray(length)
+    f[0:6] = dst_mac.to_bytes(6, 'big')
+    f[6:12] = src_mac.to_bytes(6, 'big')
+    f[12:14] = NET_ETHERTYPE.to_bytes(2, 'big')
+    f[14:18] = NET_MAGIC.to_bytes(4, 'little')
+    f[18:24] = src_mac.to_bytes(6, 'big')
+    f[24:26] = length.to_bytes(2, 'little')
+    f[26:28] = NET_KIND_DATA.to_bytes(2, 'little')
+    f[28:36] = seq.to_bytes(8, 'little')
+    # 36..43 aux = 0, 44..47 checksum (0 while it is computed)
+    payload = b''.join(splitmix64((key + m) & MASK).to_bytes(8, 'little')
+                       for m in range((length - 48 + 7) // 8))
+    f[48:] = payload[:length - 48]
+    f[44:48] = fnv1a32(f[14:]).to_bytes(4, 'little')
+    return bytes(f)
+
+
 def check(lines):
     """Verifies smp/count lines against the parameters on the ready line."""
     params = {}
@@ -149,6 +228,21 @@ def main(argv):
     elif argv and argv[0] == 'check':
         src = open(argv[1], errors='replace') if len(argv) > 1 else sys.stdin
         return 0 if check(src) else 1
+    elif len(argv) >= 3 and argv[0] == 'blkpattern':
+        print(blk_sector(int(argv[1], 0), int(argv[2], 0)).hex())
+    elif len(argv) >= 5 and argv[0] in ('blkcheck', 'blkwrite'):
+        image, seed, start, sectors = argv[1], int(argv[2], 0), int(argv[3], 0), int(argv[4], 0)
+        if argv[0] == 'blkwrite':
+            blk_write(image, seed, start, sectors)
+            print(f'wrote {sectors} sectors')
+            return 0
+        bad, first = blk_check(image, seed, start, sectors)
+        if bad:
+            print(f'blkcheck error sector={first} bad_sectors={bad}')
+            return 1
+        print(f'blkcheck ok sectors={sectors}')
+    elif len(argv) >= 4 and argv[0] == 'netframe':
+        print(net_frame(parse_mac(argv[1]), parse_mac(argv[2]), int(argv[3], 0)).hex())
     elif argv and argv[0] == 'selftest':
         for idx in range(4):
             for iters in (0, 1, 2, 3, 1000, 4321):

@@ -23,6 +23,28 @@ static inline u8 inb(u16 port)
 	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
 	return v;
 }
+static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u16 inw(u16 port)
+{
+	u16 v;
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u32 inl(u16 port)
+{
+	u32 v;
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+/* MMIO accessors: one plain mov each (KVM's emulator decodes them). */
+static inline u8 mmio_r8(u64 a) { u8 v; __asm__ volatile("movb (%1), %0" : "=q"(v) : "r"(a) : "memory"); return v; }
+static inline u16 mmio_r16(u64 a) { u16 v; __asm__ volatile("movw (%1), %0" : "=r"(v) : "r"(a) : "memory"); return v; }
+static inline u32 mmio_r32(u64 a) { u32 v; __asm__ volatile("movl (%1), %0" : "=r"(v) : "r"(a) : "memory"); return v; }
+static inline void mmio_w8(u64 a, u8 v) { __asm__ volatile("movb %0, (%1)" : : "q"(v), "r"(a) : "memory"); }
+static inline void mmio_w16(u64 a, u16 v) { __asm__ volatile("movw %0, (%1)" : : "r"(v), "r"(a) : "memory"); }
+static inline void mmio_w32(u64 a, u32 v) { __asm__ volatile("movl %0, (%1)" : : "r"(v), "r"(a) : "memory"); }
+static inline void mfence(void) { __asm__ volatile("mfence" ::: "memory"); }
 static inline u64 rdtsc(void)
 {
 	u32 lo, hi;
@@ -106,9 +128,89 @@ u32 my_apic_id(void);
 NORETURN void park(void);
 NORETURN void reboot(void);
 
+u64 tsc_to_us(u64 cycles);
+int map_mmio(u64 addr, u64 len);        /* uncached identity map above 4 GiB */
+void *dma_alloc(u64 size, u64 align);   /* zeroed RAM above the kernel, 0 if none */
+
 /* main.c */
 NORETURN void bsp_main(void);
 NORETURN void ap_main(u32 slot);
+int opt(const char *key, char *out, size_t outsz);
+u64 opt_u64(const char *key, u64 def);
+int streq(const char *a, const char *b);
+u64 splitmix64(u64 z);
+
+/* pci.c */
+#define PCI_MAX_DEVS 64
+struct pci_bar {
+	u64 addr, size;
+	u8 io, mem64, pref;
+};
+struct pci_dev {
+	u8 bus, dev, fn, hdr;
+	u16 vendor, device;
+	u32 class;                      /* class << 16 | subclass << 8 | prog-if */
+	char bdf[8];                    /* "bb:dd.f" */
+	struct pci_bar bar[6];
+};
+extern struct pci_dev pci_devs[PCI_MAX_DEVS];
+extern int pci_ndevs;
+void pci_scan(int verbose);
+u8 pci_read8(const struct pci_dev *d, u16 off);
+u16 pci_read16(const struct pci_dev *d, u16 off);
+u32 pci_read32(const struct pci_dev *d, u16 off);
+void pci_write16(const struct pci_dev *d, u16 off, u16 v);
+void pci_write32(const struct pci_dev *d, u16 off, u32 v);
+int pci_enable(struct pci_dev *d);      /* size/assign BARs, enable mem/io + bus master */
+u8 pci_find_cap(const struct pci_dev *d, u8 id, u8 start);
+NORETURN void test_pci(void);
+
+/* virtio.c */
+struct sg {
+	u64 addr;
+	u32 len;
+};
+struct virtio_dev;
+struct vq {
+	struct virtio_dev *vd;
+	u16 index, size, num_free, free_head, last_used, avail_idx, kicked;
+	int evidx;
+	struct vring_desc *desc;
+	volatile u16 *avail;            /* flags, idx, ring[size], used_event */
+	volatile u8 *used;              /* flags, idx, {id, len}[size], avail_event */
+	u64 notify;                     /* MMIO address of this queue's notify register */
+	void **cookie;
+	u64 notifies, kicks;
+};
+struct virtio_dev {
+	struct pci_dev *pci;
+	int type;                       /* virtio device id: 1 net, 2 blk */
+	u64 common, notify, isr, cfg;   /* MMIO addresses of the capability regions */
+	u32 notify_mult, cfg_len;
+	u64 dev_features, features;     /* offered, negotiated */
+	int failed;                     /* needs-reset reported */
+};
+#define VIRTIO_F_EVENT_IDX (1ull << 29)
+#define VIRTIO_F_VERSION_1 (1ull << 32)
+int virtio_type(const struct pci_dev *p);
+int virtio_init(struct virtio_dev *vd, struct pci_dev *p, u64 wanted);
+int virtio_vq_setup(struct virtio_dev *vd, struct vq *q, u16 index, u16 maxsize);
+int virtio_driver_ok(struct virtio_dev *vd);
+int virtio_check(struct virtio_dev *vd);  /* 0 ok; -1 (and reported once) if NEEDS_RESET */
+u8 virtio_cfg8(struct virtio_dev *vd, u32 off);
+u16 virtio_cfg16(struct virtio_dev *vd, u32 off);
+u32 virtio_cfg32(struct virtio_dev *vd, u32 off);
+u64 virtio_cfg64(struct virtio_dev *vd, u32 off);
+int vq_add(struct vq *q, const struct sg *sg, int nout, int nin, void *cookie);
+void vq_kick(struct vq *q);
+void *vq_get(struct vq *q, u32 *len);
+void vq_inject_bad_head(struct vq *q);
+
+/* blk.c, net.c */
+NORETURN void test_blk(int verify_only);
+NORETURN void test_blkbench(void);
+NORETURN void test_net(void);
+NORETURN void test_netbench(void);
 
 /* head.S */
 extern char _end[], exc_stubs[], sys_entry[], ap_tramp[], ap_tramp_end[];

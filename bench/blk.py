@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""bench/blk: the test guest's disk throughput (sequential 1 MiB and random
+4 KiB reads and writes, queue depth 16) on vvmm vs QEMU/KVM with virtio-blk
+(aio=io_uring) on the same guest image and the same raw disk image file;
+medians of --runs runs per pattern, ratio vvmm/QEMU (goal: >= 1 on every pattern).
+
+    bench/blk.py [--runs 3] [--mb 256] [--secs 3]
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+LINE = re.compile(r"tg: blkbench pattern=(\w+) bs=(\d+) iops=(\d+) mbps=([\d.]+)")
+CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off"
+
+
+def run(cmd, timeout=600):
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=timeout)
+    results = {m.group(1): float(m.group(4)) for m in LINE.finditer(p.stdout)}
+    if p.returncode != 0 or len(results) < 4:
+        raise RuntimeError("run failed (%s): %s\n%s\n%s" % (p.returncode, " ".join(cmd), p.stdout[-2000:], p.stderr[-1000:]))
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mb", type=int, default=256)
+    ap.add_argument("--secs", type=int, default=3)
+    ap.add_argument("--vvmm", default="build/vvmm")
+    ap.add_argument("--image", default="build/guest/testguest.bzImage")
+    args = ap.parse_args()
+    workload = "test=blkbench mb=%d secs=%d qd=16" % (args.mb, args.secs)
+    disk = os.path.join(tempfile.mkdtemp(prefix="vvmm-blkbench-"), "disk.img")
+    with open(disk, "wb") as f:
+        f.truncate((args.mb + 16) << 20)
+    vvmm = [args.vvmm, "run", "--kernel", args.image, "--mem", "512M", "--cmdline", workload, "--disk", "path=" + disk]
+    qemu = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,arch-capabilities=off", "-M", "pc", "-m", "512M",
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio", "-kernel", args.image,
+            "-append", CMDLINE + " " + workload,
+            "-drive", "if=none,id=d0,file=%s,format=raw,cache=none,aio=io_uring" % disk,
+            "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
+    samples = {"vvmm": [], "qemu": []}
+    for _ in range(args.runs):
+        samples["vvmm"].append(run(vvmm))
+        samples["qemu"].append(run(qemu))
+    print("disk throughput, MB/s, medians of %d runs (%s)" % (args.runs, workload))
+    print("%-10s %10s %10s %8s" % ("pattern", "vvmm", "qemu", "ratio"))
+    worst = None
+    for pattern in ("seqread", "seqwrite", "randread", "randwrite"):
+        v = statistics.median(s[pattern] for s in samples["vvmm"])
+        q = statistics.median(s[pattern] for s in samples["qemu"])
+        ratio = v / q if q else float("inf")
+        worst = ratio if worst is None else min(worst, ratio)
+        print("%-10s %10.1f %10.1f %7.2fx" % (pattern, v, q, ratio))
+    print("worst ratio %.2fx (goal >= 1.00x on every pattern)" % worst)
+    os.unlink(disk)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
