@@ -39,25 +39,29 @@ def main():
     with open(disk, "wb") as f:
         f.truncate((args.mb + 16) << 20)
     vvmm = [args.vvmm, "run", "--kernel", args.image, "--mem", "512M", "--cmdline", workload, "--disk", "path=" + disk]
-    qemu = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,arch-capabilities=off", "-M", "pc", "-m", "512M",
+    def qemu(cache):
+        return ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,arch-capabilities=off", "-M", "pc", "-m", "512M",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio", "-kernel", args.image,
             "-append", CMDLINE + " " + workload,
-            "-drive", "if=none,id=d0,file=%s,format=raw,cache=none,aio=io_uring" % disk,
-            "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
-    samples = {"vvmm": [], "qemu": []}
+                "-drive", "if=none,id=d0,file=%s,format=raw,cache=%s,aio=io_uring" % (disk, cache),
+                "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
+    # vvmm does buffered I/O (the host page cache), so QEMU runs both with its
+    # default writeback cache and with cache=none; the ratio uses QEMU's better one.
+    configs = {"vvmm": vvmm, "qemu cache=none": qemu("none"), "qemu writeback": qemu("writeback")}
+    samples = {name: [] for name in configs}
     for _ in range(args.runs):
-        samples["vvmm"].append(run(vvmm))
-        samples["qemu"].append(run(qemu))
+        for name, cmd in configs.items():
+            samples[name].append(run(cmd))
     print("disk throughput, MB/s, medians of %d runs (%s)" % (args.runs, workload))
-    print("%-10s %10s %10s %8s" % ("pattern", "vvmm", "qemu", "ratio"))
+    print("%-10s %10s %16s %16s %8s" % ("pattern", "vvmm", "qemu cache=none", "qemu writeback", "ratio"))
     worst = None
     for pattern in ("seqread", "seqwrite", "randread", "randwrite"):
-        v = statistics.median(s[pattern] for s in samples["vvmm"])
-        q = statistics.median(s[pattern] for s in samples["qemu"])
-        ratio = v / q if q else float("inf")
+        med = {name: statistics.median(s[pattern] for s in runs) for name, runs in samples.items()}
+        best_qemu = max(med["qemu cache=none"], med["qemu writeback"])
+        ratio = med["vvmm"] / best_qemu if best_qemu else float("inf")
         worst = ratio if worst is None else min(worst, ratio)
-        print("%-10s %10.1f %10.1f %7.2fx" % (pattern, v, q, ratio))
-    print("worst ratio %.2fx (goal >= 1.00x on every pattern)" % worst)
+        print("%-10s %10.1f %16.1f %16.1f %7.2fx" % (pattern, med["vvmm"], med["qemu cache=none"], med["qemu writeback"], ratio))
+    print("worst ratio vs QEMU's better mode %.2fx (goal >= 1.00x on every pattern)" % worst)
     os.unlink(disk)
 
 

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "devices/pc_board.hpp"
+#include "net/peer_mesh.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/signal_watcher.hpp"
 #include "vmm/base/size_parse.hpp"
@@ -20,6 +21,7 @@ struct RunFlags {
     std::string mem_text = "512M";
     std::string initrd;
     std::vector<std::string> disks;
+    std::vector<std::string> nets;
     bool verbose = false;
 };
 
@@ -30,6 +32,15 @@ Result<dev::BoardConfig> board_config(const RunFlags& f, const vmm::VmConfig& c)
     for (const auto& d : f.disks) {
         TRY_ASSIGN(auto spec, dev::parse_disk_spec(d));
         board.disks.push_back(std::move(spec));
+    }
+    for (const auto& n : f.nets) {
+        const std::string backend = n.substr(0, n.find(','));
+        if (backend != "peer") return Error("--net: unknown backend '" + backend + "' (expected peer,...)");
+        auto spec = net::parse_net_spec(n);
+        if (!spec) return spec.error().context("--net");
+        auto mesh = net::PeerMesh::create(spec.value());
+        if (!mesh) return mesh.error().context("--net");
+        board.nics.push_back({spec->mac.bytes(), std::shared_ptr<net::NetBackend>(std::move(mesh).value())});
     }
     return board;
 }
@@ -77,6 +88,8 @@ std::function<int()> add_run_command(CLI::App& app)
     run->add_option("--mem", flags->mem_text, "guest RAM, e.g. 256M or 2G")->capture_default_str();
     run->add_option("--console", flags->config.console, "stdio or file:PATH")->capture_default_str();
     run->add_option("--disk", flags->disks, "virtio-blk disk: path=FILE[,readonly=on][,id=SERIAL] (repeatable)");
+    run->add_option("--net", flags->nets,
+                    "virtio-net on the peer mesh: peer,id=NAME,listen=HOST:PORT,peers=HOST:PORT;...,mac=MAC (repeatable)");
     run->add_flag("-v,--verbose", flags->verbose, "log debug messages");
     return [run, flags]() -> int {
         if (!run->parsed()) return -1;

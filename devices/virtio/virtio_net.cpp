@@ -97,8 +97,12 @@ bool VirtioNet::deliver_to_guest(std::span<const uint8_t> frame)
     std::mutex* m = device_lock_.load();
     if (!m) return false;  // not activated yet: the backend keeps the frame
     std::lock_guard lock(*m);
+    // Not started yet (or being reset): hold the frame, the driver is coming.
     Virtqueue* vq = queues_ ? queues_->queue(vnet::kRxQueue) : nullptr;
-    if (!vq || queues_->failed()) return false;
+    if (!vq) return false;
+    // A broken device will not take frames until the guest resets it; holding
+    // them would stall the senders' whole network, so they are dropped.
+    if (queues_->failed()) return true;
     auto next = vq->pop();
     if (!next) {
         queues_->fail(next.error().message());

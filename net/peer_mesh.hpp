@@ -1,0 +1,96 @@
+// The peer mesh: a distributed Ethernet switch. Every VMM of a cluster holds
+// exactly one TCP connection to every other VMM and sends its guest's frames
+// straight to the peer (or peers) they are for; nothing is forwarded twice
+// and there is no central switch. Wire format: peer_protocol.hpp.
+//
+// Connections. Of each pair, the VMM whose listen address sorts lower
+// (SocketAddress's order) dials the other; the higher one only accepts, and
+// refuses a dial from a peer it should dial itself, so a pair never has two
+// connections. The dialer retries with exponential backoff (50 ms doubling
+// to 2 s) while the peer is not up yet or after the connection drops; the
+// accepting side recognises the dialer by the listen address in its HELLO and
+// refuses anyone that is not a configured peer. A new HELLO from a peer that
+// already has a connection replaces it (the peer restarted).
+//
+// Switching (MacTable, under the mesh's lock). Unicast to a MAC learned from
+// a peer (the source of a received frame, or the guest MAC in its HELLO,
+// which frames from other peers cannot take over) goes to that peer only;
+// broadcast, multicast and unknown unicast go to every configured peer.
+// Received frames are never forwarded: the sender reaches every peer itself.
+// A peer's MACs are forgotten when its connection drops, so frames for it
+// are flooded until it is back.
+//
+// Flow control (net_backend.hpp): each peer has a send queue bounded at
+// PeerMeshLimits::send_queue_bytes (encoded bytes, including the batch being
+// written). While a peer is connected, a frame that does not fit makes
+// try_send() refuse it — for every target, nothing queued — and the sink's
+// transmit_ready() follows once every connected peer's queue is at most half
+// full. While a peer is not connected (not up yet, or reconnecting), frames
+// for it wait in its queue and are sent in order once it connects, so a
+// booting cluster loses nothing; when that queue is full, further frames for
+// that peer only are dropped (rate-limited log) instead of refused, so one
+// VMM that is down does not stop its guest's traffic to all others. Frames
+// already handed to a connection that then drops are lost, like the bytes in
+// its kernel socket buffers; guests' TCP retransmits.
+//
+// Receive: messages are decoded and FRAMEs handed to
+// FrameSink::deliver_to_guest() in the order each connection carried them.
+// A refused frame is held (one per peer) and that peer's connection is no
+// longer read, so TCP pushes back on its sender; receive_ready() re-offers
+// held frames first and resumes reading. Memory per peer is bounded: one
+// send queue, one decoder (one partial message plus one read), one held frame.
+//
+// Threads: one network thread runs an Asio io_context for all connections.
+// Every FrameSink callback runs on it, one at a time, never with the mesh's
+// lock held, so a sink may call try_send() or receive_ready() from inside a
+// callback (receive_ready() only posts work to the network thread; it never
+// re-enters deliver_to_guest()). try_send() and receive_ready() may be called
+// from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "net/net_backend.hpp"
+#include "net/net_spec.hpp"
+#include "vmm/base/result.hpp"
+
+namespace vvmm::net {
+
+struct PeerMeshLimits {
+    size_t send_queue_bytes = 256 * 1024;
+    std::chrono::milliseconds backoff_initial{50};
+    std::chrono::milliseconds backoff_max{2000};
+    std::chrono::milliseconds connect_timeout{3000};
+    std::chrono::milliseconds handshake_timeout{5000};
+};
+
+class PeerMesh final : public NetBackend {
+public:
+    // Binds the listen socket (so a busy port is reported here); connects
+    // nothing until start().
+    static Result<std::unique_ptr<PeerMesh>> create(const PeerNetSpec& spec, const PeerMeshLimits& limits = {});
+    ~PeerMesh() override;
+
+    void attach(FrameSink* sink) override;
+    // Starts the network thread: accepting, and dialing the peers this VMM
+    // dials. Fails if no sink is attached or it already started.
+    Result<void> start() override;
+    bool try_send(std::span<const uint8_t> frame) override;
+    void receive_ready() override;
+    // Joins the network thread and closes every connection. Must not be
+    // called from a FrameSink callback. Idempotent; the destructor calls it.
+    void stop() override;
+
+    // Peers whose HELLO exchange completed and whose connection is up.
+    size_t connected_peers() const;
+
+private:
+    struct State;
+    explicit PeerMesh(std::unique_ptr<State> state);
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace vvmm::net
