@@ -69,7 +69,7 @@ Result<std::optional<DescriptorChain>> Virtqueue::pop()
     chain.head = head;
     TRY(walk(head, chain));
     ++last_avail_;
-    if (event_idx_) {
+    if (event_idx_ && notifications_) {
         // avail_event: tell the driver which index should next kick us.
         auto ev = mem_->span(addr_.used + 4 + 8 * uint64_t(addr_.size), 2).value();
         store_release16(ev.data(), last_avail_);
@@ -157,6 +157,26 @@ bool Virtqueue::should_notify()
     }
     const uint16_t flags = load_acquire16(mem_->span(addr_.avail, 2).value().data());
     return !(flags & vring::kAvailNoInterrupt);
+}
+
+void Virtqueue::disable_notifications()
+{
+    if (!notifications_) return;
+    notifications_ = false;
+    // With event index the stale avail_event already keeps the driver quiet
+    // once it has passed it; without, say so in the used ring's flags.
+    if (!event_idx_) store_release16(mem_->span(addr_.used, 2).value().data(), vring::kUsedNoNotify);
+}
+
+bool Virtqueue::enable_notifications()
+{
+    notifications_ = true;
+    if (event_idx_) store_release16(mem_->span(addr_.used + 4 + 8 * uint64_t(addr_.size), 2).value().data(), last_avail_);
+    else store_release16(mem_->span(addr_.used, 2).value().data(), 0);
+    // The driver may have added a buffer before it could see the change:
+    // order our store before reading its index, and look again.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return has_available();
 }
 
 bool ChainReader::read(std::span<uint8_t> out)

@@ -54,6 +54,13 @@ public:
     // Whether the driver wants an interrupt for what was pushed since the last call.
     bool should_notify();
 
+    // Kick suppression, the device's side of the bargain: while the device is
+    // busy draining a queue (or does not need more buffers), the driver need
+    // not kick it. enable_notifications() returns true if buffers arrived
+    // meanwhile, in which case the caller must keep draining.
+    void disable_notifications();
+    bool enable_notifications();
+
     uint16_t size() const { return addr_.size; }
     uint16_t last_avail() const { return last_avail_; }
     uint16_t used_idx() const { return used_idx_; }
@@ -74,6 +81,7 @@ private:
     uint16_t last_avail_ = 0;
     uint16_t used_idx_ = 0;
     uint16_t signalled_used_ = 0;  // used_idx when we last interrupted
+    bool notifications_ = true;
 };
 
 // Reads and writes the bytes of a chain as one stream, whatever the layout
@@ -113,6 +121,7 @@ private:
 namespace vring {
 inline constexpr uint16_t kDescNext = 1, kDescWrite = 2, kDescIndirect = 4;
 inline constexpr uint16_t kAvailNoInterrupt = 1;
+inline constexpr uint16_t kUsedNoNotify = 1;
 }  // namespace vring
 
 }  // namespace vvmm::dev

@@ -248,3 +248,32 @@ TEST_CASE("chain reader and writer see the chain as one byte stream")
     CHECK(writer.remaining_writable() == 2);
     CHECK_FALSE(writer.write(out));
 }
+
+TEST_CASE("kick suppression: NO_NOTIFY flag or avail_event, and the re-check on enable")
+{
+    Ring r;
+    for (uint16_t i = 0; i < 4; ++i) r.desc(i, 0x10000, 8, 0, 0);
+    SUBCASE("flags") {
+        auto q = r.queue();
+        q.disable_notifications();
+        CHECK(load_le<uint16_t>(r.at(r.addr.used, 2)) == vring::kUsedNoNotify);
+        CHECK_FALSE(q.enable_notifications());  // nothing posted meanwhile
+        CHECK(load_le<uint16_t>(r.at(r.addr.used, 2)) == 0);
+        q.disable_notifications();
+        r.post(0);                               // the driver adds while we are not listening
+        CHECK(q.enable_notifications());         // so the caller must drain again
+    }
+    SUBCASE("event index") {
+        auto q = r.queue(true);
+        const uint64_t avail_event = r.addr.used + 4 + 8 * 8;
+        r.post(0);
+        q.pop().value();
+        CHECK(load_le<uint16_t>(r.at(avail_event, 2)) == 1);
+        q.disable_notifications();
+        r.post(1);
+        q.pop().value();
+        CHECK(load_le<uint16_t>(r.at(avail_event, 2)) == 1);  // stale while disabled: no kicks
+        CHECK_FALSE(q.enable_notifications());
+        CHECK(load_le<uint16_t>(r.at(avail_event, 2)) == 2);
+    }
+}

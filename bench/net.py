@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""bench/net: VM<->VM Ethernet throughput (1514-byte frames, one sender, one
+receiver) and round-trip latency (60-byte ping/pong) between two test guests:
+vvmm's peer mesh vs two QEMU/KVM processes joined by `-netdev socket`, same
+guest image and workload, medians of --runs runs, ratios vvmm/QEMU.
+Goals: throughput >= 2x QEMU's socket netdev, round-trip no worse.
+
+    bench/net.py [--runs 3] [--secs 5]
+"""
+import argparse
+import re
+import socket
+import statistics
+import subprocess
+import sys
+
+MACS = ("52:54:00:00:20:01", "52:54:00:00:20:02")
+CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def vvmm_pair(args, workloads):
+    p0, p1 = free_port(), free_port()
+    cmds = []
+    for i, (me, listen, peer) in enumerate(((MACS[0], p0, p1), (MACS[1], p1, p0))):
+        net = "peer,id=b%d,listen=127.0.0.1:%d,peers=127.0.0.1:%d,mac=%s" % (i, listen, peer, me)
+        cmds.append([args.vvmm, "run", "--kernel", args.image, "--mem", "256M", "--net", net, "--cmdline", workloads[i]])
+    return cmds
+
+
+def qemu_pair(args, workloads):
+    port = free_port()
+    cmds = []
+    for i, netdev in enumerate(("socket,id=n0,listen=127.0.0.1:%d" % port, "socket,id=n0,connect=127.0.0.1:%d" % port)):
+        cmds.append(["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,arch-capabilities=off", "-M", "pc", "-m", "256M",
+                     "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio",
+                     "-kernel", args.image, "-append", CMDLINE + " " + workloads[i],
+                     "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,disable-legacy=on,mac=" + MACS[i]])
+    return cmds
+
+
+def run_pair(cmds, timeout):
+    procs = []
+    for c in cmds:
+        procs.append(subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, errors="replace"))
+        if "listen" in " ".join(c):
+            import time
+            time.sleep(0.3)  # QEMU's socket listener must be up before the other connects
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise RuntimeError("timeout:\n" + " ".join(cmds[0]))
+        if p.returncode != 0 or "netbench fail" in out:
+            raise RuntimeError("failed (%s): %s\n%s\n%s" % (p.returncode, " ".join(p.args), out[-1500:], err[-800:]))
+        outs.append(out)
+    return outs
+
+
+def throughput(args, pair):
+    wl = ["test=netbench role=send secs=%d me=%s peer=%s" % (args.secs, MACS[0], MACS[1]),
+          "test=netbench role=recv secs=%d me=%s peer=%s" % (args.secs, MACS[1], MACS[0])]
+    outs = run_pair(pair(args, wl), 120 + args.secs)
+    m = re.search(r"tg: netbench role=recv frames=(\d+) mbps=([\d.]+) fps=(\d+) lost=(-?\d+)", outs[1])
+    if not m or int(m.group(4)) != 0:
+        raise RuntimeError("receiver: %s" % outs[1][-1500:])
+    return float(m.group(2)), int(m.group(3))
+
+
+def latency(args, pair):
+    wl = ["test=netbench role=ping secs=%d me=%s peer=%s" % (args.secs, MACS[0], MACS[1]),
+          "test=netbench role=pong secs=%d me=%s peer=%s" % (args.secs, MACS[1], MACS[0])]
+    outs = run_pair(pair(args, wl), 120 + args.secs)
+    m = re.search(r"tg: netbench rtt_us_median=(\d+) rtt_us_p99=(\d+)", outs[0])
+    if not m:
+        raise RuntimeError("ping: %s" % outs[0][-1500:])
+    return int(m.group(1)), int(m.group(2))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--vvmm", default="build/vvmm")
+    ap.add_argument("--image", default="build/guest/testguest.bzImage")
+    args = ap.parse_args()
+    res = {}
+    for name, pair in (("vvmm", vvmm_pair), ("qemu socket", qemu_pair)):
+        tp = [throughput(args, pair) for _ in range(args.runs)]
+        lat = [latency(args, pair) for _ in range(args.runs)]
+        res[name] = (statistics.median(t[0] for t in tp), statistics.median(t[1] for t in tp),
+                     statistics.median(l[0] for l in lat), statistics.median(l[1] for l in lat))
+    print("VM<->VM, medians of %d runs of %d s" % (args.runs, args.secs))
+    print("%-12s %10s %10s %12s %12s" % ("", "MB/s", "frames/s", "rtt med us", "rtt p99 us"))
+    for name, (mbps, fps, med, p99) in res.items():
+        print("%-12s %10.1f %10d %12d %12d" % (name, mbps, fps, med, p99))
+    v, q = res["vvmm"], res["qemu socket"]
+    print("throughput vvmm/QEMU %.2fx (goal >= 2x); round-trip median vvmm/QEMU %.2fx (goal <= 1x)"
+          % (v[0] / q[0], v[2] / q[2] if q[2] else float("inf")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
