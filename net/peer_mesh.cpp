@@ -1,5 +1,7 @@
 #include "net/peer_mesh.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <array>
 #include <mutex>
@@ -93,6 +95,9 @@ struct Peer {
     SendQueue queue;
     bool linked = false;         // established: the queue drains
     bool writer_active = false;  // a write is in flight or about to be started
+    // The established connection's socket, for try_send()'s direct send;
+    // -1 otherwise. Cleared (under the lock) before the socket is closed.
+    int direct_fd = -1;
 };
 
 }  // namespace
@@ -123,6 +128,7 @@ struct PeerMesh::State {
 
     // Sending.
     bool try_send(std::span<const uint8_t> frame);  // any thread
+    void direct_send(Peer& p, std::span<const uint8_t> frame);
     void start_write(Peer& p);
     void on_written(Peer& p, const std::shared_ptr<Connection>& conn, std::error_code ec);
     void maybe_transmit_ready();
@@ -149,6 +155,7 @@ struct PeerMesh::State {
     mutable std::mutex mutex;
     MacTable mac_table;
     bool tx_blocked = false;  // try_send() refused; transmit_ready() is owed
+    std::vector<uint8_t> direct_buffer;  // direct_send()'s encoding buffer
     bool closed_for_send = false;
 
     RateLimitedLog guest_log;
@@ -295,6 +302,11 @@ void PeerMesh::State::fail(std::shared_ptr<Connection> conn, const std::string& 
 {
     if (conn->closed) return;
     conn->closed = true;
+    if (conn->peer && conn->peer->conn == conn) {
+        // No direct send may use this fd once it is closed (and maybe reused).
+        std::lock_guard lock(mutex);
+        conn->peer->direct_fd = -1;
+    }
     std::error_code ignored;
     conn->socket.close(ignored);
     conn->deadline.cancel();
@@ -433,6 +445,7 @@ void PeerMesh::State::establish(const std::shared_ptr<Connection>& conn, const H
     {
         std::lock_guard lock(mutex);
         p.linked = true;
+        p.direct_fd = conn->socket.native_handle();
         mac_table.pin(hello.mac, p.index);
     }
     log_info("connected to peer " + p.name + " (guest MAC " + hello.mac.to_string() + ")");
@@ -515,6 +528,10 @@ bool PeerMesh::State::try_send(std::span<const uint8_t> frame)
                           std::to_string(p.queue.limit()) + " bytes wait for it already; frame dropped");
             return;
         }
+        if (p.linked && !p.writer_active && !p.queue.has_pending() && p.direct_fd >= 0) {
+            direct_send(p, frame);
+            return;
+        }
         p.queue.push_frame(frame);
         if (p.linked && !p.writer_active) {
             p.writer_active = true;
@@ -522,6 +539,23 @@ bool PeerMesh::State::try_send(std::span<const uint8_t> frame)
         }
     });
     return true;
+}
+
+// The fast path: nothing queued and no write in flight, so the frame can go
+// straight to the socket from the caller's thread (the device's I/O thread)
+// without waking the network thread. Whatever the socket does not take now
+// is queued, in order, for the network thread. Called with the lock held.
+void PeerMesh::State::direct_send(Peer& p, std::span<const uint8_t> frame)
+{
+    direct_buffer.clear();
+    append_frame(direct_buffer, frame);
+    ssize_t n = ::send(p.direct_fd, direct_buffer.data(), direct_buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    // An error is the network thread's to report: it will see it on its next write.
+    if (n < 0) n = 0;
+    if (static_cast<size_t>(n) == direct_buffer.size()) return;
+    p.queue.push_bytes(std::span<const uint8_t>(direct_buffer).subspan(static_cast<size_t>(n)));
+    p.writer_active = true;
+    asio::post(io, [this, &p] { start_write(p); });
 }
 
 // Writes everything queued for `p` as one batch; called again when that

@@ -25,6 +25,8 @@ public:
 
     // Appends one FRAME message. The caller checked has_room().
     void push_frame(std::span<const uint8_t> frame);
+    // Appends already-encoded bytes (the unsent tail of a direct send).
+    void push_bytes(std::span<const uint8_t> bytes) { pending_.insert(pending_.end(), bytes.begin(), bytes.end()); }
     // Moves everything queued into `batch` (whose old contents are dropped);
     // those bytes count as in flight until batch_done().
     void take_batch(std::vector<uint8_t>& batch);

@@ -32,12 +32,17 @@ void VirtioNet::reset()
 {
     queues_ = nullptr;
     pending_tx_.reset();
+    rx_refused_ = false;
 }
 
 void VirtioNet::queue_notify(unsigned q)
 {
-    if (q == vnet::kTxQueue) transmit();
-    else receive_ready_later();
+    if (q == vnet::kTxQueue) {
+        transmit();
+    } else if (rx_refused_) {
+        rx_refused_ = false;
+        receive_ready_later();
+    }
 }
 
 void VirtioNet::receive_ready_later()
@@ -117,7 +122,10 @@ bool VirtioNet::deliver_to_guest(std::span<const uint8_t> frame)
     // No RX buffer: the backend holds the frame until the driver's next RX
     // kick. (RX kicks stay on: suppressing them, as TX does, lost a wake-up in
     // the 3-VM mesh test; see the issue notes.)
-    if (!next.value()) return false;
+    if (!next.value()) {
+        rx_refused_ = true;
+        return false;
+    }
     const DescriptorChain& chain = *next.value();
     if (chain.writable_bytes < vnet::kHeaderSize + frame.size()) {
         // Without mergeable buffers every RX buffer must hold a whole frame.

@@ -55,6 +55,9 @@ private:
         std::vector<uint8_t> frame;
     };
     std::optional<PendingTx> pending_tx_;
+    // We refused a frame for want of RX buffers: the next RX kick must tell
+    // the backend. Other RX kicks need not wake it.
+    bool rx_refused_ = false;
     RateLimitedLog guest_log_;
 };
 
