@@ -9,6 +9,8 @@ PACKAGES=(
   binutils cpio xz-utils
   # benchmarks compare against QEMU/KVM on the same guest image
   qemu-system-x86
+  # fuzz targets (libFuzzer) and the ext4 image of the Linux device test
+  clang libclang-rt-14-dev e2fsprogs
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
