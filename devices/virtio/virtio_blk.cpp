@@ -74,16 +74,11 @@ void VirtioBlk::queue_notify(unsigned)
 {
     Virtqueue* vq = queues_ ? queues_->queue(0) : nullptr;
     if (!vq) return;
-    for (;;) {
-        auto next = vq->pop();
-        if (!next) {
-            queues_->fail(next.error().message());
-            return;
-        }
-        if (!next.value()) break;
-        start(*next.value());
-        if (queues_->failed()) return;
-    }
+    auto drained = drain_queue(*vq, [this](const DescriptorChain& chain) {
+        start(chain);
+        return !queues_->failed();
+    });
+    if (!drained) queues_->fail(drained.error().message());
 }
 
 void VirtioBlk::start(const DescriptorChain& chain)

@@ -67,38 +67,35 @@ void VirtioNet::transmit()
     Virtqueue* vq = queues_ ? queues_->queue(vnet::kTxQueue) : nullptr;
     if (!vq || queues_->failed()) return;
     bool returned = false;
-    // No kicks while we drain; the driver keeps adding frames meanwhile.
-    vq->disable_notifications();
-    for (;;) {
-        if (pending_tx_) {
-            // A full backend is a full NIC ring: stop taking frames until it
-            // drains (transmit_ready() brings us back, no kick needed).
-            if (!backend_->try_send(pending_tx_->frame)) break;
-            vq->push_used(pending_tx_->head, 0);
-            returned = true;
-            pending_tx_.reset();
-        }
-        auto next = vq->pop();
-        if (!next) {
-            queues_->fail(next.error().message());
+    // A full backend is a full NIC ring: stop taking frames until it drains
+    // (transmit_ready() brings us back; no kick is needed meanwhile).
+    auto send_pending = [&] {
+        if (!backend_->try_send(pending_tx_->frame)) return false;
+        vq->push_used(pending_tx_->head, 0);
+        returned = true;
+        pending_tx_.reset();
+        return true;
+    };
+    if (!pending_tx_ || send_pending()) {
+        auto drained = drain_queue(*vq, [&](const DescriptorChain& chain) {
+            const uint64_t len = chain.readable_bytes;
+            if (len < vnet::kHeaderSize + vnet::kMinFrame || len > vnet::kHeaderSize + vnet::kMaxFrame) {
+                guest_log_.warn("virtio-net: dropped a transmitted frame of " + std::to_string(len) +
+                                " bytes (header included)");
+                vq->push_used(chain.head, 0);
+                returned = true;
+                return true;
+            }
+            std::vector<uint8_t> buf(len);
+            ChainReader(queues_->memory(), chain).read(buf);
+            buf.erase(buf.begin(), buf.begin() + vnet::kHeaderSize);
+            pending_tx_ = PendingTx{chain.head, std::move(buf)};
+            return send_pending();
+        });
+        if (!drained) {
+            queues_->fail(drained.error().message());
             return;
         }
-        if (!next.value()) {
-            if (vq->enable_notifications()) continue;  // raced with the driver: more arrived
-            break;
-        }
-        const DescriptorChain& chain = *next.value();
-        const uint64_t len = chain.readable_bytes;
-        if (len < vnet::kHeaderSize + vnet::kMinFrame || len > vnet::kHeaderSize + vnet::kMaxFrame) {
-            guest_log_.warn("virtio-net: dropped a transmitted frame of " + std::to_string(len) + " bytes (header included)");
-            vq->push_used(chain.head, 0);
-            returned = true;
-            continue;
-        }
-        std::vector<uint8_t> buf(len);
-        ChainReader(queues_->memory(), chain).read(buf);
-        buf.erase(buf.begin(), buf.begin() + vnet::kHeaderSize);
-        pending_tx_ = PendingTx{chain.head, std::move(buf)};
     }
     if (returned) queues_->used(vnet::kTxQueue);
 }

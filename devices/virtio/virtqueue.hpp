@@ -84,6 +84,26 @@ private:
     bool notifications_ = true;
 };
 
+// Hands every available chain to `handle` with the driver's kicks suppressed
+// while we drain, then re-enables them and re-checks, so no chain added in the
+// meantime is missed. `handle` returns false to stop early (e.g. the device's
+// backend is full and will call back later; kicks stay off until then). An
+// error is a bad chain: the caller fails the device.
+template <typename Handle>
+Result<void> drain_queue(Virtqueue& vq, Handle&& handle)
+{
+    vq.disable_notifications();
+    for (;;) {
+        auto next = vq.pop();
+        if (!next) return next.error();
+        if (!next.value()) {
+            if (vq.enable_notifications()) continue;
+            return ok();
+        }
+        if (!handle(*next.value())) return ok();
+    }
+}
+
 // Reads and writes the bytes of a chain as one stream, whatever the layout
 // of its segments (virtio 1.x makes no promise about framing).
 class ChainReader {
