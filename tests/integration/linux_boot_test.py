@@ -2,20 +2,11 @@
 command and reboots (vvmm exits 0). Needs hardware virtualization (VT-x or
 AMD-V): on a PVM host guest kernel code is emulated and this would take hours."""
 import os
-import sys
 
 import harness as h
 
 h.require_kvm()
-with open("/proc/cpuinfo") as f:
-    flags = f.read()
-if " vmx" not in flags and " svm" not in flags:
-    print("#" * 70, file=sys.stderr)
-    print("# SKIPPED: this host has no VT-x/AMD-V (its /dev/kvm is a software backend", file=sys.stderr)
-    print("# such as PVM, where a full Linux boot takes hours). The early-boot test", file=sys.stderr)
-    print("# (linux_early_boot) covers the boot protocol here.", file=sys.stderr)
-    print("#" * 70, file=sys.stderr)
-    sys.exit(h.SKIP)
+h.require_hardware_virtualization("linux_early_boot (the boot protocol with Debian's vmlinux)")
 
 kernel = os.path.join(h.GUEST_DIR, "vmlinuz")
 initrd = os.path.join(h.GUEST_DIR, "initramfs.cpio.gz")

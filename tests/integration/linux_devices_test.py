@@ -7,21 +7,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 
 import harness as h
 
 h.require_kvm()
-with open("/proc/cpuinfo") as f:
-    flags = f.read()
-if " vmx" not in flags and " svm" not in flags:
-    print("#" * 70, file=sys.stderr)
-    print("# SKIPPED: this host has no VT-x/AMD-V (its /dev/kvm is a software backend", file=sys.stderr)
-    print("# such as PVM, where a full Linux boot takes hours). The test guest's own", file=sys.stderr)
-    print("# virtio drivers (blk, net tests) cover the devices here.", file=sys.stderr)
-    print("#" * 70, file=sys.stderr)
-    sys.exit(h.SKIP)
+h.require_hardware_virtualization("the test guest's own virtio drivers (blk, net tests)")
 
 kernel = os.path.join(h.GUEST_DIR, "vmlinuz")
 initrd = os.path.join(h.GUEST_DIR, "initramfs.cpio.gz")
