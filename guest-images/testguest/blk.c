@@ -55,6 +55,7 @@ static struct req *free_reqs;
 static int nreqs, inflight;
 static u64 req_timeout;                 /* TSC cycles without any completion */
 static int failed;
+static int use_msix;                    /* msix=1 */
 
 /* ---- pattern ---- */
 static u64 seed;
@@ -173,8 +174,9 @@ static struct req *poll_one(struct disk *d)
 	return r;
 }
 
-/* Waits for the next completion.  Returns 0 (after printing why) on a
- * timeout or if the device needs a reset. */
+/* Waits for the next completion (msix=1: sleeping on the queue's
+ * interrupt).  Returns 0 (after printing why) on a timeout or if the device
+ * needs a reset. */
 static struct req *wait_one(struct disk *d)
 {
 	u64 t0 = rdtsc(), last_check = t0;
@@ -183,6 +185,10 @@ static struct req *wait_one(struct disk *d)
 		if (r) {
 			inflight--;
 			return r;
+		}
+		if (d->vd.msix) {
+			struct vq *q = &d->q;
+			vq_sleep(&q, 1, last_check + 50 * tsc_khz);
 		}
 		u64 now = rdtsc();
 		if (now - last_check > 50 * tsc_khz) {          /* every 50 ms idle */
@@ -195,7 +201,8 @@ static struct req *wait_one(struct disk *d)
 			virtio_check(&d->vd);
 			return 0;
 		}
-		cpu_relax();
+		if (!d->vd.msix)
+			cpu_relax();
 	}
 }
 
@@ -224,6 +231,8 @@ static int disk_init(struct disk *d, struct pci_dev *p)
 {
 	if (virtio_init(&d->vd, p, blk_want))
 		return -1;
+	if (use_msix && virtio_msix_setup(&d->vd, 1))
+		return -1;
 	u64 f = d->vd.features;
 	d->capacity = virtio_cfg64(&d->vd, 0);
 	d->size_max = f & VIRTIO_BLK_F_SIZE_MAX ? virtio_cfg32(&d->vd, 8) : 0;
@@ -242,6 +251,7 @@ static void probe(void)
 {
 	char v[16];
 	pci_scan(opt("pci", v, sizeof(v)) && streq(v, "verbose"));
+	use_msix = (int)opt_u64("msix", 0);
 	blk_want = VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_RO |
 		   VIRTIO_BLK_F_BLK_SIZE | VIRTIO_BLK_F_FLUSH;
 	if (opt_u64("evidx", 0))
@@ -276,6 +286,11 @@ static void probe(void)
 
 static NORETURN void finish(void)
 {
+	for (int i = 0; i < ndisks; i++)
+		if (virtio_msix_report(&disks[i].vd))
+			failed = 1;
+	if (msix_failures)
+		failed = 1;
 	tg_printf(failed ? "tg: blk fail\n" : "tg: blk ok\n");
 	reboot();
 }
@@ -372,6 +387,7 @@ static int pass(struct disk *d, int write, u64 start, u64 count, int qd)
 static void inject(struct disk *d, const char *what)
 {
 	int q = 0, st = -1;
+	u32 cfg0 = virtio_config_irqs(&d->vd);
 	if (streq(what, "badaddr")) {
 		struct req *r = get_req();
 		u8 *save = r->buf;
@@ -398,6 +414,19 @@ static void inject(struct disk *d, const char *what)
 		delay_ms(10);
 	}
 	tg_printf("tg: blk inject=%s disk=%d needs_reset=%d status=%d\n", what, d->n, d->vd.failed, st);
+	if (d->vd.msix && d->vd.failed) {
+		/* virtio 1.x 2.1.2: NEEDS_RESET after DRIVER_OK comes with a
+		 * configuration change notification */
+		u64 t1 = rdtsc();
+		while (virtio_config_irqs(&d->vd) == cfg0 && rdtsc() - t1 < 100 * tsc_khz)
+			cpu_relax();
+		u32 n = virtio_config_irqs(&d->vd) - cfg0;
+		tg_printf("tg: info msix dev=%s needs-reset config_interrupts=%u\n", d->vd.pci->bdf, n);
+		if (!n) {
+			tg_printf("tg: msix fail reason=no-config-interrupt dev=%s\n", d->vd.pci->bdf);
+			msix_failures++;
+		}
+	}
 	inflight = 0;
 	alloc_reqs(1, 4096);
 	if (disk_init(d, d->vd.pci)) {
@@ -406,6 +435,84 @@ static void inject(struct disk *d, const char *what)
 		finish();
 	}
 	tg_printf("tg: blk disk=%d reset ok\n", d->n);
+}
+
+/*
+ * msix=1, test=blk: MSI-X masking.  With the queue's entry masked (vector
+ * control bit 0) and interrupts requested, one 1-sector read is submitted
+ * and its completion found by polling the used ring (used->idx); then no
+ * interrupt must have arrived and the entry's PBA bit must become set.
+ * Unmasking must deliver the pending interrupt and clear the PBA bit.  Prints
+ * "tg: msix mask ok" or "tg: msix mask fail reason=...".
+ */
+static int mask_test(struct disk *d, u64 sector)
+{
+	struct vq *q = &d->q;
+	struct virtio_dev *vd = &d->vd;
+	int e = q->msix_entry, pba0 = virtio_msix_pending(vd, e), pba1 = 0, pba2 = 0;
+	const char *why = 0;
+	u64 t_pba = 0, t_irq = 0;
+	virtio_msix_mask(vd, e, 1);
+	u32 c0 = vq_irqs(q), c1 = c0, c2 = c0;
+	vq_cb_enable(q);                        /* (already on in msix mode) */
+	struct req *r = get_req(), *c = 0;
+	if (!r || submit(d, r, T_IN, sector, 1, 0) < 0) {
+		tg_printf("tg: error blk disk=%d cannot queue a request\n", d->n);
+		return -1;
+	}
+	vq_kick(q);
+	/* Completion seen in used->idx only: taking the entry now would move
+	 * used_event past it (evidx=1), and a device that decides about the
+	 * interrupt a little after publishing the entry (QEMU) would then
+	 * rightly not raise it. */
+	u64 t0 = rdtsc();
+	while (!vq_pending(q) && rdtsc() - t0 < 5000 * tsc_khz)
+		cpu_relax();
+	if (!vq_pending(q)) {
+		why = "request-timeout";
+		goto out;
+	}
+	/* the device raises the interrupt after publishing the used entry */
+	u64 t1 = rdtsc();
+	while (!(pba1 = virtio_msix_pending(vd, e)) && rdtsc() - t1 < 1000 * tsc_khz)
+		cpu_relax();
+	t_pba = rdtsc() - t1;
+	c1 = vq_irqs(q);
+	if (c1 != c0) {
+		why = "interrupt-while-masked";
+		goto out;
+	}
+	if (!pba1) {
+		why = "pba-not-set";
+		goto out;
+	}
+	virtio_msix_mask(vd, e, 0);
+	u64 t2 = rdtsc();
+	while (vq_irqs(q) == c0 && rdtsc() - t2 < 1000 * tsc_khz)
+		cpu_relax();
+	t_irq = rdtsc() - t2;
+	c2 = vq_irqs(q);
+	pba2 = virtio_msix_pending(vd, e);
+	if (c2 == c1)
+		why = "pending-not-delivered";
+	else if (pba2)
+		why = "pba-not-cleared";
+out:
+	virtio_msix_mask(vd, e, 0);
+	if ((c = poll_one(d)) != 0) {
+		put_req(c);
+		if (*c->status && !why)
+			why = "request-status";
+	}
+	tg_printf("tg: info msix mask dev=%s entry=%d vector=0x%x pba_before=%d pba_masked=%d pba_after=%d "
+		  "interrupts_masked=%u delivered=%u pba_us=%lu deliver_us=%lu\n",
+		  vd->pci->bdf, e, q->vec, pba0, pba1, pba2, c1 - c0, c2 - c1, tsc_to_us(t_pba), tsc_to_us(t_irq));
+	if (why) {
+		tg_printf("tg: msix mask fail reason=%s\n", why);
+		return -1;
+	}
+	tg_printf("tg: msix mask ok\n");
+	return 0;
 }
 
 static struct disk *pick_disk(int allow_ro)
@@ -463,6 +570,8 @@ NORETURN void test_blk(int verify_only)
 				}
 			}
 			tg_printf("tg: blk write ok sectors=%lu\n", count);
+			if (d->vd.msix && mask_test(d, start))
+				failed = 1;
 		}
 		if (pass(d, 0, start, count, qd))
 			failed = 1;

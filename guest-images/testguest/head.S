@@ -165,8 +165,34 @@ exc_common:
 	jmp	triple_fault
 
 /*
+ * Device interrupt stubs (MSI-X vectors IRQ_VEC_BASE + i), 32 bytes apart.
+ * Every CPL 0 instruction is emulated under PVM, so each is three
+ * instructions and touches no register: count (irq_count[i], read by CPL 3),
+ * EOI (the xAPIC ignores the value written; moffs64 form of mov, so no
+ * register is needed for the address), return.  incl may change the flags,
+ * iretq restores them.
+ */
+	.align	32
+	.globl irq_stubs
+irq_stubs:
+	.set	i, 0
+	.rept	IRQ_NVEC
+	.align	32
+	incl	irq_count + 4 * i(%rip)
+	movabsl	%eax, LAPIC_EOI_ADDR
+	iretq
+	.set	i, i + 1
+	.endr
+
+/* LAPIC spurious-interrupt vector: no EOI */
+	.globl irq_spurious
+irq_spurious:
+	iretq
+
+/*
  * System call entry (CPL 0) through the DPL 3 #BP gate: CPL 3 executes int3.
- * EDI = function (SYS_*), ESI / EDX:EAX = arguments.
+ * EDI = function (SYS_*), ESI / EDX:EAX = arguments.  The gate is an
+ * interrupt gate, so device interrupts stay off in here.
  */
 	.globl sys_entry
 sys_entry:
@@ -175,7 +201,15 @@ sys_entry:
 	movl	%esi, %ecx
 	wrmsr
 	iretq
-1:	cmpl	$SYS_PARK, %edi
+1:	cmpl	$SYS_IRQ, %edi
+	jne	2f
+	testl	$1, %esi
+	jz	3f
+	orq	$0x200, 16(%rsp)	/* RFLAGS.IF in the iretq frame */
+	iretq
+3:	andq	$~0x200, 16(%rsp)
+	iretq
+2:	cmpl	$SYS_PARK, %edi
 	jne	triple_fault
 park:
 	cli

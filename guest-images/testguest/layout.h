@@ -30,6 +30,20 @@
 #define SYS_WRMSR       0               /* wrmsr ESI, EDX:EAX */
 #define SYS_PARK        1               /* halt this CPU forever (cli; hlt) */
 #define SYS_DIE         2               /* force a triple fault */
+#define SYS_IRQ         3               /* RFLAGS.IF of the caller (CPL 3) = ESI & 1 */
+
+/*
+ * Device interrupts (MSI-X): IRQ_NVEC vectors from IRQ_VEC_BASE, each with a
+ * 3-instruction CPL 0 stub (head.S) that increments irq_count[vector -
+ * IRQ_VEC_BASE] and writes the LAPIC EOI register.  The last one is used by
+ * the self-IPI check (IRQ_VEC_SELFTEST).  The LAPIC spurious vector has a
+ * bare iretq.
+ */
+#define IRQ_VEC_BASE    0x40
+#define IRQ_NVEC        32
+#define IRQ_VEC_SELFTEST (IRQ_VEC_BASE + IRQ_NVEC - 1)
+#define IRQ_VEC_SPURIOUS 0xff
+#define LAPIC_EOI_ADDR  0xfee000b0
 
 #define CR0_PE          0x00000001
 #define CR0_MP          0x00000002

@@ -2,13 +2,13 @@
 """Boots the test guest under QEMU/KVM and checks its output.
 
 usage: qemu_check.py BZIMAGE [--machines microvm,pc] [--smp 1,2,4]
-                             [--tests boot,smp,count,shell[,panic][,pci,blk,net,net3,netbench]] [-v]
+                             [--tests boot,smp,count,shell[,panic][,pci,blk,net,net3,netbench,msix]] [-v]
 
 Exit status 0 if every run produced the expected lines, the numbers match
 reference.py and QEMU exited by itself.  Needs /dev/kvm and
 qemu-system-x86_64.
 
-The device tests (pci, blk, net, net3, netbench; not in the default set) run
+The device tests (pci, blk, net, net3, netbench, msix; not in the default set) run
 once, on -M pc with the first --smp value, with virtio-pci modern devices:
   pci       test=pci lists the virtio devices and their capabilities
   blk       test=blk on a scratch image + a read-only disk, image checked from
@@ -18,6 +18,10 @@ once, on -M pc with the first --smp value, with virtio-pci modern devices:
   net       two VMs joined by -netdev socket (TCP on 127.0.0.1), test=net
   net3      three VMs on netswitch.py (unix socket, -netdev stream)
   netbench  send/recv and ping/pong for 1 s each (sanity only)
+  msix      the drivers with msix=1 (MSI-X interrupts): test=blk (mask/PBA
+            test, interrupts counted on both disks), inject=badhead with
+            evidx=1 qd=1 (config-change interrupt on NEEDS_RESET), test=net
+            between two VMs, netbench send/recv and ping/pong
 """
 import argparse
 import os
@@ -125,7 +129,7 @@ def expect(test, smp, out):
     return errs
 
 
-DEVICE_TESTS = ('pci', 'blk', 'net', 'net3', 'netbench')
+DEVICE_TESTS = ('pci', 'blk', 'net', 'net3', 'netbench', 'msix')
 
 
 def tg_lines(out):
@@ -134,7 +138,8 @@ def tg_lines(out):
 
 def common_errs(out, rc):
     errs = [f'unexpected: {l}' for l in tg_lines(out)
-            if l.startswith(('tg: panic', 'tg: error', 'tg: warn'))]
+            if l.startswith(('tg: panic', 'tg: error', 'tg: warn', 'tg: msix fail', 'tg: msix mask fail'))
+            or l.endswith(' msix refused')]
     if rc != 0:
         errs.append(f'qemu exit status {rc}')
     return errs
@@ -145,7 +150,14 @@ def want_lines(out, wanted):
     return [f'missing "{w}"' for w in wanted if w not in tg]
 
 
-def dev_blk(image, smp, timeout):
+def want_msix(out, devs):
+    """Every device in devs reported MSI-X interrupts."""
+    tg = tg_lines(out)
+    return [f'no interrupts reported for {d}' for d in devs
+            if not any(re.fullmatch(rf'tg: msix dev={d} vectors=\d+ interrupts=[1-9]\d*', l) for l in tg)]
+
+
+def dev_blk(image, smp, timeout, msix=False):
     """Yields (name, cmd, out, errs)."""
     tmp = tempfile.mkdtemp(prefix='tg-blk-')
     try:
@@ -174,19 +186,31 @@ def dev_blk(image, smp, timeout):
               'tg: blk inject=badhead disk=0 needs_reset=1 status=-1', 'tg: blk disk=0 reset ok',
               'tg: blk write ok sectors=500', 'tg: blk verify ok', 'tg: blk ok'], []),
         ]
-        for name, extra, wanted, _ in runs:
+        if msix:
+            runs = [
+                ('blk-msix', f'test=blk {rng} msix=1',
+                 disks + ['tg: blk write ok sectors=3000', 'tg: msix mask ok', 'tg: blk verify ok',
+                          'tg: blk ro-write status=1 disk=1', 'tg: blk ok'], ['00:02.0', '00:03.0']),
+                ('blk-msix-inject', 'test=blk inject=badhead evidx=1 msix=1 qd=1 seed=9 start=4000 sectors=500',
+                 ['tg: virtio dev=00:02.0 needs-reset',
+                  'tg: blk inject=badhead disk=0 needs_reset=1 status=-1',
+                  'tg: info msix dev=00:02.0 needs-reset config_interrupts=1', 'tg: blk disk=0 reset ok',
+                  'tg: blk write ok sectors=500', 'tg: msix mask ok', 'tg: blk verify ok', 'tg: blk ok'],
+                 ['00:02.0', '00:03.0']),
+            ]
+        for name, extra, wanted, msix_devs in runs:
             cmd = qemu_cmd(image, 'pc', smp, f'console=ttyS0 reboot=k panic=-1 acpi=off {extra}') + drives
             out, rc = run_qemu(cmd, b'', timeout)
-            errs = want_lines(out, wanted)
+            errs = want_lines(out, wanted) + want_msix(out, msix_devs)
             errs += [e for e in common_errs(out, rc) if 'blk verify error' not in e]
-            if name == 'blk':
+            if name in ('blk', 'blk-msix'):
                 bad, first = reference.blk_check(d0, 5, 100, 3000)
                 if bad:
                     errs.append(f'host check: {bad} bad sectors, first {first}')
                 with open(d0, 'rb') as f:
                     if f.read(100 * 512).strip(b'\0') or f.seek(3100 * 512) and f.read(512).strip(b'\0'):
                         errs.append('host check: data outside the written range')
-            if name == 'blk-inject' and reference.blk_check(d0, 9, 4000, 500)[0]:
+            if name in ('blk-inject', 'blk-msix-inject') and reference.blk_check(d0, 9, 4000, 500)[0]:
                 errs.append('host check: inject run data wrong')
             yield name, cmd, out, errs
     finally:
@@ -225,7 +249,7 @@ def mac(i):
     return f'52:54:00:00:00:{i:02x}'
 
 
-def dev_net(image, smp, timeout, n, count):
+def dev_net(image, smp, timeout, n, count, extra=''):
     port = free_port()
     sw = None
     tmp = tempfile.mkdtemp(prefix='tg-net-')
@@ -247,7 +271,7 @@ def dev_net(image, smp, timeout, n, count):
             peers = ','.join(mac(j) for j in range(1, n + 1) if j != i)
             evidx = i % 2     # mix both notification schemes
             app = (f'console=ttyS0 reboot=k panic=-1 acpi=off test=net me={mac(i)} '
-                   f'peers={peers} count={count} hello=1 evidx={evidx}')
+                   f'peers={peers} count={count} hello=1 evidx={evidx} {extra}'.strip())
             cmds.append(qemu_cmd(image, 'pc', smp, app) +
                         ['-netdev', nds[i - 1], '-device',
                          f'virtio-net-pci,netdev=n0,disable-legacy=on,mac={mac(i)}'])
@@ -255,20 +279,23 @@ def dev_net(image, smp, timeout, n, count):
         for i, (out, rc) in enumerate(outs, 1):
             wanted = [f'tg: net peer={mac(j)} sent={count} received={count} lost=0 dup=0 '
                       f'reorder=0 corrupt=0' for j in range(1, n + 1) if j != i] + ['tg: net ok']
-            yield f'net{n}-vm{i}', cmds[i - 1], out, want_lines(out, wanted) + common_errs(out, rc)
+            errs = want_lines(out, wanted) + common_errs(out, rc)
+            if 'msix=1' in extra:
+                errs += want_msix(out, ['00:02.0'])
+            yield f'net{n}{"-msix" if extra else ""}-vm{i}', cmds[i - 1], out, errs
     finally:
         if sw:
             sw.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def dev_netbench(image, smp, timeout):
+def dev_netbench(image, smp, timeout, extra=''):
     for a, b in (('send', 'recv'), ('ping', 'pong')):
         port = free_port()
         cmds = []
         for i, role, nd in ((1, a, f'listen=127.0.0.1:{port}'), (2, b, f'connect=127.0.0.1:{port}')):
             app = (f'console=ttyS0 reboot=k panic=-1 acpi=off test=netbench me={mac(i)} '
-                   f'peer={mac(3 - i)} role={role} secs=1')
+                   f'peer={mac(3 - i)} role={role} secs=1 {extra}'.strip())
             cmds.append(qemu_cmd(image, 'pc', smp, app) +
                         ['-netdev', f'socket,id=n0,{nd}', '-device',
                          f'virtio-net-pci,netdev=n0,disable-legacy=on,mac={mac(i)}'])
@@ -281,7 +308,9 @@ def dev_netbench(image, smp, timeout):
             errs = common_errs(out, rc)
             if not any(re.match(pats[role], l) for l in tg_lines(out)):
                 errs.append(f'no line matching {pats[role]}')
-            yield f'netbench-{role}', cmd, out, errs
+            if 'msix=1' in extra:
+                errs += want_msix(out, ['00:02.0'])
+            yield f'netbench{"-msix" if extra else ""}-{role}', cmd, out, errs
 
 
 def dev_pci(image, smp, timeout):
@@ -339,13 +368,17 @@ def main():
             'blk': lambda: dev_blk(args.image, smp, args.timeout),
             'net': lambda: dev_net(args.image, smp, args.timeout, 2, 100000),
             'net3': lambda: dev_net(args.image, smp, args.timeout, 3, 20000),
-            'netbench': lambda: dev_netbench(args.image, smp, args.timeout)}
+            'netbench': lambda: dev_netbench(args.image, smp, args.timeout),
+            'msix': lambda: (r for g in (dev_blk(args.image, smp, args.timeout, msix=True),
+                                         dev_net(args.image, smp, args.timeout, 2, 20000, 'msix=1'),
+                                         dev_netbench(args.image, smp, args.timeout, 'msix=1'))
+                             for r in g)}
     for test in [t for t in tests if t in DEVICE_TESTS]:
         t0 = time.monotonic()
         for name, cmd, out, errs in gens[test]():
             dt = time.monotonic() - t0
             t0 = time.monotonic()
-            print(f'{"ok  " if not errs else "FAIL"} pc       smp={smp} {name:13} {dt:6.2f}s', flush=True)
+            print(f'{"ok  " if not errs else "FAIL"} pc       smp={smp} {name:18} {dt:6.2f}s', flush=True)
             if errs or args.verbose:
                 for e in errs:
                     print(f'     - {e}')

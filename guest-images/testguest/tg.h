@@ -128,6 +128,9 @@ u32 my_apic_id(void);
 NORETURN void park(void);
 NORETURN void reboot(void);
 
+int irq_setup(void);                    /* device interrupts at CPL 3 (msix=1); 0 = ok */
+extern volatile u32 irq_count[IRQ_NVEC];/* per vector from IRQ_VEC_BASE (head.S stubs) */
+
 u64 tsc_to_us(u64 cycles);
 int map_mmio(u64 addr, u64 len);        /* uncached identity map above 4 GiB */
 void *dma_alloc(u64 size, u64 align);   /* zeroed RAM above the kernel, 0 if none */
@@ -152,6 +155,7 @@ struct pci_dev {
 	u32 class;                      /* class << 16 | subclass << 8 | prog-if */
 	char bdf[8];                    /* "bb:dd.f" */
 	struct pci_bar bar[6];
+	u8 msix_vec0, msix_nvec;        /* CPU vectors given to its MSI-X entries (kept over resets) */
 };
 extern struct pci_dev pci_devs[PCI_MAX_DEVS];
 extern int pci_ndevs;
@@ -181,7 +185,12 @@ struct vq {
 	u64 notify;                     /* MMIO address of this queue's notify register */
 	void **cookie;
 	u64 notifies, kicks;
+	int cb_on;                      /* interrupts requested (flags 0 / used_event = last_used) */
+	u16 msix_entry;                 /* MSI-X table entry (msix=1) */
+	u8 vec;                         /* its CPU vector */
+	u64 completions;                /* chains taken from the used ring */
 };
+#define VIRTIO_MSIX_MAX 4               /* table entries used per device: config + 3 queues */
 struct virtio_dev {
 	struct pci_dev *pci;
 	int type;                       /* virtio device id: 1 net, 2 blk */
@@ -189,6 +198,13 @@ struct virtio_dev {
 	u32 notify_mult, cfg_len;
 	u64 dev_features, features;     /* offered, negotiated */
 	int failed;                     /* needs-reset reported */
+	/* MSI-X (msix=1): entry 0 = config changes, entry 1 + i = queue i */
+	int msix;                       /* in use */
+	u8 msix_cap;
+	u16 msix_n;                     /* entries used */
+	u64 msix_table, msix_pba;       /* MMIO addresses */
+	struct vq *msix_q[VIRTIO_MSIX_MAX - 1];
+	u64 msix_sleeps, msix_missed;
 };
 #define VIRTIO_F_EVENT_IDX (1ull << 29)
 #define VIRTIO_F_VERSION_1 (1ull << 32)
@@ -205,6 +221,18 @@ int vq_add(struct vq *q, const struct sg *sg, int nout, int nin, void *cookie);
 void vq_kick(struct vq *q);
 void *vq_get(struct vq *q, u32 *len);
 void vq_inject_bad_head(struct vq *q);
+/* MSI-X mode (virtio.c; see there) */
+extern int msix_failures;               /* "tg: msix fail" lines printed */
+int virtio_msix_setup(struct virtio_dev *vd, int nqueues);  /* after virtio_init, before the queues */
+int vq_cb_enable(struct vq *q);         /* request interrupts; 1 if used entries are pending already */
+void vq_cb_disable(struct vq *q);
+int vq_pending(struct vq *q);           /* used ring has entries we have not taken */
+u32 vq_irqs(struct vq *q);              /* interrupts received on the queue's vector */
+u32 virtio_config_irqs(struct virtio_dev *vd);  /* ... on the configuration-change vector */
+int vq_sleep(struct vq *const *qs, int n, u64 until);
+void virtio_msix_mask(struct virtio_dev *vd, int entry, int masked);
+int virtio_msix_pending(struct virtio_dev *vd, int entry);  /* PBA bit */
+int virtio_msix_report(struct virtio_dev *vd);  /* tg: msix dev=... line; -1 = test must fail */
 
 /* blk.c, net.c */
 NORETURN void test_blk(int verify_only);
@@ -213,7 +241,7 @@ NORETURN void test_net(void);
 NORETURN void test_netbench(void);
 
 /* head.S */
-extern char _end[], exc_stubs[], sys_entry[], ap_tramp[], ap_tramp_end[];
+extern char _end[], exc_stubs[], sys_entry[], irq_stubs[], irq_spurious[], ap_tramp[], ap_tramp_end[];
 extern char kstacks[], ustacks[];
 extern u64 pdpt[512];
 extern u64 boot_params_phys;

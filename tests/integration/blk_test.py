@@ -51,6 +51,17 @@ r = h.run_guest("test=blkverify seed=%d start=%d sectors=%d" % (seed, start, sec
 h.check(r.status == 0 and r.line(r"^tg: blk verify ok$"), "data did not survive a reboot:\n" + r.describe())
 print("ok: data survives a reboot")
 
+# The same with MSI-X interrupts (irqfd + KVM routing) driving completion, and
+# a masked vector that must pend (PBA bit) and fire on unmask.
+r = h.run_guest("test=blk seed=%d start=%d sectors=%d msix=1" % (seed + 1, start, sectors), mem="256M",
+                timeout=120, extra=disks)
+h.check(r.status == 0 and r.line(r"^tg: blk verify ok$") and r.line(r"^tg: msix mask ok"),
+        "test=blk msix=1 failed:\n" + r.describe())
+irq = r.line(r"^tg: msix dev=\S+ vectors=\d+ interrupts=(\d+)")
+h.check(irq and int(irq.group(1)) > 0, "no MSI-X interrupts counted:\n" + r.describe())
+h.check(not any("msix fail" in l for l in r.lines()), r.describe())
+print("ok: MSI-X: %s interrupts, masked vector pended and fired on unmask" % irq.group(1))
+
 # A missing image is a clear start-up error.
 r = h.run_vvmm(["run", "--kernel", h.TESTGUEST, "--disk", "path=" + os.path.join(tmp, "nope.img")], timeout=30)
 h.check(r.status not in (0, None) and "cannot open disk image" in r.stderr and r.stderr.count("\n") == 1,
