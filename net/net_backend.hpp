@@ -41,6 +41,11 @@ public:
     virtual bool try_send(std::span<const uint8_t> frame) = 0;
     // The guest posted RX buffers: offer held frames again, resume reading.
     virtual void receive_ready() = 0;
+    // Optional batching: between begin_batch() and end_batch() a backend may
+    // hold accepted frames and write them together at end_batch() (one
+    // system call instead of one per frame). Flow control is unchanged.
+    virtual void begin_batch() {}
+    virtual void end_batch() {}
     // Stops all threads and connections; no callbacks after it returns.
     virtual void stop() = 0;
 };

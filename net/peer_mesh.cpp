@@ -98,6 +98,7 @@ struct Peer {
     // The established connection's socket, for try_send()'s direct send;
     // -1 otherwise. Cleared (under the lock) before the socket is closed.
     int direct_fd = -1;
+    bool staged = false;  // frames held for end_batch()'s single write
 };
 
 }  // namespace
@@ -129,6 +130,7 @@ struct PeerMesh::State {
     // Sending.
     bool try_send(std::span<const uint8_t> frame);  // any thread
     void direct_send(Peer& p, std::span<const uint8_t> frame);
+    void flush_staged(Peer& p);
     void start_write(Peer& p);
     void on_written(Peer& p, const std::shared_ptr<Connection>& conn, std::error_code ec);
     void maybe_transmit_ready();
@@ -156,6 +158,7 @@ struct PeerMesh::State {
     MacTable mac_table;
     bool tx_blocked = false;  // try_send() refused; transmit_ready() is owed
     std::vector<uint8_t> direct_buffer;  // direct_send()'s encoding buffer
+    bool batching = false;               // between begin_batch() and end_batch()
     bool closed_for_send = false;
 
     RateLimitedLog guest_log;
@@ -528,6 +531,11 @@ bool PeerMesh::State::try_send(std::span<const uint8_t> frame)
                           std::to_string(p.queue.limit()) + " bytes wait for it already; frame dropped");
             return;
         }
+        if (p.staged || (batching && p.linked && !p.writer_active && !p.queue.has_pending() && p.direct_fd >= 0)) {
+            p.queue.push_frame(frame);  // written in one go by end_batch()
+            p.staged = true;
+            return;
+        }
         if (p.linked && !p.writer_active && !p.queue.has_pending() && p.direct_fd >= 0) {
             direct_send(p, frame);
             return;
@@ -556,6 +564,26 @@ void PeerMesh::State::direct_send(Peer& p, std::span<const uint8_t> frame)
     p.queue.push_bytes(std::span<const uint8_t>(direct_buffer).subspan(static_cast<size_t>(n)));
     p.writer_active = true;
     asio::post(io, [this, &p] { start_write(p); });
+}
+
+// Writes what was staged for `p` during a batch with one send(); the network
+// thread takes whatever the socket does not accept now. Lock held.
+void PeerMesh::State::flush_staged(Peer& p)
+{
+    p.staged = false;
+    if (!p.queue.has_pending()) return;
+    if (p.linked && !p.writer_active && p.direct_fd >= 0) {
+        p.queue.take_batch(direct_buffer);
+        p.queue.batch_done();
+        ssize_t n = ::send(p.direct_fd, direct_buffer.data(), direct_buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) n = 0;  // the network thread reports errors on its next write
+        if (static_cast<size_t>(n) == direct_buffer.size()) return;
+        p.queue.push_bytes(std::span<const uint8_t>(direct_buffer).subspan(static_cast<size_t>(n)));
+    }
+    if (p.linked && !p.writer_active) {
+        p.writer_active = true;
+        asio::post(io, [this, &p] { start_write(p); });
+    }
 }
 
 // Writes everything queued for `p` as one batch; called again when that
@@ -678,6 +706,26 @@ void PeerMesh::receive_ready()
 {
     State& s = *state_;
     asio::post(s.io, [&s] { s.resume_receive(); });
+}
+
+void PeerMesh::begin_batch()
+{
+    std::lock_guard lock(state_->mutex);
+    state_->batching = true;
+}
+
+void PeerMesh::end_batch()
+{
+    State& s = *state_;
+    {
+        std::lock_guard lock(s.mutex);
+        s.batching = false;
+        for (auto& p : s.peers)
+            if (p->staged) s.flush_staged(*p);
+    }
+    // A frame refused during the batch waits for room; a flush that went out
+    // whole makes room without any write completing, so say so here.
+    s.maybe_transmit_ready();
 }
 
 void PeerMesh::stop() { state_->stop(); }

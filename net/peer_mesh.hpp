@@ -80,6 +80,8 @@ public:
     Result<void> start() override;
     bool try_send(std::span<const uint8_t> frame) override;
     void receive_ready() override;
+    void begin_batch() override;
+    void end_batch() override;
     // Joins the network thread and closes every connection. Must not be
     // called from a FrameSink callback. Idempotent; the destructor calls it.
     void stop() override;

@@ -76,6 +76,7 @@ void VirtioNet::transmit()
         pending_tx_.reset();
         return true;
     };
+    backend_->begin_batch();
     if (!pending_tx_ || send_pending()) {
         auto drained = drain_queue(*vq, [&](const DescriptorChain& chain) {
             const uint64_t len = chain.readable_bytes;
@@ -92,11 +93,9 @@ void VirtioNet::transmit()
             pending_tx_ = PendingTx{chain.head, std::move(buf)};
             return send_pending();
         });
-        if (!drained) {
-            queues_->fail(drained.error().message());
-            return;
-        }
+        if (!drained) queues_->fail(drained.error().message());
     }
+    backend_->end_batch();
     if (returned) queues_->used(vnet::kTxQueue);
 }
 
