@@ -21,6 +21,25 @@ void store_release16(uint8_t* p, uint16_t v)
     std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p)).store(v, std::memory_order_release);
 }
 
+// Host views of the next `len` bytes of a chain from (seg, off) on, advancing
+// the cursor. The caller checked that the chain holds them; the addresses
+// were validated when the chain was walked.
+void take_spans(const vmm::GuestMemory& mem, const DescriptorChain& chain, size_t& seg, uint64_t& off, uint64_t len,
+                std::vector<std::span<uint8_t>>& out)
+{
+    while (len) {
+        const ChainSegment& s = chain.segments[seg];
+        const uint64_t n = std::min<uint64_t>(len, s.len - off);
+        out.push_back(mem.span(s.gpa + off, n).value());
+        len -= n;
+        off += n;
+        if (off == s.len) {
+            ++seg;
+            off = 0;
+        }
+    }
+}
+
 std::string hex(uint64_t v)
 {
     char b[24];
@@ -201,17 +220,7 @@ uint64_t ChainReader::remaining_readable() const
 bool ChainReader::take_readable(uint64_t len, std::vector<std::span<uint8_t>>& out)
 {
     if (len > remaining_readable()) return false;
-    while (len) {
-        const ChainSegment& s = chain_.segments[seg_];
-        const uint64_t n = std::min<uint64_t>(len, s.len - off_);
-        out.push_back(mem_.span(s.gpa + off_, n).value());  // validated when the chain was walked
-        len -= n;
-        off_ += n;
-        if (off_ == s.len) {
-            ++seg_;
-            off_ = 0;
-        }
-    }
+    take_spans(mem_, chain_, seg_, off_, len, out);
     return true;
 }
 
@@ -231,17 +240,7 @@ bool ChainWriter::take_writable(uint64_t len, std::vector<std::span<uint8_t>>& o
 {
     if (len > remaining_writable()) return false;
     written_ += len;
-    while (len) {
-        const ChainSegment& s = chain_.segments[seg_];
-        const uint64_t n = std::min<uint64_t>(len, s.len - off_);
-        out.push_back(mem_.span(s.gpa + off_, n).value());
-        len -= n;
-        off_ += n;
-        if (off_ == s.len) {
-            ++seg_;
-            off_ = 0;
-        }
-    }
+    take_spans(mem_, chain_, seg_, off_, len, out);
     return true;
 }
 
