@@ -92,7 +92,6 @@ void VirtioBlk::start(const DescriptorChain& chain)
     auto r = std::make_shared<Request>();
     r->head = chain.head;
     r->generation = generation_;
-    // The status byte is the last writable byte of the chain.
     ChainWriter writer(queues_->memory(), chain);
     std::vector<std::span<uint8_t>> data;
     const uint64_t capacity = disk_.size() / blk::kSectorSize;
@@ -133,14 +132,10 @@ void VirtioBlk::start(const DescriptorChain& chain)
         status = blk::kStatusUnsupported;
         break;
     }
-    std::vector<std::span<uint8_t>> status_part;
-    // Everything before the status byte counts as written for IN and GET_ID.
-    const uint64_t before_status = chain.writable_bytes - 1;
-    ChainWriter to_status(queues_->memory(), chain);
-    std::vector<std::span<uint8_t>> ignored;
-    to_status.take_writable(before_status, ignored);
-    to_status.take_writable(1, status_part);
-    r->status = status_part[0].data();
+    // The status byte is the chain's last byte: writable segments come last
+    // and parse_block_request() checked there is at least one writable byte.
+    const ChainSegment& last = chain.segments.back();
+    r->status = queues_->memory().span(last.gpa + last.len - 1, 1).value().data();
     r->used_len = static_cast<uint32_t>((req.type == blk::kTypeIn ? req.data_len : writer.written()) + 1);
     r->expected = req.data_len;
     if (!submit) {
