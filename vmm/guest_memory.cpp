@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -22,6 +23,7 @@ Result<GuestMemory> GuestMemory::create(uint64_t size)
                                                 mem.fd_.get(), 0));
     mem.size_ = size;
     mem.regions_ = ram_regions(size);
+    mem.host_dirty_ = std::make_unique<std::atomic<uint64_t>[]>((size / 4096 + 63) / 64);
     return mem;
 }
 
@@ -43,6 +45,26 @@ Result<std::span<uint8_t>> GuestMemory::span(uint64_t gpa, uint64_t len) const
     std::ostringstream s;
     s << "guest address range 0x" << std::hex << gpa << "+0x" << len << " is outside guest RAM";
     return Error(s.str());
+}
+
+void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const
+{
+    if (len == 0) return;
+    for (const auto& r : regions_) {
+        if (gpa < r.guest_phys || gpa - r.guest_phys >= r.size) continue;
+        const uint64_t off = r.file_offset + (gpa - r.guest_phys);
+        const uint64_t end = off + std::min(len, r.size - (gpa - r.guest_phys));
+        for (uint64_t page = off / 4096; page <= (end - 1) / 4096; ++page)
+            host_dirty_[page / 64].fetch_or(1ull << (page % 64), std::memory_order_relaxed);
+        return;
+    }
+}
+
+std::vector<uint64_t> GuestMemory::take_host_dirty() const
+{
+    std::vector<uint64_t> out((page_count() + 63) / 64);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = host_dirty_[i].exchange(0, std::memory_order_relaxed);
+    return out;
 }
 
 Result<void> check_host_can_back(uint64_t size, uint64_t host_ram_plus_swap)

@@ -3,7 +3,9 @@
 // RamRegion. Every device access goes through the bounds-checked span().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -27,8 +29,18 @@ public:
     // A guest-supplied address that is out of range yields an error, never a
     // pointer outside the mapping.
     Result<std::span<uint8_t>> span(uint64_t gpa, uint64_t len) const;
-    // Pages the process has actually touched (for the RSS overhead figure).
     int memfd() const { return fd_.get(); }
+    // Host view of the whole memfd (offset = RamRegion::file_offset + ...).
+    uint8_t* host_base() const { return mapping_.data(); }
+
+    // KVM's dirty log only sees writes made by vCPUs. vvmm's own threads
+    // (virtio-blk reads, virtio-net RX, used rings) write guest memory too;
+    // they record those pages here so incremental and live checkpoints see
+    // them. Pages are indexed by memfd offset / 4 KiB.
+    void mark_dirty(uint64_t gpa, uint64_t len) const;
+    // Takes the pages marked since the last call (one bit per page) and clears them.
+    std::vector<uint64_t> take_host_dirty() const;
+    uint64_t page_count() const { return size_ / 4096; }
 
 private:
     GuestMemory() = default;
@@ -36,6 +48,7 @@ private:
     MemoryMapping mapping_;
     uint64_t size_ = 0;
     std::vector<RamRegion> regions_;
+    std::unique_ptr<std::atomic<uint64_t>[]> host_dirty_;
 };
 
 // A clear error if `size` cannot be backed on this host (bigger than its RAM
