@@ -59,4 +59,24 @@ void I8042::data_write(uint8_t value)
     pending_command_ = 0;  // bytes for the (absent) keyboard are dropped
 }
 
+Result<void> I8042::save(StateWriter& out) const
+{
+    std::lock_guard lock(mutex_);
+    out.bytes(std::vector<uint8_t>(output_.begin(), output_.end()));
+    out.u8(command_byte_);
+    out.u8(pending_command_);
+    return ok();
+}
+
+Result<void> I8042::restore(StateReader& in, uint16_t)
+{
+    std::lock_guard lock(mutex_);
+    TRY_ASSIGN(auto output, in.bytes(16));
+    TRY_ASSIGN(command_byte_, in.u8());
+    TRY_ASSIGN(pending_command_, in.u8());
+    TRY(in.expect_end());
+    output_.assign(output.begin(), output.end());
+    return ok();
+}
+
 }  // namespace vvmm::dev

@@ -7,21 +7,27 @@
 #include <functional>
 #include <mutex>
 
+#include "vmm/base/snapshottable.hpp"
 #include "vmm/io_bus.hpp"
 
 namespace vvmm::dev {
 
-class I8042 : public vmm::BusDevice {
+class I8042 : public vmm::BusDevice, public Snapshottable {
 public:
     explicit I8042(std::function<void()> on_reset) : on_reset_(std::move(on_reset)) {}
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
+    std::string_view section() const override { return "i8042"; }
+    uint16_t version() const override { return 1; }
+    Result<void> save(StateWriter& out) const override;
+    Result<void> restore(StateReader& in, uint16_t version) override;
+
 private:
     void command(uint8_t cmd);
     void data_write(uint8_t value);
 
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::function<void()> on_reset_;
     std::deque<uint8_t> output_;
     uint8_t command_byte_ = 0x61;  // kbd interrupt on, translation on, system flag

@@ -116,6 +116,34 @@ uint8_t Serial16550::interrupt_id() const
     return kIirNone;
 }
 
+Result<void> Serial16550::save(StateWriter& out) const
+{
+    std::lock_guard lock(mutex_);
+    for (uint8_t r : {ier_, lcr_, mcr_, scr_, dll_, dlm_}) out.u8(r);
+    out.boolean(fifo_enabled_);
+    out.boolean(thre_pending_);
+    out.boolean(irq_asserted_);
+    out.bytes(std::vector<uint8_t>(rx_.begin(), rx_.end()));
+    return ok();
+}
+
+Result<void> Serial16550::restore(StateReader& in, uint16_t)
+{
+    std::lock_guard lock(mutex_);
+    for (uint8_t* r : {&ier_, &lcr_, &mcr_, &scr_, &dll_, &dlm_}) TRY_ASSIGN(*r, in.u8());
+    TRY_ASSIGN(fifo_enabled_, in.boolean());
+    TRY_ASSIGN(thre_pending_, in.boolean());
+    TRY_ASSIGN(bool asserted, in.boolean());
+    TRY_ASSIGN(auto rx, in.bytes(kInputCapacity));
+    TRY(in.expect_end());
+    rx_.assign(rx.begin(), rx.end());
+    // KVM keeps its own per-source level for a shared line, outside the
+    // irqchip state: drive the line again.
+    irq_asserted_ = !asserted;
+    update_irq();
+    return ok();
+}
+
 void Serial16550::update_irq()
 {
     // On a PC, OUT2 gates the UART's interrupt onto the ISA bus.

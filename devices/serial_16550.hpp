@@ -10,11 +10,12 @@
 #include <mutex>
 #include <span>
 
+#include "vmm/base/snapshottable.hpp"
 #include "vmm/io_bus.hpp"
 
 namespace vvmm::dev {
 
-class Serial16550 : public vmm::BusDevice {
+class Serial16550 : public vmm::BusDevice, public Snapshottable {
 public:
     using Transmit = std::function<void(uint8_t)>;
     using IrqLevel = std::function<void(bool)>;
@@ -28,6 +29,11 @@ public:
     // Host side: queue bytes typed for the guest. Returns how many fitted.
     size_t push_input(std::span<const uint8_t> bytes);
 
+    std::string_view section() const override { return "serial-com1"; }
+    uint16_t version() const override { return 1; }
+    Result<void> save(StateWriter& out) const override;
+    Result<void> restore(StateReader& in, uint16_t version) override;
+
 private:
     uint8_t read_register(uint64_t offset);
     void write_register(uint64_t offset, uint8_t value);
@@ -40,7 +46,7 @@ private:
     static constexpr uint8_t kIirNone = 0x01, kIirThre = 0x02, kIirRx = 0x04, kIirFifo = 0xC0;
     static constexpr uint8_t kLsrDataReady = 0x01, kLsrThre = 0x20, kLsrTemt = 0x40;
 
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     Transmit transmit_;
     IrqLevel irq_;
     std::deque<uint8_t> rx_;

@@ -47,6 +47,20 @@ Result<std::span<uint8_t>> GuestMemory::span(uint64_t gpa, uint64_t len) const
     return Error(s.str());
 }
 
+uint64_t GuestMemory::guest_phys_end() const
+{
+    uint64_t end = 0;
+    for (const auto& r : regions_) end = std::max(end, r.guest_phys + r.size);
+    return end;
+}
+
+uint8_t* GuestMemory::host_page(uint64_t gpa) const
+{
+    for (const auto& r : regions_)
+        if (gpa >= r.guest_phys && gpa - r.guest_phys < r.size) return mapping_.data() + r.file_offset + (gpa - r.guest_phys);
+    return nullptr;
+}
+
 void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const
 {
     if (len == 0) return;
@@ -58,6 +72,14 @@ void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const
             host_dirty_[page / 64].fetch_or(1ull << (page % 64), std::memory_order_relaxed);
         return;
     }
+}
+
+void GuestMemory::mark_dirty(std::span<const uint8_t> host) const
+{
+    if (host.empty() || host.data() < mapping_.data() || host.data() + host.size() > mapping_.data() + size_) return;
+    const uint64_t off = static_cast<uint64_t>(host.data() - mapping_.data());
+    for (uint64_t page = off / 4096; page <= (off + host.size() - 1) / 4096; ++page)
+        host_dirty_[page / 64].fetch_or(1ull << (page % 64), std::memory_order_relaxed);
 }
 
 std::vector<uint64_t> GuestMemory::take_host_dirty() const

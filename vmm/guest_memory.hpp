@@ -38,9 +38,16 @@ public:
     // they record those pages here so incremental and live checkpoints see
     // them. Pages are indexed by memfd offset / 4 KiB.
     void mark_dirty(uint64_t gpa, uint64_t len) const;
+    // The same for a host view obtained from span().
+    void mark_dirty(std::span<const uint8_t> host) const;
     // Takes the pages marked since the last call (one bit per page) and clears them.
     std::vector<uint64_t> take_host_dirty() const;
     uint64_t page_count() const { return size_ / 4096; }
+    // End of RAM in guest-physical space (the size of a memory image laid
+    // out by guest-physical address).
+    uint64_t guest_phys_end() const;
+    // Host pointer of the guest page at `gpa` (page-aligned), nullptr if not RAM.
+    uint8_t* host_page(uint64_t gpa) const;
 
 private:
     GuestMemory() = default;

@@ -161,11 +161,51 @@ void Machine::request_exit(MachineExit reason)
         stopping_ = true;
     }
     exit_cv_.notify_all();
+    pause_cv_.notify_all();
     kick_all();
+}
+
+void Machine::pause()
+{
+    std::unique_lock lock(pause_mutex_);
+    pause_requested_ = true;
+    kick_all();
+    pause_cv_.wait(lock, [&] { return parked_ == threads_.size() || stopping_; });
+}
+
+void Machine::resume()
+{
+    {
+        std::lock_guard lock(pause_mutex_);
+        pause_requested_ = false;
+    }
+    pause_cv_.notify_all();
+}
+
+void Machine::park(KvmVcpu& vcpu)
+{
+    // KVM completes a pending IN/MMIO read only on the next KVM_RUN; with
+    // immediate_exit set it does that and returns EINTR without running
+    // guest code. A string instruction may exit again: handle and repeat.
+    kvm_run* run = vcpu.run_page();
+    for (;;) {
+        run->immediate_exit = 1;
+        const int r = ::ioctl(vcpu.fd(), KVM_RUN, 0);
+        run->immediate_exit = 0;
+        if (r < 0) break;
+        if (!handle_exit(vcpu)) return;
+    }
+    std::unique_lock lock(pause_mutex_);
+    ++parked_;
+    pause_cv_.notify_all();
+    pause_cv_.wait(lock, [&] { return !pause_requested_ || stopping_; });
+    --parked_;
 }
 
 void Machine::kick_all()
 {
+    // Setting immediate_exit on a vCPU that is between KVM_RUN calls makes
+    // its next entry return at once, so a kick is never lost.
     for (size_t i = 0; i < threads_.size() && i < vcpus_.size(); ++i) {
         vcpus_[i]->run_page()->immediate_exit = 1;
         pthread_kill(threads_[i].native_handle(), kick_signal());
@@ -178,6 +218,10 @@ void Machine::vcpu_loop(KvmVcpu& vcpu)
     // instead of blocking: retry, backing off so an idle AP costs little.
     unsigned eagain_streak = 0;
     while (!stopping_) {
+        if (pause_requested_) {
+            park(vcpu);
+            continue;
+        }
         if (::ioctl(vcpu.fd(), KVM_RUN, 0) < 0) {
             if (errno == EINTR) {
                 vcpu.run_page()->immediate_exit = 0;

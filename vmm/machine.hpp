@@ -46,6 +46,14 @@ public:
     // The first request wins.
     void request_exit(MachineExit reason);
 
+    // Parks every vCPU thread outside KVM_RUN, with any port or MMIO access
+    // it was doing completed, so vCPU state can be read and set. Returns once
+    // all are parked (or the VM is ending). Callable from any thread but one
+    // vCPU's; pause/resume calls must not overlap.
+    void pause();
+    void resume();
+    bool running_vcpus() const { return !threads_.empty(); }
+
 private:
     Machine(KvmVm vm, GuestMemory memory);
     Result<void> init_vcpu(KvmVcpu& vcpu, unsigned cpus, const std::vector<kvm_cpuid_entry2>& supported,
@@ -57,6 +65,9 @@ private:
     void handle_mmio(kvm_run* run);
     void fatal_exit(const KvmVcpu& vcpu, const std::string& what);
     void kick_all();
+    // Lets KVM finish the instruction behind the last I/O exit, then waits
+    // while a pause is requested.
+    void park(KvmVcpu& vcpu);
 
     KvmVm vm_;
     GuestMemory memory_;
@@ -69,6 +80,11 @@ private:
     std::mutex exit_mutex_;
     std::condition_variable exit_cv_;
     std::optional<MachineExit> exit_;
+
+    std::mutex pause_mutex_;
+    std::condition_variable pause_cv_;
+    std::atomic<bool> pause_requested_{false};
+    unsigned parked_ = 0;
     RateLimitedLog unhandled_log_;
 };
 

@@ -117,4 +117,44 @@ vmm::MsiMessage Msix::message(unsigned vector) const
     return {(uint64_t(e.addr_hi) << 32) | e.addr_lo, e.data};
 }
 
+void Msix::save(StateWriter& out) const
+{
+    std::lock_guard lock(mutex_);
+    out.u32(static_cast<uint32_t>(entries_.size()));
+    for (const auto& e : entries_) {
+        out.u32(e.addr_lo);
+        out.u32(e.addr_hi);
+        out.u32(e.data);
+        out.u32(e.control);
+        out.boolean(e.pending);
+    }
+    out.boolean(enabled_);
+    out.boolean(function_masked_);
+}
+
+Result<void> Msix::restore(StateReader& in)
+{
+    TRY_ASSIGN(uint32_t n, in.u32());
+    if (n != entries_.size()) return in.err("MSI-X table of " + std::to_string(n) + " vectors, device has " + std::to_string(entries_.size()));
+    std::vector<Entry> entries(n);
+    for (auto& e : entries) {
+        TRY_ASSIGN(e.addr_lo, in.u32());
+        TRY_ASSIGN(e.addr_hi, in.u32());
+        TRY_ASSIGN(e.data, in.u32());
+        TRY_ASSIGN(e.control, in.u32());
+        TRY_ASSIGN(e.pending, in.boolean());
+    }
+    TRY_ASSIGN(bool enabled, in.boolean());
+    TRY_ASSIGN(bool function_masked, in.boolean());
+    {
+        std::lock_guard lock(mutex_);
+        entries_ = std::move(entries);
+        enabled_ = enabled;
+        function_masked_ = function_masked;
+    }
+    for (unsigned v = 0; v < n; ++v) route_(v, message(v));
+    deliver_pending();
+    return ok();
+}
+
 }  // namespace vvmm::dev

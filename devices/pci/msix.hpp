@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "vmm/base/state_stream.hpp"
 #include "vmm/gsi_router.hpp"
 
 namespace vvmm::dev {
@@ -39,6 +40,10 @@ public:
     void signal(unsigned vector);
     bool pending(unsigned vector) const;
     vmm::MsiMessage message(unsigned vector) const;
+
+    void save(StateWriter& out) const;
+    // Re-routes every vector and delivers what is pending and unmasked.
+    Result<void> restore(StateReader& in);
 
 private:
     struct Entry {

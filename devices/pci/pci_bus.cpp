@@ -68,4 +68,18 @@ void PciBus::write(uint64_t offset, std::span<const uint8_t> data)
     if (PciFunction* f = target(address_, reg)) f->config_write(reg + (offset - 4), data.size(), value);
 }
 
+Result<void> PciBus::save(StateWriter& out) const
+{
+    std::lock_guard lock(mutex_);
+    out.u32(address_);
+    return ok();
+}
+
+Result<void> PciBus::restore(StateReader& in, uint16_t)
+{
+    std::lock_guard lock(mutex_);
+    TRY_ASSIGN(address_, in.u32());
+    return in.expect_end();
+}
+
 }  // namespace vvmm::dev

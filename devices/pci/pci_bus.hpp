@@ -8,6 +8,7 @@
 
 #include "devices/pci/pci_config_space.hpp"
 #include "vmm/base/result.hpp"
+#include "vmm/base/snapshottable.hpp"
 #include "vmm/io_bus.hpp"
 
 namespace vvmm::dev {
@@ -21,7 +22,7 @@ public:
     virtual void config_write(size_t offset, size_t size, uint32_t value) { config().write(offset, size, value); }
 };
 
-class PciBus : public vmm::BusDevice {
+class PciBus : public vmm::BusDevice, public Snapshottable {
 public:
     static constexpr uint64_t kConfigAddressPort = 0xCF8;
     static constexpr unsigned kSlots = 32;
@@ -34,10 +35,16 @@ public:
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
+    // The conf1 address latch (functions save their own config space).
+    std::string_view section() const override { return "pci-bus0"; }
+    uint16_t version() const override { return 1; }
+    Result<void> save(StateWriter& out) const override;
+    Result<void> restore(StateReader& in, uint16_t version) override;
+
 private:
     PciFunction* target(uint32_t address, size_t& reg) const;
 
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     uint32_t address_ = 0;
     std::array<std::shared_ptr<PciFunction>, kSlots> slots_;
 };

@@ -88,4 +88,15 @@ size_t PciConfigSpace::add_capability(uint8_t id, std::span<const uint8_t> body,
     return off;
 }
 
+Result<void> PciConfigSpace::restore_bytes(std::span<const uint8_t> saved)
+{
+    if (saved.size() != bytes_.size()) return Error("PCI config space of " + std::to_string(saved.size()) + " bytes");
+    // BAR address bits and the status/command words are guest-writable
+    // through side doors; only the identity and capability chain must match.
+    for (size_t i = 0; i < pci::kCommand; ++i)
+        if (saved[i] != bytes_[i]) return Error("PCI config space belongs to a different device");
+    std::copy(saved.begin(), saved.end(), bytes_.begin());
+    return ok();
+}
+
 }  // namespace vvmm::dev

@@ -50,6 +50,10 @@ public:
     uint16_t u16(size_t offset) const { return static_cast<uint16_t>(read(offset, 2)); }
     // Raw access for the owner (device-side updates, e.g. MSI-X control).
     std::array<uint8_t, 256>& bytes() { return bytes_; }
+    // For restore: every byte as saved. The caller re-maps BARs afterwards.
+    // Read-only bytes (ids, capability layout) must match: a checkpoint of a
+    // different device is refused.
+    Result<void> restore_bytes(std::span<const uint8_t> saved);
 
 private:
     void notify_bars_if_changed(const std::array<std::optional<uint64_t>, pci::kBarCount>& before);

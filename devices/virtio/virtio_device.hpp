@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "devices/virtio/virtqueue.hpp"
+#include "vmm/base/state_stream.hpp"
 #include "vmm/guest_memory.hpp"
 
 namespace vvmm::dev {
@@ -60,6 +61,18 @@ public:
     virtual void reset() = 0;
     // The driver kicked queue q (I/O thread, device lock held).
     virtual void queue_notify(unsigned q) = 0;
+
+    // Checkpoints. quiesce(): the vCPUs are parked; finish in-flight work
+    // and take none from queues or backends until unquiesce(). Called
+    // without the device lock (completions may need it).
+    virtual Result<void> quiesce() { return ok(); }
+    virtual void unquiesce() {}
+    // Device state beyond the transport's registers and ring positions
+    // (e.g. frames held for the guest). Called with the device lock held;
+    // restore_state() runs after activate() when the driver was running.
+    virtual uint16_t state_version() const { return 1; }
+    virtual void save_state(StateWriter&) const {}
+    virtual Result<void> restore_state(StateReader&, uint16_t) { return ok(); }
 };
 
 }  // namespace vvmm::dev

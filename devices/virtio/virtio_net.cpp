@@ -33,13 +33,17 @@ void VirtioNet::reset()
     queues_ = nullptr;
     pending_tx_.reset();
     rx_refused_ = false;
+    held_rx_.clear();
 }
 
 void VirtioNet::queue_notify(unsigned q)
 {
     if (q == vnet::kTxQueue) {
         transmit();
-    } else if (rx_refused_) {
+        return;
+    }
+    deliver_held();
+    if (rx_refused_ && held_rx_.empty()) {
         rx_refused_ = false;
         receive_ready_later();
     }
@@ -65,7 +69,7 @@ void VirtioNet::transmit_ready()
 void VirtioNet::transmit()
 {
     Virtqueue* vq = queues_ ? queues_->queue(vnet::kTxQueue) : nullptr;
-    if (!vq || queues_->failed()) return;
+    if (!vq || queues_->failed() || quiesced_) return;
     bool returned = false;
     // A full backend is a full NIC ring: stop taking frames until it drains
     // (transmit_ready() brings us back; no kick is needed meanwhile).
@@ -104,24 +108,54 @@ bool VirtioNet::deliver_to_guest(std::span<const uint8_t> frame)
     std::mutex* m = device_lock_.load();
     if (!m) return false;  // not activated yet: the backend keeps the frame
     std::lock_guard lock(*m);
-    // Not started yet (or being reset): hold the frame, the driver is coming.
-    Virtqueue* vq = queues_ ? queues_->queue(vnet::kRxQueue) : nullptr;
-    if (!vq) return false;
-    // A broken device will not take frames until the guest resets it; holding
-    // them would stall the senders' whole network, so they are dropped.
-    if (queues_->failed()) return true;
-    auto next = vq->pop();
-    if (!next) {
-        queues_->fail(next.error().message());
-        return false;
+    if (quiesced_) {
+        if (held_rx_.size() >= kMaxHeldFrames) return false;
+        held_rx_.emplace_back(frame.begin(), frame.end());
+        return true;
     }
-    // No RX buffer: the backend holds the frame until the driver's next RX
-    // kick. (RX kicks stay on: suppressing them, as TX does, lost a wake-up in
-    // the 3-VM mesh test; see the issue notes.)
-    if (!next.value()) {
+    // Frames held across a checkpoint go first, in order.
+    deliver_held();
+    if (!held_rx_.empty()) return false;
+    switch (put_frame(frame)) {
+    case Put::delivered: return true;
+    case Put::failed: return false;
+    case Put::no_buffer:
+        // The backend holds the frame until the driver's next RX kick. (RX
+        // kicks stay on: suppressing them, as TX does, lost a wake-up in the
+        // 3-VM mesh test; see the issue notes.)
         rx_refused_ = true;
         return false;
     }
+    return false;
+}
+
+void VirtioNet::deliver_held()
+{
+    while (!held_rx_.empty() && !quiesced_) {
+        const Put r = put_frame(held_rx_.front());
+        if (r == Put::no_buffer) {
+            rx_refused_ = true;
+            return;
+        }
+        if (r == Put::failed) return;
+        held_rx_.pop_front();
+    }
+}
+
+VirtioNet::Put VirtioNet::put_frame(std::span<const uint8_t> frame)
+{
+    // Not started yet (or being reset): hold the frame, the driver is coming.
+    Virtqueue* vq = queues_ ? queues_->queue(vnet::kRxQueue) : nullptr;
+    if (!vq) return Put::failed;
+    // A broken device will not take frames until the guest resets it; holding
+    // them would stall the senders' whole network, so they are dropped.
+    if (queues_->failed()) return Put::delivered;
+    auto next = vq->pop();
+    if (!next) {
+        queues_->fail(next.error().message());
+        return Put::failed;
+    }
+    if (!next.value()) return Put::no_buffer;
     const DescriptorChain& chain = *next.value();
     if (chain.writable_bytes < vnet::kHeaderSize + frame.size()) {
         // Without mergeable buffers every RX buffer must hold a whole frame.
@@ -129,7 +163,7 @@ bool VirtioNet::deliver_to_guest(std::span<const uint8_t> frame)
                         std::to_string(frame.size()) + "-byte frame; frame dropped");
         vq->push_used(chain.head, 0);
         queues_->used(vnet::kRxQueue);
-        return true;
+        return Put::delivered;
     }
     uint8_t header[vnet::kHeaderSize] = {};
     store_le<uint16_t>(header + 10, 1);  // num_buffers
@@ -138,7 +172,75 @@ bool VirtioNet::deliver_to_guest(std::span<const uint8_t> frame)
     writer.write(frame);
     vq->push_used(chain.head, static_cast<uint32_t>(writer.written()));
     queues_->used(vnet::kRxQueue);
-    return true;
+    return Put::delivered;
+}
+
+Result<void> VirtioNet::quiesce()
+{
+    std::mutex* m = device_lock_.load();
+    if (!m) {
+        quiesced_ = true;
+        return ok();
+    }
+    std::lock_guard lock(*m);
+    quiesced_ = true;
+    return ok();
+}
+
+void VirtioNet::unquiesce()
+{
+    std::mutex* m = device_lock_.load();
+    if (!m) {
+        quiesced_ = false;
+        return;
+    }
+    {
+        std::lock_guard lock(*m);
+        quiesced_ = false;
+        deliver_held();
+    }
+    // The backend may hold a frame it could not give us meanwhile; a
+    // transmit that stopped for the checkpoint resumes with the TX kick the
+    // transport sends.
+    receive_ready_later();
+}
+
+void VirtioNet::save_state(StateWriter& out) const
+{
+    out.boolean(pending_tx_.has_value());
+    if (pending_tx_) {
+        out.u16(pending_tx_->head);
+        out.bytes(pending_tx_->frame);
+    }
+    out.boolean(rx_refused_);
+    out.u32(static_cast<uint32_t>(held_rx_.size()));
+    for (const auto& f : held_rx_) out.bytes(f);
+}
+
+Result<void> VirtioNet::restore_state(StateReader& in, uint16_t)
+{
+    quiesced_ = true;
+    TRY_ASSIGN(bool has_tx, in.boolean());
+    pending_tx_.reset();
+    if (has_tx) {
+        PendingTx tx;
+        TRY_ASSIGN(tx.head, in.u16());
+        Virtqueue* vq = queues_ ? queues_->queue(vnet::kTxQueue) : nullptr;
+        if (!vq || tx.head >= vq->size()) return in.err("pending TX frame for a queue that is not running");
+        TRY_ASSIGN(auto frame, in.bytes(vnet::kMaxFrame));
+        tx.frame.assign(frame.begin(), frame.end());
+        pending_tx_ = std::move(tx);
+    }
+    TRY_ASSIGN(rx_refused_, in.boolean());
+    TRY_ASSIGN(uint32_t held, in.u32());
+    if (held > kMaxHeldFrames) return in.err(std::to_string(held) + " held frames, at most " + std::to_string(kMaxHeldFrames));
+    held_rx_.clear();
+    for (uint32_t i = 0; i < held; ++i) {
+        TRY_ASSIGN(auto f, in.bytes(vnet::kMaxFrame));
+        if (f.size() < vnet::kMinFrame) return in.err("held frame of " + std::to_string(f.size()) + " bytes");
+        held_rx_.emplace_back(f.begin(), f.end());
+    }
+    return ok();
 }
 
 }  // namespace vvmm::dev

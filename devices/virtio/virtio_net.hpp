@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -36,6 +37,15 @@ public:
     void reset() override;
     void queue_notify(unsigned q) override;
 
+    // Checkpoints: while quiesced, frames from the network are held (up to
+    // kMaxHeldFrames; beyond that the backend keeps them) and saved with
+    // the device; they reach the guest first after unquiesce().
+    static constexpr size_t kMaxHeldFrames = 256;
+    Result<void> quiesce() override;
+    void unquiesce() override;
+    void save_state(StateWriter& out) const override;
+    Result<void> restore_state(StateReader& in, uint16_t version) override;
+
     // net::FrameSink (backend thread)
     bool deliver_to_guest(std::span<const uint8_t> frame) override;
     void transmit_ready() override;
@@ -43,6 +53,9 @@ public:
 private:
     void transmit();  // device lock held
     void receive_ready_later();
+    enum class Put { delivered, no_buffer, failed };
+    Put put_frame(std::span<const uint8_t> frame);  // device lock held
+    void deliver_held();                            // device lock held
 
     std::array<uint8_t, 6> mac_;
     std::shared_ptr<net::NetBackend> backend_;
@@ -58,6 +71,8 @@ private:
     // We refused a frame for want of RX buffers: the next RX kick must tell
     // the backend. Other RX kicks need not wake it.
     bool rx_refused_ = false;
+    std::atomic<bool> quiesced_{false};
+    std::deque<std::vector<uint8_t>> held_rx_;
     RateLimitedLog guest_log_;
 };
 

@@ -105,7 +105,7 @@ Result<void> VirtioPciTransport::init(uint32_t bar_address)
         TRY_ASSIGN(queues_[q].kick, make_eventfd());
         platform_.io.watch_eventfd(queues_[q].kick.get(), [this, q] {
             std::lock_guard lock(mutex_);
-            if ((status_ & virtio::kStatusDriverOk) && !failed() && queues_[q].vq) device_->queue_notify(q);
+            if ((status_ & virtio::kStatusDriverOk) && !failed() && !quiesced_ && queues_[q].vq) device_->queue_notify(q);
         });
     }
     store_le<uint16_t>(&config_.bytes()[pci::kSubsystemVendorId], kVirtioVendor);
@@ -365,6 +365,123 @@ void VirtioPciTransport::fail(const std::string& why)
     if (!failed()) guest_log_.warn(std::string(device_->name()) + ": device needs reset: " + why);
     status_ |= virtio::kStatusNeedsReset;
     config_changed();
+}
+
+Result<void> VirtioPciTransport::quiesce()
+{
+    {
+        std::lock_guard lock(mutex_);
+        quiesced_ = true;
+    }
+    return device_->quiesce();
+}
+
+void VirtioPciTransport::unquiesce()
+{
+    {
+        std::lock_guard lock(mutex_);
+        quiesced_ = false;
+    }
+    device_->unquiesce();
+    // Kicks that came while quiesced were ignored: look at every queue again.
+    for (auto& q : queues_)
+        if (q.vq) kick(q.kick.get());
+}
+
+Result<void> VirtioPciTransport::save(StateWriter& out) const
+{
+    std::lock_guard lock(mutex_);
+    out.bytes(std::span<const uint8_t>(const_cast<PciConfigSpace&>(config_).bytes()));
+    msix_->save(out);
+    out.u32(device_feature_select_);
+    out.u32(driver_feature_select_);
+    out.u64(driver_features_);
+    out.u16(config_msix_vector_);
+    out.u16(queue_select_);
+    out.u8(status_);
+    out.u8(config_generation_);
+    out.u8(isr_);
+    out.u32(static_cast<uint32_t>(queues_.size()));
+    for (const auto& q : queues_) {
+        out.u16(q.size);
+        out.u16(q.msix_vector);
+        out.boolean(q.enabled);
+        out.u64(q.addr.desc);
+        out.u64(q.addr.avail);
+        out.u64(q.addr.used);
+        out.boolean(q.vq.has_value());
+        const auto pos = q.vq ? q.vq->positions() : Virtqueue::Positions{};
+        out.u16(pos.last_avail);
+        out.u16(pos.used_idx);
+        out.u16(pos.signalled_used);
+        out.boolean(pos.notifications);
+    }
+    StateWriter dev;
+    device_->save_state(dev);
+    out.u16(device_->state_version());
+    out.bytes(dev.data());
+    return ok();
+}
+
+Result<void> VirtioPciTransport::restore(StateReader& in, uint16_t)
+{
+    std::lock_guard lock(mutex_);
+    quiesced_ = true;
+    TRY_ASSIGN(auto cfg, in.bytes(256));
+    if (auto r = config_.restore_bytes(cfg); !r) return in.err(r.error().message());
+    TRY(msix_->restore(in));
+    TRY_ASSIGN(device_feature_select_, in.u32());
+    TRY_ASSIGN(driver_feature_select_, in.u32());
+    TRY_ASSIGN(driver_features_, in.u64());
+    TRY_ASSIGN(config_msix_vector_, in.u16());
+    TRY_ASSIGN(queue_select_, in.u16());
+    TRY_ASSIGN(status_, in.u8());
+    TRY_ASSIGN(config_generation_, in.u8());
+    TRY_ASSIGN(isr_, in.u8());
+    if (driver_features_ & ~offered_features()) return in.err("driver features this device does not offer");
+    TRY(restore_queues(in));
+    TRY_ASSIGN(uint16_t dev_version, in.u16());
+    TRY_ASSIGN(auto dev_bytes, in.bytes(16u << 20));
+    TRY(in.expect_end());
+    if (dev_version > device_->state_version())
+        return in.err(std::string(device_->name()) + " state version " + std::to_string(dev_version) +
+                      " is newer than this vvmm's (" + std::to_string(device_->state_version()) + ")");
+    relocate_bar();
+    if ((status_ & virtio::kStatusDriverOk) && !failed()) device_->activate(*this);
+    StateReader dev(dev_bytes, std::string(section_) + " device state");
+    TRY(device_->restore_state(dev, dev_version));
+    return dev.expect_end();
+}
+
+Result<void> VirtioPciTransport::restore_queues(StateReader& in)
+{
+    TRY_ASSIGN(uint32_t nq, in.u32());
+    if (nq != queues_.size()) return in.err(std::to_string(nq) + " queues, device has " + std::to_string(queues_.size()));
+    const bool event_idx = driver_features_ & virtio::kFEventIdx;
+    for (auto& q : queues_) {
+        TRY_ASSIGN(q.size, in.u16());
+        TRY_ASSIGN(q.msix_vector, in.u16());
+        TRY_ASSIGN(q.enabled, in.boolean());
+        TRY_ASSIGN(q.addr.desc, in.u64());
+        TRY_ASSIGN(q.addr.avail, in.u64());
+        TRY_ASSIGN(q.addr.used, in.u64());
+        TRY_ASSIGN(bool active, in.boolean());
+        Virtqueue::Positions pos;
+        TRY_ASSIGN(pos.last_avail, in.u16());
+        TRY_ASSIGN(pos.used_idx, in.u16());
+        TRY_ASSIGN(pos.signalled_used, in.u16());
+        TRY_ASSIGN(pos.notifications, in.boolean());
+        if (q.size > device_->max_queue_size()) return in.err("queue size " + std::to_string(q.size) + " too large");
+        if (q.msix_vector != vpci::kNoVector && q.msix_vector >= msix_->vectors()) return in.err("bad queue MSI-X vector");
+        q.vq.reset();
+        if (!active) continue;
+        q.addr.size = q.size;
+        auto vq = Virtqueue::create(platform_.memory, q.addr, event_idx);
+        if (!vq) return in.err(vq.error().message());
+        q.vq.emplace(std::move(vq).value());
+        q.vq->set_positions(pos);
+    }
+    return ok();
 }
 
 }  // namespace vvmm::dev

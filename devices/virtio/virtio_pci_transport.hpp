@@ -12,6 +12,7 @@
 #include "devices/pci/pci_bus.hpp"
 #include "devices/virtio/virtio_device.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/base/snapshottable.hpp"
 #include "vmm/base/unique_fd.hpp"
 #include "vmm/gsi_router.hpp"
 #include "vmm/io_bus.hpp"
@@ -39,6 +40,7 @@ struct VirtioPlatform {
 class VirtioPciTransport : public PciFunction,
                            public VirtioQueues,
                            public vmm::BusDevice,
+                           public Snapshottable,
                            public std::enable_shared_from_this<VirtioPciTransport> {
 public:
     static Result<std::shared_ptr<VirtioPciTransport>> create(std::shared_ptr<VirtioDevice> device,
@@ -62,6 +64,17 @@ public:
     std::mutex& lock() override { return mutex_; }
 
     uint8_t status() const { return status_; }
+
+    // Snapshottable: registers, config space, MSI-X, ring positions, and the
+    // device's own state nested inside. A restored transport stays quiesced
+    // until unquiesce().
+    void set_section_name(std::string name) { section_ = std::move(name); }
+    std::string_view section() const override { return section_; }
+    uint16_t version() const override { return 1; }
+    Result<void> quiesce() override;
+    void unquiesce() override;
+    Result<void> save(StateWriter& out) const override;
+    Result<void> restore(StateReader& in, uint16_t version) override;
 
 private:
     struct Queue {
@@ -98,7 +111,11 @@ private:
     std::vector<Queue> queues_;
     std::optional<uint64_t> mapped_bar_;
 
-    std::mutex mutex_;
+    Result<void> restore_queues(StateReader& in);
+
+    mutable std::mutex mutex_;
+    std::string section_ = "virtio";
+    bool quiesced_ = false;  // kicks are left for unquiesce()
     uint32_t device_feature_select_ = 0, driver_feature_select_ = 0;
     uint64_t driver_features_ = 0;
     uint16_t config_msix_vector_ = vpci::kNoVector, queue_select_ = 0;

@@ -68,10 +68,12 @@ uint16_t Virtqueue::avail_idx() const
 
 bool Virtqueue::has_available() const { return avail_idx() != last_avail_; }
 
-void Virtqueue::set_positions(uint16_t last_avail, uint16_t used_idx)
+void Virtqueue::set_positions(const Positions& p)
 {
-    last_avail_ = last_avail;
-    used_idx_ = signalled_used_ = used_idx;
+    last_avail_ = p.last_avail;
+    used_idx_ = p.used_idx;
+    signalled_used_ = p.signalled_used;
+    notifications_ = p.notifications;
 }
 
 Result<std::optional<DescriptorChain>> Virtqueue::pop()
@@ -92,6 +94,7 @@ Result<std::optional<DescriptorChain>> Virtqueue::pop()
         // avail_event: tell the driver which index should next kick us.
         auto ev = mem_->span(addr_.used + 4 + 8 * uint64_t(addr_.size), 2).value();
         store_release16(ev.data(), last_avail_);
+        mem_->mark_dirty(ev);
     }
     return std::optional<DescriptorChain>(std::move(chain));
 }
@@ -158,7 +161,10 @@ void Virtqueue::push_used(uint16_t head, uint32_t written)
     store_le<uint32_t>(elem.data() + 4, written);
     ++used_idx_;
     // The element must be visible before the index that publishes it.
-    store_release16(mem_->span(addr_.used + 2, 2).value().data(), used_idx_);
+    auto idx = mem_->span(addr_.used + 2, 2).value();
+    store_release16(idx.data(), used_idx_);
+    mem_->mark_dirty(elem);
+    mem_->mark_dirty(idx);
 }
 
 bool Virtqueue::should_notify()
@@ -184,14 +190,20 @@ void Virtqueue::disable_notifications()
     notifications_ = false;
     // With event index the stale avail_event already keeps the driver quiet
     // once it has passed it; without, say so in the used ring's flags.
-    if (!event_idx_) store_release16(mem_->span(addr_.used, 2).value().data(), vring::kUsedNoNotify);
+    if (!event_idx_) {
+        auto flags = mem_->span(addr_.used, 2).value();
+        store_release16(flags.data(), vring::kUsedNoNotify);
+        mem_->mark_dirty(flags);
+    }
 }
 
 bool Virtqueue::enable_notifications()
 {
     notifications_ = true;
-    if (event_idx_) store_release16(mem_->span(addr_.used + 4 + 8 * uint64_t(addr_.size), 2).value().data(), last_avail_);
-    else store_release16(mem_->span(addr_.used, 2).value().data(), 0);
+    auto field = event_idx_ ? mem_->span(addr_.used + 4 + 8 * uint64_t(addr_.size), 2).value()
+                            : mem_->span(addr_.used, 2).value();
+    store_release16(field.data(), event_idx_ ? last_avail_ : uint16_t{0});
+    mem_->mark_dirty(field);
     // The driver may have added a buffer before it could see the change:
     // order our store before reading its index, and look again.
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -251,6 +263,7 @@ bool ChainWriter::write(std::span<const uint8_t> in)
     size_t at = 0;
     for (auto p : parts) {
         std::memcpy(p.data(), in.data() + at, p.size());
+        mem_.mark_dirty(p);
         at += p.size();
     }
     return true;

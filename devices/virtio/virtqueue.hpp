@@ -64,8 +64,13 @@ public:
     uint16_t size() const { return addr_.size; }
     uint16_t last_avail() const { return last_avail_; }
     uint16_t used_idx() const { return used_idx_; }
-    // For restore: continue from saved ring positions.
-    void set_positions(uint16_t last_avail, uint16_t used_idx);
+    // For checkpoints: the device-side ring positions, and continuing from them.
+    struct Positions {
+        uint16_t last_avail = 0, used_idx = 0, signalled_used = 0;
+        bool notifications = true;
+    };
+    Positions positions() const { return {last_avail_, used_idx_, signalled_used_, notifications_}; }
+    void set_positions(const Positions& p);
 
 private:
     Virtqueue(const vmm::GuestMemory& mem, const QueueAddresses& addr, bool event_idx)

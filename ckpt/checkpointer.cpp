@@ -1,0 +1,473 @@
+#include "ckpt/checkpointer.hpp"
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <unistd.h>
+
+#include "ckpt/checkpoint_dir.hpp"
+#include "ckpt/cow_capture.hpp"
+#include "ckpt/memory_image_writer.hpp"
+#include "vmm/base/log.hpp"
+
+namespace vvmm::ckpt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+std::string utc_now()
+{
+    char b[32];
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return b;
+}
+
+std::string canonical_root(const std::string& dir)
+{
+    std::error_code ec;
+    auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(dir), ec);
+    return ec ? dir : p.string();
+}
+
+// Live mode stops iterating when a round has this few dirty pages left (the
+// final pause copies them), or after kMaxLiveRounds.
+constexpr uint64_t kLiveStopPages = 1024;
+constexpr unsigned kMaxLiveRounds = 10;
+
+}  // namespace
+
+Result<CheckpointMode> parse_mode(const std::string& s)
+{
+    if (s == "stop") return CheckpointMode::stop;
+    if (s == "live") return CheckpointMode::live;
+    if (s == "cow") return CheckpointMode::cow;
+    return Error("unknown checkpoint mode '" + s + "' (expected stop, live or cow)");
+}
+
+const char* mode_name(CheckpointMode m)
+{
+    switch (m) {
+    case CheckpointMode::stop: return "stop";
+    case CheckpointMode::live: return "live";
+    case CheckpointMode::cow: return "cow";
+    }
+    return "?";
+}
+
+nlohmann::json CheckpointResult::to_json() const
+{
+    nlohmann::json j = {{"ok", true},
+                        {"id", id},
+                        {"path", path},
+                        {"mode", mode_name(mode)},
+                        {"incremental", incremental},
+                        {"parent", parent ? nlohmann::json(*parent) : nlohmann::json(nullptr)},
+                        {"pause_ms", pause_ms},
+                        {"total_ms", total_ms},
+                        {"bytes_written", bytes_written},
+                        {"pages_written", pages}};
+    if (mode == CheckpointMode::cow) j["longest_stall_ms"] = longest_stall_ms;
+    if (mode == CheckpointMode::live) j["live_rounds"] = live_rounds;
+    if (!note.empty()) j["note"] = note;
+    return j;
+}
+
+// One checkpoint, from choosing its id to publishing it.
+class CheckpointRun {
+public:
+    CheckpointRun(Checkpointer& cp, const CheckpointRequest& req) : cp_(cp), req_(req), mem_(cp.parts_.machine->memory()) {}
+    ~CheckpointRun() { cleanup(); }
+    Result<CheckpointResult> execute();
+
+private:
+    Result<void> prepare();
+    Result<void> pause();
+    void unpause();
+    Result<Bitmap> pages_at_pause();
+    Result<void> copy_pages(const Bitmap& pages);
+    Result<void> freeze_disks();
+    Result<void> run_stop();
+    Result<void> run_live();
+    Result<void> run_cow();
+    Result<void> commit(const MemoryImageSummary& memory);
+    void cleanup();
+    Bitmap all_ram_pages() const;
+
+    Checkpointer& cp_;
+    CheckpointRequest req_;
+    const vmm::GuestMemory& mem_;
+    CheckpointResult result_;
+    std::string root_, tmp_;
+    std::unique_ptr<MemoryImageWriter> writer_;
+    std::vector<Section> sections_;
+    std::vector<FrozenDisk> disks_;
+    Bitmap taken_;  // dirty pages taken from the tracker (given back on failure)
+    bool paused_here_ = false, committed_ = false;
+    Clock::time_point start_ = Clock::now(), pause_start_;
+};
+
+Bitmap CheckpointRun::all_ram_pages() const
+{
+    Bitmap b(mem_.guest_phys_end() / kPageSize);
+    for (const auto& r : mem_.regions())
+        for (uint64_t p = r.guest_phys / kPageSize; p < (r.guest_phys + r.size) / kPageSize; ++p) b.set(p);
+    return b;
+}
+
+Result<void> CheckpointRun::prepare()
+{
+    root_ = canonical_root(req_.dir);
+    TRY(prepare_root(root_));
+    TRY_ASSIGN(result_.id, next_id(root_));
+    result_.path = root_ + "/" + result_.id;
+    result_.mode = req_.mode;
+    if (req_.incremental) {
+        const auto& parent = cp_.parent_;
+        if (!parent) result_.note = "no earlier checkpoint of this VM: full checkpoint";
+        else if (parent->root != root_) result_.note = "the last checkpoint is in another directory: full checkpoint";
+        else if (parent->depth + 1 >= kMaxChainDepth) result_.note = "chain depth limit reached: full checkpoint";
+        else if (!std::filesystem::exists(root_ + "/" + parent->id)) result_.note = "the parent checkpoint was removed: full checkpoint";
+        else {
+            result_.incremental = true;
+            result_.parent = parent->id;
+        }
+    }
+    tmp_ = root_ + "/.tmp-" + result_.id + "-" + std::to_string(::getpid());
+    std::error_code ec;
+    if (!std::filesystem::create_directory(tmp_, ec)) return Error("cannot create " + tmp_ + ": " + ec.message());
+    TRY_ASSIGN(writer_, MemoryImageWriter::create(tmp_ + "/memory.img", mem_.guest_phys_end()));
+    return ok();
+}
+
+Result<void> CheckpointRun::pause()
+{
+    pause_start_ = Clock::now();
+    if (cp_.user_pause_) {
+        sections_ = cp_.user_pause_->sections;
+        return ok();
+    }
+    Checkpointer::Paused p;
+    TRY(cp_.enter_pause(p));
+    sections_ = std::move(p.sections);
+    paused_here_ = true;
+    return ok();
+}
+
+void CheckpointRun::unpause()
+{
+    if (paused_here_) {
+        cp_.leave_pause();
+        paused_here_ = false;
+    }
+    result_.pause_ms += ms_since(pause_start_);
+}
+
+// At the pause instant: the pages of this checkpoint (all RAM, or those
+// written since the parent), and the dirty baseline for the next one.
+Result<Bitmap> CheckpointRun::pages_at_pause()
+{
+    if (!cp_.dirty_.active()) {
+        TRY(cp_.dirty_.start());
+        return all_ram_pages();
+    }
+    TRY_ASSIGN(Bitmap dirty, cp_.dirty_.take());
+    taken_.merge(dirty);
+    if (result_.incremental) return dirty;
+    return all_ram_pages();
+}
+
+Result<void> CheckpointRun::copy_pages(const Bitmap& pages)
+{
+    const auto& words = pages.words();
+    const uint64_t chunks = pages.size() / kPagesPerChunk;
+    for (uint64_t c = 0; c < chunks; ++c) {
+        uint64_t mask[kPagesPerChunk / 64];
+        bool any = false;
+        for (unsigned w = 0; w < kPagesPerChunk / 64; ++w) any |= (mask[w] = words[c * 8 + w]) != 0;
+        if (!any) continue;
+        const uint8_t* src = mem_.host_page(c * kChunkSize);
+        if (!src) continue;
+        TRY_ASSIGN(auto copy, writer_->copy_here(c, src, mask));
+        TRY(writer_->submit(copy));
+    }
+    return writer_->reap(false);
+}
+
+Result<void> CheckpointRun::freeze_disks()
+{
+    if (!cp_.parts_.freeze_disks) return ok();
+    TRY_ASSIGN(disks_, cp_.parts_.freeze_disks(root_ + "/.layers"));
+    return ok();
+}
+
+Result<void> CheckpointRun::run_stop()
+{
+    TRY(pause());
+    TRY_ASSIGN(Bitmap pages, pages_at_pause());
+    TRY(freeze_disks());
+    TRY(copy_pages(pages));
+    // The guest runs again as soon as its pages are in our buffers or on their way to disk.
+    TRY_ASSIGN(auto summary, writer_->finish());
+    unpause();
+    return commit(summary);
+}
+
+Result<void> CheckpointRun::run_live()
+{
+    // Round 0 copies everything this checkpoint needs while the guest runs;
+    // each later round copies what the guest wrote meanwhile.
+    Bitmap pages;
+    if (!cp_.dirty_.active()) {
+        TRY(cp_.dirty_.start());
+        pages = all_ram_pages();
+    } else {
+        TRY_ASSIGN(Bitmap dirty, cp_.dirty_.take());
+        taken_.merge(dirty);
+        pages = result_.incremental ? std::move(dirty) : all_ram_pages();
+    }
+    if (cp_.user_pause_) {  // nothing changes while paused: one pass is exact
+        TRY(pause());
+    } else {
+        for (;;) {
+            TRY(copy_pages(pages));
+            ++result_.live_rounds;
+            TRY_ASSIGN(Bitmap dirty, cp_.dirty_.take());
+            taken_.merge(dirty);
+            const uint64_t n = dirty.count();
+            const bool shrinking = n < pages.count();
+            pages = std::move(dirty);
+            if (n <= kLiveStopPages || result_.live_rounds >= kMaxLiveRounds || !shrinking) break;
+        }
+        TRY(pause());
+        TRY_ASSIGN(Bitmap last, cp_.dirty_.take());
+        taken_.merge(last);
+        pages.merge(last);
+    }
+    TRY(freeze_disks());
+    TRY(copy_pages(pages));
+    unpause();
+    TRY_ASSIGN(auto summary, writer_->finish());
+    // Every round wrote into the same image: the pages of this checkpoint
+    // are all pages taken (incremental) or all RAM (full).
+    if (result_.incremental && summary.page_map.count() != taken_.count())
+        return Error("live checkpoint lost track of dirty pages (internal error)");
+    return commit(summary);
+}
+
+Result<void> CheckpointRun::run_cow()
+{
+    TRY(pause());
+    TRY_ASSIGN(Bitmap pages, pages_at_pause());
+    TRY(freeze_disks());
+    TRY_ASSIGN(auto cow, CowCapture::start(mem_, pages, *writer_));
+    unpause();
+    TRY(cow->run());
+    result_.longest_stall_ms = cow->longest_stall_ms();
+    TRY_ASSIGN(auto summary, writer_->finish());
+    return commit(summary);
+}
+
+Result<void> CheckpointRun::commit(const MemoryImageSummary& memory)
+{
+    Manifest m;
+    m.id = result_.id;
+    m.parent = result_.parent;
+    m.depth = result_.incremental ? cp_.parent_->depth + 1 : 0;
+    m.mode = mode_name(req_.mode);
+    m.created = utc_now();
+    m.vm = cp_.parts_.shape;
+    m.memory.size = mem_.guest_phys_end();
+    m.memory.full = !result_.incremental;
+    m.memory.chunks = memory.chunk_hashes;
+    if (result_.incremental) {
+        const auto& w = memory.page_map.words();
+        TRY_ASSIGN(m.memory.page_map, write_durable(tmp_, "memory.map",
+                                                    {reinterpret_cast<const uint8_t*>(w.data()), w.size() * 8}));
+    }
+    const auto state = encode_state(sections_);
+    TRY_ASSIGN(m.state, write_durable(tmp_, "state.bin", state));
+    for (size_t d = 0; d < disks_.size(); ++d) {
+        DiskLayers layers{disks_[d].base, disks_[d].base_size, disks_[d].base_mtime_ns, {}};
+        for (const auto& f : disks_[d].layer_files) {
+            const std::string name = "disk" + std::to_string(d) + "-" + std::filesystem::path(f).filename().string();
+            TRY(link_into(f, tmp_, name));
+            layers.layers.push_back(name);
+        }
+        m.disks.push_back(std::move(layers));
+    }
+    result_.bytes_written = memory.bytes_written + state.size();
+    result_.pages = memory.pages;
+    result_.total_ms = ms_since(start_);
+    m.stats = {{"pause_ms", result_.pause_ms}, {"total_ms", result_.total_ms}, {"bytes_written", result_.bytes_written},
+               {"pages", result_.pages}, {"direct_io", writer_->direct_io()}};
+    const std::string text = to_json(m).dump(1) + "\n";
+    TRY(write_durable(tmp_, "manifest.json", {reinterpret_cast<const uint8_t*>(text.data()), text.size()}));
+    writer_.reset();
+    TRY(publish(tmp_, root_, result_.id));
+    committed_ = true;
+    result_.total_ms = ms_since(start_);
+    return ok();
+}
+
+void CheckpointRun::cleanup()
+{
+    writer_.reset();
+    if (paused_here_) unpause();
+    if (!committed_) {
+        cp_.dirty_.give_back(taken_);
+        if (!tmp_.empty()) {
+            std::error_code ec;
+            std::filesystem::remove_all(tmp_, ec);
+        }
+    }
+}
+
+Result<CheckpointResult> CheckpointRun::execute()
+{
+    TRY(prepare());
+    switch (req_.mode) {
+    case CheckpointMode::stop: TRY(run_stop()); break;
+    case CheckpointMode::live: TRY(run_live()); break;
+    case CheckpointMode::cow: TRY(run_cow()); break;
+    }
+    return result_;
+}
+
+Checkpointer::Checkpointer(VmParts parts)
+    : parts_(std::move(parts)), dirty_(parts_.machine->vm(), parts_.machine->memory())
+{
+    thread_ = std::thread([this] { thread_main(); });
+}
+
+Checkpointer::~Checkpointer()
+{
+    {
+        std::lock_guard lock(job_mutex_);
+        quit_ = true;
+    }
+    job_cv_.notify_all();
+    thread_.join();
+}
+
+void Checkpointer::thread_main()
+{
+    std::unique_lock lock(job_mutex_);
+    for (;;) {
+        job_cv_.wait(lock, [&] { return quit_ || job_; });
+        if (quit_) return;
+        auto job = std::move(job_);
+        job_ = nullptr;
+        lock.unlock();
+        job();
+        lock.lock();
+    }
+}
+
+Result<void> Checkpointer::enter_pause(Paused& out)
+{
+    parts_.machine->pause();
+    for (size_t i = 0; i < parts_.components.size(); ++i) {
+        if (auto r = parts_.components[i]->quiesce(); !r) {
+            for (size_t j = 0; j <= i; ++j) parts_.components[j]->unquiesce();
+            parts_.machine->resume();
+            return r.error().context("quiescing " + std::string(parts_.components[i]->section()));
+        }
+    }
+    auto sections = capture_sections(parts_.components);
+    if (!sections) {
+        leave_pause();
+        return sections.error();
+    }
+    out.sections = std::move(sections).value();
+    return ok();
+}
+
+void Checkpointer::leave_pause()
+{
+    for (auto* c : parts_.components) c->unquiesce();
+    parts_.machine->resume();
+}
+
+Result<void> Checkpointer::pause()
+{
+    std::lock_guard lock(mutex_);
+    if (user_pause_) return ok();
+    Paused p;
+    TRY(enter_pause(p));
+    user_pause_ = std::move(p);
+    return ok();
+}
+
+Result<void> Checkpointer::resume()
+{
+    std::lock_guard lock(mutex_);
+    if (!user_pause_) return ok();
+    user_pause_.reset();
+    leave_pause();
+    return ok();
+}
+
+bool Checkpointer::paused() const
+{
+    std::lock_guard lock(mutex_);
+    return user_pause_.has_value();
+}
+
+std::optional<CheckpointResult> Checkpointer::last() const
+{
+    std::lock_guard lock(mutex_);
+    return last_;
+}
+
+unsigned Checkpointer::count() const
+{
+    std::lock_guard lock(mutex_);
+    return count_;
+}
+
+Result<CheckpointResult> Checkpointer::run(const CheckpointRequest& request)
+{
+    CheckpointRun run(*this, request);
+    auto r = run.execute();
+    if (r) {
+        parent_ = Parent{std::filesystem::path(r->path).parent_path().string(), r->id,
+                         r->incremental ? parent_->depth + 1 : 0};
+        last_ = r.value();
+        ++count_;
+    }
+    return r;
+}
+
+Result<CheckpointResult> Checkpointer::checkpoint(const CheckpointRequest& request)
+{
+    std::lock_guard lock(mutex_);
+    std::optional<Result<CheckpointResult>> result;
+    std::mutex done_mutex;
+    std::condition_variable done_cv;
+    {
+        std::lock_guard job_lock(job_mutex_);
+        job_ = [&] {
+            auto r = run(request);
+            std::lock_guard l(done_mutex);
+            result.emplace(std::move(r));
+            done_cv.notify_all();
+        };
+    }
+    job_cv_.notify_all();
+    std::unique_lock l(done_mutex);
+    done_cv.wait(l, [&] { return result.has_value(); });
+    return std::move(*result);
+}
+
+Result<void> Checkpointer::adopt_parent(const std::string& dir, const Manifest& restored)
+{
+    std::lock_guard lock(mutex_);
+    parent_ = Parent{canonical_root(std::filesystem::path(dir).parent_path().string()), restored.id, restored.depth};
+    return dirty_.start();
+}
+
+}  // namespace vvmm::ckpt

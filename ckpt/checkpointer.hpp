@@ -1,0 +1,125 @@
+// Takes checkpoints of one running VM, on a dedicated checkpoint thread:
+//   stop  pause, save everything, resume;
+//   live  copy memory while the guest runs (dirty logging), iterate, then a
+//         short pause for the last dirty pages and the device state;
+//   cow   pause, capture vCPU/device state, write-protect memory
+//         (userfaultfd), resume at once; pages are saved in the background
+//         and a page the guest wants to write is saved first.
+// Each checkpoint is written in a temporary directory, fsynced and renamed:
+// it is either complete and verified or not there.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ckpt/dirty_tracker.hpp"
+#include "ckpt/manifest.hpp"
+#include "ckpt/state_file.hpp"
+#include "vmm/base/snapshottable.hpp"
+#include "vmm/machine.hpp"
+
+namespace vvmm::ckpt {
+
+// A disk's layer chain as a checkpoint records it: the base and the frozen
+// overlay files (absolute paths), bottom first.
+struct FrozenDisk {
+    std::string base;
+    uint64_t base_size = 0;
+    int64_t base_mtime_ns = 0;
+    std::vector<std::string> layer_files;
+};
+
+struct VmParts {
+    vmm::Machine* machine = nullptr;
+    std::vector<Snapshottable*> components;  // every section, in restore order
+    // VM paused, no I/O in flight: freeze each disk's top layer (new
+    // overlays go to `overlay_dir`) and describe the chains.
+    std::function<Result<std::vector<FrozenDisk>>(const std::string& overlay_dir)> freeze_disks;
+    VmShape shape;
+};
+
+enum class CheckpointMode { stop, live, cow };
+Result<CheckpointMode> parse_mode(const std::string& s);
+const char* mode_name(CheckpointMode m);
+
+struct CheckpointRequest {
+    std::string dir;
+    CheckpointMode mode = CheckpointMode::stop;
+    bool incremental = false;
+};
+
+struct CheckpointResult {
+    std::string id, path;
+    CheckpointMode mode = CheckpointMode::stop;
+    bool incremental = false;
+    std::optional<std::string> parent;
+    std::string note;  // why an incremental request became a full one
+    double pause_ms = 0, total_ms = 0, longest_stall_ms = 0;
+    uint64_t bytes_written = 0, pages = 0;
+    unsigned live_rounds = 0;
+    nlohmann::json to_json() const;
+};
+
+// Incremental chains are cut at this depth: the next checkpoint is full, so
+// a restore never reads more than this many images.
+inline constexpr unsigned kMaxChainDepth = 8;
+
+class Checkpointer {
+public:
+    explicit Checkpointer(VmParts parts);
+    ~Checkpointer();
+
+    // User pause/resume (the state is captured once, at pause).
+    Result<void> pause();
+    Result<void> resume();
+    bool paused() const;
+    // Runs the checkpoint on the checkpoint thread and waits for it.
+    Result<CheckpointResult> checkpoint(const CheckpointRequest& request);
+    std::optional<CheckpointResult> last() const;
+    unsigned count() const;
+
+    // After a restore: the restored checkpoint is the parent of the next
+    // incremental one, and dirty tracking starts now (call before the vCPUs run).
+    Result<void> adopt_parent(const std::string& dir, const Manifest& restored);
+
+private:
+    struct Parent {
+        std::string root, id;
+        unsigned depth = 0;
+    };
+    struct Paused {
+        std::vector<Section> sections;
+    };
+    Result<void> enter_pause(Paused& out);
+    void leave_pause();
+    Result<CheckpointResult> run(const CheckpointRequest& request);
+    void thread_main();
+
+    VmParts parts_;
+    DirtyTracker dirty_;
+
+    mutable std::mutex mutex_;  // serializes pause/resume/checkpoint
+    std::optional<Paused> user_pause_;
+    std::optional<Parent> parent_;
+    std::optional<CheckpointResult> last_;
+    unsigned count_ = 0;
+
+    // The checkpoint thread: one job at a time.
+    std::mutex job_mutex_;
+    std::condition_variable job_cv_;
+    std::function<void()> job_;
+    bool quit_ = false;
+    std::thread thread_;
+
+    friend class CheckpointRun;
+};
+
+}  // namespace vvmm::ckpt

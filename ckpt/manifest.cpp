@@ -1,0 +1,199 @@
+#include "ckpt/manifest.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace vvmm::ckpt {
+namespace {
+
+using nlohmann::json;
+
+std::string hex64(uint64_t v)
+{
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+Result<uint64_t> parse_hex64(const std::string& s)
+{
+    if (s.size() != 16 || s.find_first_not_of("0123456789abcdef") != std::string::npos)
+        return Error("bad checksum '" + s + "'");
+    return std::stoull(s, nullptr, 16);
+}
+
+json digest_json(const FileDigest& d) { return {{"file", d.file}, {"size", d.size}, {"xxh3", hex64(d.xxh3)}}; }
+
+// Field readers that turn a wrong type or a missing field into an Error
+// naming it (nlohmann throws; exceptions stop here).
+template <typename T>
+Result<T> field(const json& j, const char* name)
+{
+    if (!j.is_object() || !j.contains(name)) return Error(std::string("missing field '") + name + "'");
+    try {
+        return j.at(name).get<T>();
+    } catch (const json::exception&) {
+        return Error(std::string("field '") + name + "' has the wrong type");
+    }
+}
+
+// A file name inside the checkpoint directory: no paths, no "..".
+Result<std::string> local_file(const json& j, const char* name)
+{
+    TRY_ASSIGN(auto f, field<std::string>(j, name));
+    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
+        return Error(std::string("field '") + name + "' is not a file name: '" + f + "'");
+    return f;
+}
+
+Result<FileDigest> digest_from(const json& j)
+{
+    FileDigest d;
+    TRY_ASSIGN(d.file, local_file(j, "file"));
+    TRY_ASSIGN(d.size, field<uint64_t>(j, "size"));
+    TRY_ASSIGN(auto x, field<std::string>(j, "xxh3"));
+    TRY_ASSIGN(d.xxh3, parse_hex64(x));
+    return d;
+}
+
+Result<VmShape> vm_from(const json& j)
+{
+    VmShape vm;
+    TRY_ASSIGN(vm.cpus, field<unsigned>(j, "cpus"));
+    TRY_ASSIGN(vm.mem_bytes, field<uint64_t>(j, "mem_bytes"));
+    TRY_ASSIGN(vm.kernel, field<std::string>(j, "kernel"));
+    TRY_ASSIGN(vm.cmdline, field<std::string>(j, "cmdline"));
+    TRY_ASSIGN(vm.console, field<std::string>(j, "console"));
+    TRY_ASSIGN(vm.disks, field<std::vector<std::string>>(j, "disks"));
+    TRY_ASSIGN(vm.nets, field<std::vector<std::string>>(j, "nets"));
+    if (vm.cpus == 0 || vm.cpus > 32) return Error("vm.cpus out of range");
+    if (vm.mem_bytes == 0 || vm.mem_bytes % kChunkSize) return Error("vm.mem_bytes is not a multiple of 2 MiB");
+    return vm;
+}
+
+Result<MemoryImage> memory_from(const json& j, uint64_t mem_bytes)
+{
+    MemoryImage m;
+    TRY_ASSIGN(m.file, local_file(j, "file"));
+    TRY_ASSIGN(m.size, field<uint64_t>(j, "size"));
+    TRY_ASSIGN(m.full, field<bool>(j, "full"));
+    TRY_ASSIGN(auto chunk, field<uint64_t>(j, "chunk_size"));
+    if (chunk != kChunkSize) return Error("memory chunk size " + std::to_string(chunk) + " is not supported");
+    if (m.size % kChunkSize || m.size < mem_bytes || m.size > mem_bytes + (1ull << 30))
+        return Error("memory image size " + std::to_string(m.size) + " does not fit a VM of " + std::to_string(mem_bytes) + " bytes");
+    if (!m.full) {
+        if (!j.contains("page_map")) return Error("incremental memory image without a page map");
+        TRY_ASSIGN(m.page_map, digest_from(j.at("page_map")));
+        if (m.page_map->size != m.size / kPageSize / 8) return Error("page map has the wrong size");
+    }
+    if (!j.contains("chunks") || !j.at("chunks").is_array()) return Error("missing field 'chunks'");
+    const auto& chunks = j.at("chunks");
+    if (chunks.size() != m.size / kChunkSize) return Error("memory image has " + std::to_string(chunks.size()) + " chunk checksums, expected " + std::to_string(m.size / kChunkSize));
+    for (const auto& c : chunks) {
+        if (c.is_null()) {
+            m.chunks.emplace_back();
+            continue;
+        }
+        if (!c.is_string()) return Error("chunk checksum has the wrong type");
+        TRY_ASSIGN(uint64_t v, parse_hex64(c.get<std::string>()));
+        m.chunks.emplace_back(v);
+    }
+    return m;
+}
+
+Result<DiskLayers> disk_from(const json& j)
+{
+    DiskLayers d;
+    TRY_ASSIGN(d.base, field<std::string>(j, "base"));
+    TRY_ASSIGN(d.base_size, field<uint64_t>(j, "base_size"));
+    TRY_ASSIGN(d.base_mtime_ns, field<int64_t>(j, "base_mtime_ns"));
+    if (!j.contains("layers") || !j.at("layers").is_array()) return Error("missing field 'layers'");
+    for (size_t i = 0; i < j.at("layers").size(); ++i) {
+        json wrap = {{"f", j.at("layers")[i]}};
+        TRY_ASSIGN(auto f, local_file(wrap, "f"));
+        d.layers.push_back(f);
+    }
+    return d;
+}
+
+}  // namespace
+
+json to_json(const Manifest& m)
+{
+    json chunks = json::array();
+    for (const auto& c : m.memory.chunks) chunks.push_back(c ? json(hex64(*c)) : json(nullptr));
+    json memory = {{"file", m.memory.file}, {"size", m.memory.size}, {"full", m.memory.full},
+                   {"chunk_size", kChunkSize}, {"chunks", chunks}};
+    if (m.memory.page_map) memory["page_map"] = digest_json(*m.memory.page_map);
+    json disks = json::array();
+    for (const auto& d : m.disks)
+        disks.push_back({{"base", d.base}, {"base_size", d.base_size}, {"base_mtime_ns", d.base_mtime_ns}, {"layers", d.layers}});
+    return {
+        {"format", "vvmm-checkpoint"},
+        {"format_version", m.format_version},
+        {"id", m.id},
+        {"parent", m.parent ? json(*m.parent) : json(nullptr)},
+        {"depth", m.depth},
+        {"mode", m.mode},
+        {"created", m.created},
+        {"vm", {{"cpus", m.vm.cpus}, {"mem_bytes", m.vm.mem_bytes}, {"kernel", m.vm.kernel}, {"cmdline", m.vm.cmdline},
+                {"console", m.vm.console}, {"disks", m.vm.disks}, {"nets", m.vm.nets}}},
+        {"state", digest_json(m.state)},
+        {"memory", memory},
+        {"disks", disks},
+        {"stats", m.stats},
+    };
+}
+
+Result<Manifest> manifest_from_json(const json& j)
+{
+    Manifest m;
+    TRY_ASSIGN(auto format, field<std::string>(j, "format"));
+    if (format != "vvmm-checkpoint") return Error("not a vvmm checkpoint manifest");
+    TRY_ASSIGN(m.format_version, field<uint32_t>(j, "format_version"));
+    if (m.format_version > kFormatVersion)
+        return Error("checkpoint format version " + std::to_string(m.format_version) + " is newer than this vvmm's (" +
+                     std::to_string(kFormatVersion) + ")");
+    if (m.format_version == 0) return Error("checkpoint format version 0");
+    TRY_ASSIGN(m.id, field<std::string>(j, "id"));
+    if (!j.contains("parent")) return Error("missing field 'parent'");
+    if (!j.at("parent").is_null()) {
+        TRY_ASSIGN(auto parent, local_file(j, "parent"));
+        m.parent = parent;
+    }
+    TRY_ASSIGN(m.depth, field<unsigned>(j, "depth"));
+    TRY_ASSIGN(m.mode, field<std::string>(j, "mode"));
+    TRY_ASSIGN(m.created, field<std::string>(j, "created"));
+    if (!j.contains("vm")) return Error("missing field 'vm'");
+    TRY_ASSIGN(m.vm, vm_from(j.at("vm")));
+    if (!j.contains("state")) return Error("missing field 'state'");
+    TRY_ASSIGN(m.state, digest_from(j.at("state")));
+    if (!j.contains("memory")) return Error("missing field 'memory'");
+    TRY_ASSIGN(m.memory, memory_from(j.at("memory"), m.vm.mem_bytes));
+    if (m.memory.full != !m.parent.has_value()) return Error("memory image kind does not match the parent field");
+    if (!j.contains("disks") || !j.at("disks").is_array()) return Error("missing field 'disks'");
+    for (const auto& d : j.at("disks")) {
+        TRY_ASSIGN(auto disk, disk_from(d));
+        m.disks.push_back(std::move(disk));
+    }
+    if (m.disks.size() != m.vm.disks.size()) return Error("disk layers do not match the VM's disks");
+    if (j.contains("stats")) m.stats = j.at("stats");
+    return m;
+}
+
+Result<Manifest> read_manifest(const std::string& dir)
+{
+    const std::string path = dir + "/manifest.json";
+    std::ifstream in(path);
+    if (!in) return errno_error("cannot read " + path);
+    std::stringstream text;
+    text << in.rdbuf();
+    json j = json::parse(text.str(), nullptr, false);
+    if (j.is_discarded()) return Error(path + ": not valid JSON (damaged or truncated manifest)");
+    auto m = manifest_from_json(j);
+    if (!m) return m.error().context(path);
+    return m;
+}
+
+}  // namespace vvmm::ckpt

@@ -1,0 +1,75 @@
+// manifest.json: what a checkpoint directory holds and how to check it.
+// It is read before anything else of a checkpoint and validated field by
+// field, so a damaged or foreign manifest is refused with one clear line.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "vmm/base/result.hpp"
+
+namespace vvmm::ckpt {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint64_t kPageSize = 4096;
+inline constexpr uint64_t kChunkSize = 2ull << 20;  // unit of checksums and lazy restore
+// Restore refuses longer chains (checkpoints cut them at kMaxChainDepth).
+inline constexpr unsigned kMaxChainDepthLoad = 64;
+
+struct FileDigest {
+    std::string file;
+    uint64_t size = 0;
+    uint64_t xxh3 = 0;
+};
+
+// The VM a checkpoint belongs to: restore rebuilds exactly this shape.
+struct VmShape {
+    unsigned cpus = 1;
+    uint64_t mem_bytes = 0;
+    std::string kernel, cmdline, console;
+    std::vector<std::string> disks;  // --disk specs as given to `vvmm run`
+    std::vector<std::string> nets;   // --net specs
+};
+
+struct DiskLayers {
+    std::string base;             // path of the read-only base image
+    uint64_t base_size = 0;
+    int64_t base_mtime_ns = 0;    // a cheap check that the base was not changed
+    std::vector<std::string> layers;  // frozen overlay files in this directory, bottom first
+};
+
+struct MemoryImage {
+    std::string file = "memory.img";
+    uint64_t size = 0;  // file size: end of guest RAM in guest-physical space
+    // Full: every page is in this image (zero pages as holes). Incremental:
+    // only the pages set in page_map; the others come from the parent.
+    bool full = true;
+    std::optional<FileDigest> page_map;
+    // xxh3 of each 2 MiB chunk of the file as read (holes read as zeros);
+    // nullopt for chunks that hold no page of this image.
+    std::vector<std::optional<uint64_t>> chunks;
+};
+
+struct Manifest {
+    uint32_t format_version = kFormatVersion;
+    std::string id;
+    std::optional<std::string> parent;  // id of the parent, a sibling directory
+    unsigned depth = 0;                 // incremental links since the last full checkpoint
+    std::string mode;
+    std::string created;  // UTC, ISO 8601
+    VmShape vm;
+    FileDigest state;
+    MemoryImage memory;
+    std::vector<DiskLayers> disks;
+    nlohmann::json stats = nlohmann::json::object();
+};
+
+nlohmann::json to_json(const Manifest& m);
+Result<Manifest> manifest_from_json(const nlohmann::json& j);
+Result<Manifest> read_manifest(const std::string& dir);
+
+}  // namespace vvmm::ckpt
