@@ -86,3 +86,45 @@ Result<void> KvmVm::set_gsi_routing(const std::vector<kvm_irq_routing_entry>& en
 }
 
 }  // namespace vvmm::vmm
+
+namespace vvmm::vmm {
+
+Result<std::vector<uint64_t>> KvmVm::dirty_log(uint32_t slot, uint64_t slot_size)
+{
+    // KVM writes ALIGN(pages, 64) bits.
+    std::vector<uint64_t> bitmap((slot_size / 4096 + 63) / 64);
+    kvm_dirty_log log{};
+    log.slot = slot;
+    log.dirty_bitmap = bitmap.data();
+    if (::ioctl(fd_.get(), KVM_GET_DIRTY_LOG, &log) < 0)
+        return errno_error("KVM_GET_DIRTY_LOG slot " + std::to_string(slot));
+    return bitmap;
+}
+
+Result<void> KvmVm::enable_manual_dirty_log_protect(const KvmSystem& kvm)
+{
+    const int caps = kvm.check_extension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    if (!(caps & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE))
+        return Error("KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+    cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;  // not INITIALLY_SET: start clean
+    if (::ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) < 0) return errno_error("KVM_ENABLE_CAP MANUAL_DIRTY_LOG_PROTECT2");
+    return ok();
+}
+
+Result<void> KvmVm::clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t num_pages,
+                                    const std::vector<uint64_t>& bitmap)
+{
+    if (bitmap.size() * 64 < num_pages) return Error("KVM_CLEAR_DIRTY_LOG: bitmap shorter than num_pages");
+    kvm_clear_dirty_log c{};
+    c.slot = slot;
+    c.first_page = first_page;
+    c.num_pages = num_pages;
+    c.dirty_bitmap = const_cast<uint64_t*>(bitmap.data());  // KVM only reads it
+    if (::ioctl(fd_.get(), KVM_CLEAR_DIRTY_LOG, &c) < 0)
+        return errno_error("KVM_CLEAR_DIRTY_LOG slot " + std::to_string(slot));
+    return ok();
+}
+
+}  // namespace vvmm::vmm
