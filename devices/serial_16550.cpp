@@ -130,7 +130,9 @@ Result<void> Serial16550::save(StateWriter& out) const
 Result<void> Serial16550::restore(StateReader& in, uint16_t)
 {
     std::lock_guard lock(mutex_);
-    for (uint8_t* r : {&ier_, &lcr_, &mcr_, &scr_, &dll_, &dlm_}) TRY_ASSIGN(*r, in.u8());
+    for (uint8_t* r : {&ier_, &lcr_, &mcr_, &scr_, &dll_, &dlm_}) {
+        TRY_ASSIGN(*r, in.u8());
+    }
     TRY_ASSIGN(fifo_enabled_, in.boolean());
     TRY_ASSIGN(thre_pending_, in.boolean());
     TRY_ASSIGN(bool asserted, in.boolean());

@@ -8,6 +8,8 @@
 #include <optional>
 #include <span>
 
+#include "vmm/base/result.hpp"
+
 namespace vvmm::dev {
 
 namespace pci {

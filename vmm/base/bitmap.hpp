@@ -2,6 +2,8 @@
 // can be OR-ed with KVM's dirty logs and written to a file as it is.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
