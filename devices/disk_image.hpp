@@ -24,6 +24,7 @@ public:
     int fd() const { return fd_.get(); }
     uint64_t size() const { return size_; }
     bool readonly() const { return readonly_; }
+    UniqueFd release() && { return std::move(fd_); }
 
 private:
     DiskImage(UniqueFd fd, uint64_t size, bool ro) : fd_(std::move(fd)), size_(size), readonly_(ro) {}

@@ -9,11 +9,38 @@ namespace vvmm::dev {
 struct VirtioBlk::Request {
     uint16_t head;
     uint64_t generation;
-    std::vector<iovec> iov;
+    const vmm::GuestMemory* memory;
+    std::vector<std::vector<iovec>> parts;  // one iovec list per I/O (read extents by layer)
+    unsigned pending = 0;                   // I/Os not completed yet
+    bool io_failed = false;
+    bool marks_data = false;                // IN: the I/O writes the writable segments
+    std::vector<ChainSegment> writable;
     uint8_t* status;
+    uint64_t status_gpa;
     uint32_t used_len;  // bytes written into the chain, status included
-    uint64_t expected;  // bytes the I/O must move
 };
+
+namespace {
+// Cuts the byte stream `iov` into consecutive pieces of the extents' lengths.
+void split_iov(const std::vector<std::span<uint8_t>>& data, const std::vector<DiskExtent>& extents,
+               std::vector<std::vector<iovec>>& out)
+{
+    size_t seg = 0;
+    uint64_t seg_off = 0;
+    for (const auto& e : extents) {
+        std::vector<iovec> part;
+        uint64_t need = e.len;
+        while (need > 0) {
+            const uint64_t take = std::min<uint64_t>(need, data[seg].size() - seg_off);
+            part.push_back({data[seg].data() + seg_off, take});
+            need -= take;
+            seg_off += take;
+            if (seg_off == data[seg].size()) ++seg, seg_off = 0;
+        }
+        out.push_back(std::move(part));
+    }
+}
+}  // namespace
 
 Result<BlockRequest> parse_block_request(const vmm::GuestMemory& mem, const DescriptorChain& chain)
 {
@@ -32,15 +59,58 @@ Result<BlockRequest> parse_block_request(const vmm::GuestMemory& mem, const Desc
     return r;
 }
 
-VirtioBlk::VirtioBlk(DiskImage disk, DiskSpec spec, vmm::IoThread& io)
-    : disk_(std::move(disk)), spec_(std::move(spec)), name_("virtio-blk " + spec_.path), io_(io)
+VirtioBlk::VirtioBlk(DiskChain disk, vmm::IoThread& io)
+    : disk_(std::move(disk)), name_("virtio-blk " + disk_.spec().path), io_(io)
 {
 }
 
 Result<std::shared_ptr<VirtioBlk>> VirtioBlk::create(const DiskSpec& spec, vmm::IoThread& io)
 {
-    TRY_ASSIGN(auto disk, DiskImage::open(spec));
-    return std::shared_ptr<VirtioBlk>(new VirtioBlk(std::move(disk), spec, io));
+    TRY_ASSIGN(auto disk, DiskChain::open(spec));
+    return create(std::move(disk), io);
+}
+
+std::shared_ptr<VirtioBlk> VirtioBlk::create(DiskChain disk, vmm::IoThread& io)
+{
+    return std::shared_ptr<VirtioBlk>(new VirtioBlk(std::move(disk), io));
+}
+
+Result<void> VirtioBlk::drain(std::chrono::milliseconds timeout)
+{
+    if (!device_lock_) {  // never activated: nothing can be in flight
+        draining_ = true;
+        return ok();
+    }
+    std::unique_lock lock(*device_lock_);
+    draining_ = true;
+    if (!idle_.wait_for(lock, timeout, [this] { return in_flight_ == 0; }))
+        return Error(name_ + ": " + std::to_string(in_flight_) + " disk requests still running after " +
+                     std::to_string(timeout.count()) + " ms");
+    return ok();
+}
+
+void VirtioBlk::undrain()
+{
+    if (!device_lock_) {
+        draining_ = false;
+        return;
+    }
+    std::lock_guard lock(*device_lock_);
+    draining_ = false;
+    if (std::exchange(kicked_while_draining_, false)) {
+        io_.post([this] {
+            std::lock_guard relock(*device_lock_);
+            if (!draining_) queue_notify(0);
+        });
+    }
+}
+
+Result<ChainDescription> VirtioBlk::freeze(const std::string& overlay_dir)
+{
+    std::unique_lock<std::mutex> lock;
+    if (device_lock_) lock = std::unique_lock(*device_lock_);
+    if (!draining_ || in_flight_ != 0) return Error(name_ + ": freeze needs a drained disk");
+    return disk_.freeze(overlay_dir);
 }
 
 uint64_t VirtioBlk::device_features() const
@@ -67,13 +137,17 @@ void VirtioBlk::reset()
 {
     queues_ = nullptr;
     ++generation_;
-    in_flight_ = 0;
+    // in_flight_ stays: those I/Os still run and drain() must wait for them.
 }
 
 void VirtioBlk::queue_notify(unsigned)
 {
     Virtqueue* vq = queues_ ? queues_->queue(0) : nullptr;
     if (!vq) return;
+    if (draining_) {  // a checkpoint is quiescing the disk: leave the requests queued
+        kicked_while_draining_ = true;
+        return;
+    }
     auto drained = drain_queue(*vq, [this](const DescriptorChain& chain) {
         start(chain);
         return !queues_->failed();
@@ -92,6 +166,9 @@ void VirtioBlk::start(const DescriptorChain& chain)
     auto r = std::make_shared<Request>();
     r->head = chain.head;
     r->generation = generation_;
+    r->memory = &queues_->memory();
+    for (const auto& seg : chain.segments)
+        if (seg.device_writable) r->writable.push_back(seg);
     ChainWriter writer(queues_->memory(), chain);
     std::vector<std::span<uint8_t>> data;
     const uint64_t capacity = disk_.size() / blk::kSectorSize;
@@ -122,10 +199,12 @@ void VirtioBlk::start(const DescriptorChain& chain)
     case blk::kTypeGetId: {
         uint8_t id[blk::kIdBytes] = {};
         // Default serial: the image's file name, as far as it fits.
-        const std::string base = spec_.path.substr(spec_.path.find_last_of('/') + 1);
-        const std::string serial = spec_.id.empty() ? base.substr(0, blk::kIdBytes) : spec_.id;
+        const DiskSpec& spec = disk_.spec();
+        const std::string base = spec.path.substr(spec.path.find_last_of('/') + 1);
+        const std::string serial = spec.id.empty() ? base.substr(0, blk::kIdBytes) : spec.id;
         std::memcpy(id, serial.data(), std::min(serial.size(), blk::kIdBytes));
         writer.write({id, std::min<uint64_t>(blk::kIdBytes, chain.writable_bytes - 1)});
+        for (const auto& seg : r->writable) r->memory->mark_dirty(seg.gpa, seg.len);
         break;
     }
     default:
@@ -136,29 +215,66 @@ void VirtioBlk::start(const DescriptorChain& chain)
     // and parse_block_request() checked there is at least one writable byte.
     const ChainSegment& last = chain.segments.back();
     r->status = queues_->memory().span(last.gpa + last.len - 1, 1).value().data();
+    r->status_gpa = last.gpa + last.len - 1;
     r->used_len = static_cast<uint32_t>((req.type == blk::kTypeIn ? req.data_len : writer.written()) + 1);
-    r->expected = req.data_len;
     if (!submit) {
         complete(r, status);
         return;
     }
-    for (auto& s : data) r->iov.push_back({s.data(), s.size()});
-    ++in_flight_;
-    auto done = [this, r](int res) {
-        std::lock_guard lock(*device_lock_);
-        --in_flight_;
-        complete(r, res >= 0 && static_cast<uint64_t>(res) == r->expected ? blk::kStatusOk : blk::kStatusIoErr);
-    };
     const uint64_t offset = req.sector * blk::kSectorSize;
-    if (req.type == blk::kTypeIn) io_.readv(disk_.fd(), r->iov.data(), static_cast<unsigned>(r->iov.size()), offset, done);
-    else if (req.type == blk::kTypeOut) io_.writev(disk_.fd(), r->iov.data(), static_cast<unsigned>(r->iov.size()), offset, done);
-    else io_.fsync(disk_.fd(), done);
+    std::vector<DiskExtent> extents;
+    if (req.type == blk::kTypeIn) {
+        disk_.plan_read(offset, req.data_len, extents);
+        r->marks_data = true;
+    } else if (req.type == blk::kTypeOut) {
+        auto fd = disk_.prepare_write(offset, req.data_len);
+        if (!fd) {  // copy-up failed: the host disk, not the guest, is at fault
+            complete(r, blk::kStatusIoErr);
+            return;
+        }
+        extents.push_back({fd.value(), offset, req.data_len});
+    } else {
+        extents.push_back({disk_.top_fd(), 0, 0});
+    }
+    uint64_t have = 0;
+    for (const auto& d : data) have += d.size();
+    if (have != (req.type == blk::kTypeFlush ? 0 : req.data_len) || (req.type == blk::kTypeIn && extents.empty())) {
+        complete(r, req.data_len == 0 ? blk::kStatusOk : blk::kStatusIoErr);  // nothing to move, or buffers short
+        return;
+    }
+    split_iov(data, extents, r->parts);
+    r->pending = static_cast<unsigned>(extents.size());
+    ++in_flight_;
+    for (size_t i = 0; i < extents.size(); ++i) {
+        const DiskExtent& e = extents[i];
+        auto done = [this, r, len = e.len, flush = req.type == blk::kTypeFlush](int res) {
+            std::lock_guard lock(*device_lock_);
+            if (res < 0 || (!flush && static_cast<uint64_t>(res) != len)) r->io_failed = true;
+            if (--r->pending == 0) finish_io(r);
+        };
+        auto& iov = r->parts[i];
+        if (req.type == blk::kTypeIn) io_.readv(e.fd, iov.data(), static_cast<unsigned>(iov.size()), e.offset, done);
+        else if (req.type == blk::kTypeOut) io_.writev(e.fd, iov.data(), static_cast<unsigned>(iov.size()), e.offset, done);
+        else io_.fsync(e.fd, done);
+    }
+}
+
+void VirtioBlk::finish_io(const std::shared_ptr<Request>& r)
+{
+    // The kernel wrote guest memory behind KVM's dirty log: record it, even
+    // for a request a reset made stale.
+    if (r->marks_data)
+        for (const auto& seg : r->writable) r->memory->mark_dirty(seg.gpa, seg.len);
+    --in_flight_;
+    complete(r, r->io_failed ? blk::kStatusIoErr : blk::kStatusOk);
+    if (in_flight_ == 0) idle_.notify_all();
 }
 
 void VirtioBlk::complete(const std::shared_ptr<Request>& r, uint8_t status)
 {
     if (r->generation != generation_ || !queues_ || queues_->failed()) return;  // the device was reset meanwhile
     *r->status = status;
+    r->memory->mark_dirty(r->status_gpa, 1);
     // On error nothing but the status byte was written.
     queues_->queue(0)->push_used(r->head, status == blk::kStatusOk ? r->used_len : 1);
     queues_->used(0);

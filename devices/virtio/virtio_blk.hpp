@@ -1,12 +1,15 @@
-// virtio-blk over a raw image file: requests run on the I/O thread's
-// io_uring, several in flight, completing in any order.
+// virtio-blk over a disk layer chain (devices/disk_layers.hpp): requests run
+// on the I/O thread's io_uring, several in flight, completing in any order.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <sys/uio.h>
 #include <vector>
 
 #include "devices/disk_image.hpp"
+#include "devices/disk_layers.hpp"
 #include "devices/virtio/virtio_device.hpp"
 #include "vmm/io_thread.hpp"
 
@@ -34,6 +37,8 @@ Result<BlockRequest> parse_block_request(const vmm::GuestMemory& mem, const Desc
 class VirtioBlk : public VirtioDevice {
 public:
     static Result<std::shared_ptr<VirtioBlk>> create(const DiskSpec& spec, vmm::IoThread& io);
+    // Over a chain opened elsewhere (a restore: DiskChain::open(description, dir)).
+    static std::shared_ptr<VirtioBlk> create(DiskChain disk, vmm::IoThread& io);
 
     uint16_t device_type() const override { return virtio::kDeviceBlock; }
     std::string_view name() const override { return name_; }
@@ -45,22 +50,37 @@ public:
     void reset() override;
     void queue_notify(unsigned q) override;
 
+    // Checkpoint quiesce, from any thread but the I/O thread, with the vCPUs
+    // parked: stop taking requests from the queue and wait until every
+    // request in flight has completed (its data and status are in guest
+    // memory). On timeout an error; call undrain() in every case afterwards.
+    Result<void> drain(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+    // Take requests again (the ones the guest queued meanwhile are picked up).
+    void undrain();
+    // Between drain() and undrain(): freeze the disk chain (DiskChain::freeze).
+    Result<ChainDescription> freeze(const std::string& overlay_dir);
+    const DiskChain& disk() const { return disk_; }
     size_t in_flight() const { return in_flight_; }
 
 private:
     struct Request;
-    VirtioBlk(DiskImage disk, DiskSpec spec, vmm::IoThread& io);
+    VirtioBlk(DiskChain disk, vmm::IoThread& io);
     void start(const DescriptorChain& chain);
+    void finish_io(const std::shared_ptr<Request>& r);
     void complete(const std::shared_ptr<Request>& r, uint8_t status);
 
-    DiskImage disk_;
-    DiskSpec spec_;
+    DiskChain disk_;
     std::string name_;
     vmm::IoThread& io_;
     VirtioQueues* queues_ = nullptr;
     std::mutex* device_lock_ = nullptr;  // the transport's; outlives every request
     uint64_t generation_ = 0;  // bumped by reset(): stale completions are dropped
+    // Requests whose I/O the kernel still runs (and may still write guest
+    // memory), across resets too. Guarded by the device lock.
     size_t in_flight_ = 0;
+    bool draining_ = false;
+    bool kicked_while_draining_ = false;
+    std::condition_variable idle_;  // in_flight_ reached 0
 };
 
 }  // namespace vvmm::dev
