@@ -104,7 +104,7 @@ private:
     std::string root_, tmp_;
     std::unique_ptr<MemoryImageWriter> writer_;
     std::vector<Section> sections_;
-    std::vector<FrozenDisk> disks_;
+    std::vector<dev::ChainDescription> disks_;
     Bitmap taken_;  // dirty pages taken from the tracker (given back on failure)
     bool paused_here_ = false, committed_ = false;
     Clock::time_point start_ = Clock::now(), pause_start_;
@@ -200,7 +200,11 @@ Result<void> CheckpointRun::copy_pages(const Bitmap& pages)
 Result<void> CheckpointRun::freeze_disks()
 {
     if (!cp_.parts_.freeze_disks) return ok();
-    TRY_ASSIGN(disks_, cp_.parts_.freeze_disks(root_ + "/.layers"));
+    const std::string overlays = root_ + "/.layers";
+    std::error_code ec;
+    std::filesystem::create_directories(overlays, ec);
+    if (ec) return Error("cannot create " + overlays + ": " + ec.message());
+    TRY_ASSIGN(disks_, cp_.parts_.freeze_disks(overlays));
     return ok();
 }
 
@@ -290,11 +294,13 @@ Result<void> CheckpointRun::commit(const MemoryImageSummary& memory)
     }
     const auto state = encode_state(sections_);
     TRY_ASSIGN(m.state, write_durable(tmp_, "state.bin", state));
+    // The frozen layers become part of the checkpoint by hard links (O(1)).
     for (size_t d = 0; d < disks_.size(); ++d) {
-        DiskLayers layers{disks_[d].base, disks_[d].base_size, disks_[d].base_mtime_ns, {}};
-        for (const auto& f : disks_[d].layer_files) {
-            const std::string name = "disk" + std::to_string(d) + "-" + std::filesystem::path(f).filename().string();
-            TRY(link_into(f, tmp_, name));
+        DiskLayers layers{disks_[d].base.path, disks_[d].size, disks_[d].base_mtime_ns, {}};
+        for (const auto& layer : disks_[d].layers) {
+            const std::string name = "disk" + std::to_string(d) + "-" + std::filesystem::path(layer.data_path).filename().string();
+            TRY(link_into(layer.data_path, tmp_, name));
+            TRY(link_into(layer.map_path, tmp_, name + ".map"));
             layers.layers.push_back(name);
         }
         m.disks.push_back(std::move(layers));
@@ -466,7 +472,7 @@ Result<CheckpointResult> Checkpointer::checkpoint(const CheckpointRequest& reque
 Result<void> Checkpointer::adopt_parent(const std::string& dir, const Manifest& restored)
 {
     std::lock_guard lock(mutex_);
-    parent_ = Parent{canonical_root(std::filesystem::path(dir).parent_path().string()), restored.id, restored.depth};
+    parent_ = Parent{std::filesystem::path(canonical_root(dir)).parent_path().string(), restored.id, restored.depth};
     return dirty_.start();
 }
 

@@ -23,26 +23,18 @@
 #include "ckpt/dirty_tracker.hpp"
 #include "ckpt/manifest.hpp"
 #include "ckpt/state_file.hpp"
+#include "devices/disk_layers.hpp"
 #include "vmm/base/snapshottable.hpp"
 #include "vmm/machine.hpp"
 
 namespace vvmm::ckpt {
-
-// A disk's layer chain as a checkpoint records it: the base and the frozen
-// overlay files (absolute paths), bottom first.
-struct FrozenDisk {
-    std::string base;
-    uint64_t base_size = 0;
-    int64_t base_mtime_ns = 0;
-    std::vector<std::string> layer_files;
-};
 
 struct VmParts {
     vmm::Machine* machine = nullptr;
     std::vector<Snapshottable*> components;  // every section, in restore order
     // VM paused, no I/O in flight: freeze each disk's top layer (new
     // overlays go to `overlay_dir`) and describe the chains.
-    std::function<Result<std::vector<FrozenDisk>>(const std::string& overlay_dir)> freeze_disks;
+    std::function<Result<std::vector<dev::ChainDescription>>(const std::string& overlay_dir)> freeze_disks;
     VmShape shape;
 };
 

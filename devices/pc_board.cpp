@@ -31,13 +31,21 @@ Result<std::unique_ptr<PcBoard>> PcBoard::create(vmm::Machine& machine, const Bo
     b->pci_ = std::make_shared<PciBus>();
     TRY(machine.pio_bus().add(PciBus::kConfigAddressPort, 8, b->pci_));
     TRY_ASSIGN(b->io_, vmm::IoThread::create());
-    for (const auto& disk : config.disks) {
-        auto blk = VirtioBlk::create(disk, *b->io_);
-        if (!blk) return blk.error();
-        TRY(b->add_virtio(blk.value()));
+    if (!config.restored_disks.empty()) {
+        for (const auto& d : config.restored_disks) {
+            TRY_ASSIGN(auto chain, DiskChain::open(d, config.overlay_dir));
+            b->blks_.push_back(VirtioBlk::create(std::move(chain), *b->io_));
+        }
+    } else {
+        for (const auto& disk : config.disks) {
+            TRY_ASSIGN(auto blk, VirtioBlk::create(disk, *b->io_));
+            b->blks_.push_back(std::move(blk));
+        }
     }
-    for (const auto& nic : config.nics) {
-        TRY(b->add_virtio(std::make_shared<VirtioNet>(nic.mac, nic.backend, *b->io_)));
+    for (size_t i = 0; i < b->blks_.size(); ++i) TRY(b->add_virtio(b->blks_[i], "virtio-blk" + std::to_string(i)));
+    for (size_t i = 0; i < config.nics.size(); ++i) {
+        const auto& nic = config.nics[i];
+        TRY(b->add_virtio(std::make_shared<VirtioNet>(nic.mac, nic.backend, *b->io_), "virtio-net" + std::to_string(i)));
         b->backends_.push_back(nic.backend);
     }
     return b;
@@ -50,7 +58,7 @@ PcBoard::~PcBoard()
     if (io_) io_->stop();
 }
 
-Result<void> PcBoard::add_virtio(std::shared_ptr<VirtioDevice> device)
+Result<void> PcBoard::add_virtio(std::shared_ptr<VirtioDevice> device, const std::string& section)
 {
     // Firmware-style BAR assignment, so the guest finds them ready.
     const uint32_t bar = next_bar_;
@@ -58,6 +66,7 @@ Result<void> PcBoard::add_virtio(std::shared_ptr<VirtioDevice> device)
     next_bar_ += vpci::kBarSize;
     VirtioPlatform platform{machine_.vm(), gsi_, machine_.mmio_bus(), *io_, machine_.memory()};
     TRY_ASSIGN(auto transport, VirtioPciTransport::create(std::move(device), platform, bar));
+    transport->set_section_name(section);
     TRY(pci_->add(transport));
     virtio_.push_back(std::move(transport));
     return ok();
@@ -69,6 +78,23 @@ Result<void> PcBoard::start()
     io_->start();
     for (auto& backend : backends_) TRY(backend->start());
     return ok();
+}
+
+std::vector<Snapshottable*> PcBoard::snapshot_components()
+{
+    std::vector<Snapshottable*> out{com1_.get(), i8042_.get(), pci_.get()};
+    for (auto& t : virtio_) out.push_back(t.get());
+    return out;
+}
+
+Result<std::vector<ChainDescription>> PcBoard::freeze_disks(const std::string& overlay_dir)
+{
+    std::vector<ChainDescription> out;
+    for (auto& blk : blks_) {
+        TRY_ASSIGN(auto d, blk->freeze(overlay_dir));
+        out.push_back(std::move(d));
+    }
+    return out;
 }
 
 }  // namespace vvmm::dev

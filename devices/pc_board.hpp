@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "devices/disk_image.hpp"
+#include "devices/disk_layers.hpp"
 #include "devices/host_console.hpp"
 #include "devices/i8042.hpp"
 #include "devices/pci/pci_bus.hpp"
@@ -29,7 +30,13 @@ struct BoardConfig {
     ConsoleSpec console;
     std::vector<DiskSpec> disks;
     std::vector<NicConfig> nics;
+    // Restore: the disks' layer chains as a checkpoint recorded them (one
+    // per disk, replacing `disks`), with new overlays in `overlay_dir`.
+    std::vector<ChainDescription> restored_disks;
+    std::string overlay_dir;
 };
+
+class VirtioBlk;
 
 class PcBoard {
 public:
@@ -38,9 +45,14 @@ public:
     // Starts host input, the I/O thread and the network backends; call just before the vCPUs run.
     Result<void> start();
 
+    // Every stateful device, each with a unique section name.
+    std::vector<Snapshottable*> snapshot_components();
+    // Checkpoint, devices quiesced: freeze every disk's top layer.
+    Result<std::vector<ChainDescription>> freeze_disks(const std::string& overlay_dir);
+
 private:
     explicit PcBoard(vmm::Machine& machine) : machine_(machine), gsi_(machine.vm()) {}
-    Result<void> add_virtio(std::shared_ptr<VirtioDevice> device);
+    Result<void> add_virtio(std::shared_ptr<VirtioDevice> device, const std::string& section);
 
     vmm::Machine& machine_;
     vmm::GsiRouter gsi_;
@@ -50,6 +62,7 @@ private:
     std::shared_ptr<I8042> i8042_;
     std::shared_ptr<PciBus> pci_;
     std::vector<std::shared_ptr<VirtioPciTransport>> virtio_;
+    std::vector<std::shared_ptr<VirtioBlk>> blks_;
     std::vector<std::shared_ptr<net::NetBackend>> backends_;
     uint32_t next_bar_ = 0xC0000000;
 };

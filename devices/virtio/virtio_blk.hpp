@@ -57,6 +57,8 @@ public:
     Result<void> drain(std::chrono::milliseconds timeout = std::chrono::seconds(30));
     // Take requests again (the ones the guest queued meanwhile are picked up).
     void undrain();
+    Result<void> quiesce() override { return drain(); }
+    void unquiesce() override { undrain(); }
     // Between drain() and undrain(): freeze the disk chain (DiskChain::freeze).
     Result<ChainDescription> freeze(const std::string& overlay_dir);
     const DiskChain& disk() const { return disk_; }
