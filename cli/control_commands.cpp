@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 
@@ -50,6 +51,29 @@ constexpr auto kShortTimeout = std::chrono::seconds(10);
 // A stop-mode checkpoint of a large VM writes all of its RAM before replying.
 constexpr auto kCheckpointTimeout = std::chrono::minutes(10);
 
+// The VMM resolves "dir" against its own working directory, not the user's.
+std::string absolute_dir(const std::string& dir)
+{
+    std::error_code ec;
+    const auto abs = std::filesystem::absolute(dir, ec);
+    return ec ? dir : abs.lexically_normal().string();
+}
+
+// Shows checkpoint paths under the current directory relative to it again.
+void relativize_path(json& reply)
+{
+    if (!reply.is_object()) return;
+    if (auto it = reply.find("last_checkpoint"); it != reply.end()) relativize_path(*it);
+    const auto it = reply.find("path");
+    if (it == reply.end() || !it->is_string()) return;
+    std::error_code ec;
+    const auto cwd = std::filesystem::current_path(ec);
+    const std::filesystem::path p = it->get<std::string>();
+    if (ec || !p.is_absolute()) return;
+    const auto rel = p.lexically_relative(cwd);
+    if (!rel.empty() && *rel.begin() != "..") *it = rel.string();
+}
+
 int run_request(const ControlFlags& f, const json& request, std::chrono::milliseconds timeout,
                 const std::function<std::string(const json&)>& describe)
 {
@@ -67,6 +91,7 @@ int run_request(const ControlFlags& f, const json& request, std::chrono::millise
         log_error(text(*reply, "error").value_or("the VMM refused the request without saying why"));
         return 1;
     }
+    relativize_path(*reply);
     std::printf("%s\n", describe(*reply).c_str());
     return 0;
 }
@@ -154,7 +179,7 @@ std::function<int()> add_control_commands(CLI::App& app)
 
     return [f, simple, ckpt]() -> int {
         if (ckpt->parsed()) {
-            const json request = {{"cmd", "checkpoint"}, {"dir", f->dir}, {"mode", f->mode}, {"incremental", f->incremental}};
+            const json request = {{"cmd", "checkpoint"}, {"dir", absolute_dir(f->dir)}, {"mode", f->mode}, {"incremental", f->incremental}};
             return run_request(*f, request, kCheckpointTimeout, describe_checkpoint);
         }
         for (const auto& s : simple)
