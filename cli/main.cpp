@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstdio>
 
+#include "cli/control_commands.hpp"
 #include "cli/run_command.hpp"
 #include "devices/raw_terminal.hpp"
 
@@ -39,7 +40,11 @@ int main(int argc, char** argv)
     CLI::App app{"vvmm: a small KVM virtual machine monitor with checkpoint/restart"};
     app.require_subcommand(1);
     app.failure_message([](const CLI::App*, const CLI::Error& e) { return std::string(e.what()) + "\n"; });
-    auto run = vvmm::cli::add_run_command(app);
+    // Each returns -1 unless its subcommand was the one parsed.
+    const std::function<int()> commands[] = {
+        vvmm::cli::add_run_command(app),
+        vvmm::cli::add_control_commands(app),
+    };
     if (argc > 1 && argv[1][0] != '-' && !has_subcommand(app, argv[1])) {
         std::fprintf(stderr, "vvmm: error: unknown command '%s' (try vvmm --help)\n", argv[1]);
         return 2;
@@ -54,5 +59,7 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "vvmm: error: %s\n", e.what());
         return 2;
     }
-    return run();
+    for (const auto& command : commands)
+        if (const int status = command(); status >= 0) return status;
+    return 2;
 }
