@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "cli/control_commands.hpp"
+#include "cli/restore_command.hpp"
 #include "cli/run_command.hpp"
 #include "devices/raw_terminal.hpp"
 
@@ -43,6 +44,7 @@ int main(int argc, char** argv)
     // Each returns -1 unless its subcommand was the one parsed.
     const std::function<int()> commands[] = {
         vvmm::cli::add_run_command(app),
+        vvmm::cli::add_restore_command(app),
         vvmm::cli::add_control_commands(app),
     };
     if (argc > 1 && argv[1][0] != '-' && !has_subcommand(app, argv[1])) {

@@ -1,0 +1,41 @@
+#include "cli/restore_command.hpp"
+
+#include <memory>
+
+#include "cli/vm_session.hpp"
+#include "vmm/base/log.hpp"
+
+namespace vvmm::cli {
+
+std::function<int()> add_restore_command(CLI::App& app)
+{
+    auto req = std::make_shared<RestoreRequest>();
+    auto verify = std::make_shared<std::string>("lazy");
+    auto clock = std::make_shared<std::string>("keep");
+    auto verbose = std::make_shared<bool>(false);
+    CLI::App* cmd = app.add_subcommand("restore", "Restart a VM from a checkpoint directory");
+    cmd->add_option("--dir", req->dir, "the checkpoint: DIR/<id>")->required();
+    cmd->add_option("--api", req->api_socket, "control API socket for the restored VM");
+    cmd->add_option("--console", req->console, "stdio or file:PATH (default: as when checkpointed)");
+    cmd->add_option("--verify", *verify, "lazy: check each memory chunk when first used; full: check everything first")
+        ->check(CLI::IsMember({"lazy", "full"}))
+        ->capture_default_str();
+    cmd->add_option("--clock", *clock, "keep: guest time continues from the checkpoint; advance: by the time stopped")
+        ->check(CLI::IsMember({"keep", "advance"}))
+        ->capture_default_str();
+    cmd->add_flag("-v,--verbose", *verbose, "log debug messages");
+    return [cmd, req, verify, clock, verbose]() -> int {
+        if (!cmd->parsed()) return -1;
+        if (*verbose) set_log_level(LogLevel::debug);
+        req->verify_full = *verify == "full";
+        req->clock = *clock == "advance" ? vmm::ClockMode::advance : vmm::ClockMode::keep;
+        auto session = VmSession::restore(*req);
+        if (!session) {
+            log_error("restore: " + session.error().message());
+            return 1;
+        }
+        return run_session(**session);
+    };
+}
+
+}  // namespace vvmm::cli

@@ -1,0 +1,224 @@
+#include "cli/vm_session.hpp"
+
+#include <sys/ioctl.h>
+
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "ckpt/checkpoint_loader.hpp"
+#include "net/peer_mesh.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/base/signal_watcher.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/linux_loader.hpp"
+
+namespace vvmm::cli {
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t)
+{
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+Result<std::vector<dev::NicConfig>> nic_configs(const std::vector<std::string>& specs)
+{
+    std::vector<dev::NicConfig> nics;
+    for (const auto& n : specs) {
+        const std::string backend = n.substr(0, n.find(','));
+        if (backend != "peer") return Error("--net: unknown backend '" + backend + "' (expected peer,...)");
+        auto spec = net::parse_net_spec(n);
+        if (!spec) return spec.error().context("--net");
+        auto mesh = net::PeerMesh::create(spec.value());
+        if (!mesh) return mesh.error().context("--net");
+        nics.push_back({spec->mac.bytes(), std::shared_ptr<net::NetBackend>(std::move(mesh).value())});
+    }
+    return nics;
+}
+
+nlohmann::json error_reply(const Error& e) { return {{"ok", false}, {"error", e.message()}}; }
+
+}  // namespace
+
+VmSession::~VmSession()
+{
+    // The API may call into the checkpointer: it goes first; the board's
+    // threads stop before the machine they point into.
+    api_.reset();
+    checkpointer_.reset();
+    board_.reset();
+    lazy_.reset();
+}
+
+Result<void> VmSession::build(const ckpt::VmShape& shape)
+{
+    shape_ = shape;
+    TRY(vmm::check_host_can_back(shape.mem_bytes, vmm::host_ram_plus_swap()));
+    TRY_ASSIGN(auto kvm, vmm::KvmSystem::open());
+    kvm_ = std::make_unique<vmm::KvmSystem>(std::move(kvm));
+    TRY_ASSIGN(machine_, vmm::Machine::create(*kvm_, shape.cpus, shape.mem_bytes));
+    return ok();
+}
+
+// The sections of a checkpoint, in restore order: in-kernel devices, vCPUs,
+// then vvmm's devices (whose interrupts land in the restored irqchip).
+Result<void> VmSession::collect_components()
+{
+    TRY_ASSIGN(auto msrs, kvm_->msr_index_list());
+    vm_state_ = std::make_unique<vmm::VmState>(machine_->vm());
+    components_.push_back(vm_state_.get());
+    for (unsigned i = 0; i < machine_->cpu_count(); ++i) {
+        vcpu_states_.push_back(std::make_unique<vmm::VcpuState>(machine_->vcpu(i), machine_->vm().fd(), msrs));
+        components_.push_back(vcpu_states_.back().get());
+    }
+    for (auto* c : board_->snapshot_components()) components_.push_back(c);
+    return ok();
+}
+
+Result<void> VmSession::start_services(const std::string& api_socket)
+{
+    ckpt::VmParts parts;
+    parts.machine = machine_.get();
+    parts.components = components_;
+    dev::PcBoard* board = board_.get();
+    parts.freeze_disks = [board](const std::string& dir) { return board->freeze_disks(dir); };
+    parts.shape = shape_;
+    checkpointer_ = std::make_unique<ckpt::Checkpointer>(std::move(parts));
+    if (!api_socket.empty()) {
+        TRY_ASSIGN(api_, coord::ControlServer::create(api_socket, *this));
+    }
+    return ok();
+}
+
+Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
+{
+    const auto& c = req.config;
+    std::unique_ptr<VmSession> s(new VmSession());
+    dev::BoardConfig board;
+    TRY_ASSIGN(board.console, dev::parse_console_spec(c.console));
+    for (const auto& d : req.disk_specs) {
+        TRY_ASSIGN(auto spec, dev::parse_disk_spec(d));
+        board.disks.push_back(std::move(spec));
+    }
+    TRY(vmm::check_kernel_file(c.kernel, c.mem_bytes));
+    TRY_ASSIGN(board.nics, nic_configs(req.net_specs));
+    ckpt::VmShape shape{c.cpus, c.mem_bytes, c.kernel, c.full_cmdline(), c.console, req.disk_specs, req.net_specs};
+    TRY(s->build(shape));
+    TRY(vmm::load_linux(*s->machine_, {c.kernel, c.initrd, c.full_cmdline()}));
+    TRY_ASSIGN(s->board_, dev::PcBoard::create(*s->machine_, board));
+    TRY(s->collect_components());
+    TRY(s->start_services(req.api_socket));
+    return s;
+}
+
+Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
+{
+    const auto t0 = std::chrono::steady_clock::now();
+    // Everything that can be checked before a VM exists is checked first.
+    TRY_ASSIGN(auto loaded, ckpt::load_checkpoint(req.dir));
+    const ckpt::Manifest m = loaded.manifest;
+    std::unique_ptr<VmSession> s(new VmSession());
+    dev::BoardConfig board;
+    TRY_ASSIGN(board.console, dev::parse_console_spec(req.console.empty() ? m.vm.console : req.console));
+    for (size_t i = 0; i < m.disks.size(); ++i) {
+        dev::ChainDescription d;
+        TRY_ASSIGN(d.base, dev::parse_disk_spec(m.vm.disks[i]));
+        d.base.path = m.disks[i].base;
+        d.size = m.disks[i].base_size;
+        d.base_mtime_ns = m.disks[i].base_mtime_ns;
+        for (const auto& name : m.disks[i].layers)
+            d.layers.push_back({loaded.dir + "/" + name, loaded.dir + "/" + name + ".map"});
+        board.restored_disks.push_back(std::move(d));
+    }
+    board.overlay_dir = std::filesystem::path(loaded.dir).parent_path().string() + "/.layers";
+    if (!board.restored_disks.empty()) {
+        std::error_code ec;
+        std::filesystem::create_directories(board.overlay_dir, ec);
+        if (ec) return Error("cannot create " + board.overlay_dir + ": " + ec.message());
+    }
+    TRY_ASSIGN(board.nics, nic_configs(m.vm.nets));
+    TRY(s->build(m.vm));
+    vmm::Machine* machine = s->machine_.get();
+    // Guest memory is served from the checkpoint from now on.
+    TRY_ASSIGN(s->lazy_, ckpt::LazyMemory::create(machine->memory(), std::move(loaded.chain), [machine](const Error& e) {
+        machine->request_exit({1, e.message()});
+    }));
+    if (req.verify_full) TRY(s->lazy_->verify_all());
+    s->lazy_->start();
+    TRY_ASSIGN(s->board_, dev::PcBoard::create(*s->machine_, board));
+    TRY(s->collect_components());
+    s->vm_state_->set_clock_mode(req.clock);
+    TRY(ckpt::restore_sections(loaded.sections, s->components_));
+    // Tell the guest's kvmclock it was paused, so it does not report soft lockups.
+    for (unsigned i = 0; i < machine->cpu_count(); ++i)
+        if (::ioctl(machine->vcpu(i).fd(), KVM_KVMCLOCK_CTRL, 0) < 0 && errno != EINVAL)
+            return errno_error("KVM_KVMCLOCK_CTRL");
+    TRY(s->start_services(req.api_socket));
+    TRY(s->checkpointer_->adopt_parent(loaded.dir, m));
+    s->restored_ = true;
+    s->restore_ms_ = ms_since(t0);
+    return s;
+}
+
+vmm::MachineExit VmSession::run()
+{
+    vmm::Machine* m = machine_.get();
+    auto signals = SignalWatcher::start([m](int signo) {
+        m->request_exit({128 + signo, std::string("stopped by signal ") + strsignal(signo)});
+    });
+    if (!signals) return {1, signals.error().message()};
+    if (auto r = board_->start(); !r) return {1, r.error().message()};
+    // A restored VM's devices come back quiesced: let them take work now.
+    if (restored_)
+        for (auto* c : components_) c->unquiesce();
+    if (restored_) log_debug("restored in " + std::to_string(restore_ms_) + " ms (memory loads lazily)");
+    return machine_->run();
+}
+
+nlohmann::json VmSession::handle(const nlohmann::json& request)
+{
+    const std::string cmd = request.value("cmd", "");
+    if (cmd == "status") {
+        nlohmann::json j = {{"ok", true},
+                            {"state", checkpointer_->paused() ? "paused" : "running"},
+                            {"cpus", shape_.cpus},
+                            {"mem_bytes", shape_.mem_bytes},
+                            {"uptime_s", ms_since(created_) / 1000.0},
+                            {"checkpoints", checkpointer_->count()}};
+        if (restored_) j["restore_ms"] = restore_ms_;
+        if (auto last = checkpointer_->last()) j["last_checkpoint"] = last->to_json();
+        return j;
+    }
+    if (cmd == "pause") {
+        if (auto r = checkpointer_->pause(); !r) return error_reply(r.error());
+        return {{"ok", true}, {"state", "paused"}};
+    }
+    if (cmd == "resume") {
+        if (auto r = checkpointer_->resume(); !r) return error_reply(r.error());
+        return {{"ok", true}, {"state", "running"}};
+    }
+    if (cmd == "stop") {
+        machine_->request_exit({0, "stopped through the control API"});
+        return {{"ok", true}, {"state", "stopped"}};
+    }
+    if (cmd == "checkpoint") {
+        auto mode = ckpt::parse_mode(request.value("mode", "stop"));
+        if (!mode) return error_reply(mode.error());
+        auto r = checkpointer_->checkpoint({request.value("dir", ""), mode.value(), request.value("incremental", false)});
+        if (!r) return error_reply(r.error().context("checkpoint failed (the VM keeps running)"));
+        return r->to_json();
+    }
+    return error_reply(Error("unknown command '" + cmd + "'"));
+}
+
+int run_session(VmSession& session)
+{
+    const vmm::MachineExit exit = session.run();
+    if (!exit.message.empty()) {
+        if (exit.status == 0) log_info(exit.message);
+        else log_error(exit.message);
+    }
+    return exit.status;
+}
+
+}  // namespace vvmm::cli
