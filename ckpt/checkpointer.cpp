@@ -79,7 +79,10 @@ nlohmann::json CheckpointResult::to_json() const
 // One checkpoint, from choosing its id to publishing it.
 class CheckpointRun {
 public:
-    CheckpointRun(Checkpointer& cp, const CheckpointRequest& req) : cp_(cp), req_(req), mem_(cp.parts_.machine->memory()) {}
+    CheckpointRun(Checkpointer& cp, const CheckpointRequest& req)
+        : cp_(cp), req_(req), mem_(cp.parts_.machine->memory()), taken_(mem_.guest_phys_end() / kPageSize)
+    {
+    }
     ~CheckpointRun() { cleanup(); }
     Result<CheckpointResult> execute();
 
