@@ -2,11 +2,13 @@
 
 #include <sys/ioctl.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <thread>
 
 #include "ckpt/checkpoint_loader.hpp"
+#include "devices/raw_terminal.hpp"
 #include "net/peer_mesh.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/signal_watcher.hpp"
@@ -140,8 +142,12 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     TRY(s->build(m.vm));
     vmm::Machine* machine = s->machine_.get();
     // Guest memory is served from the checkpoint from now on.
-    TRY_ASSIGN(s->lazy_, ckpt::LazyMemory::create(machine->memory(), std::move(loaded.chain), [machine](const Error& e) {
-        machine->request_exit({1, e.message()});
+    // A chunk that fails its check must never reach the guest, and a vCPU
+    // may be blocked on it inside KVM: end the process at once.
+    TRY_ASSIGN(s->lazy_, ckpt::LazyMemory::create(machine->memory(), std::move(loaded.chain), [](const Error& e) {
+        log_error("restore: " + e.message());
+        dev::restore_saved_terminal();
+        std::_Exit(1);
     }));
     if (req.verify_full) TRY(s->lazy_->verify_all());
     s->lazy_->start();
