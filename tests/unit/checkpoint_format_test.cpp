@@ -1,0 +1,247 @@
+// The checkpoint format's pure parts: state streams, sections and their
+// versions, the manifest, memory checksums; and the dirty tracking that
+// incremental checkpoints rely on, with a real KVM VM.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "ckpt/dirty_tracker.hpp"
+#include "ckpt/manifest.hpp"
+#include "ckpt/memory_hash.hpp"
+#include "ckpt/memory_image_writer.hpp"
+#include "ckpt/state_file.hpp"
+#include "devices/virtio/virtqueue.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/kvm_system.hpp"
+#include "vmm/kvm_vm.hpp"
+
+using namespace vvmm;
+using namespace vvmm::ckpt;
+
+namespace {
+
+class Component : public Snapshottable {
+public:
+    Component(std::string name, uint16_t version, uint32_t value) : name_(std::move(name)), version_(version), value_(value) {}
+    std::string_view section() const override { return name_; }
+    uint16_t version() const override { return version_; }
+    Result<void> save(StateWriter& out) const override
+    {
+        out.u32(value_);
+        return ok();
+    }
+    Result<void> restore(StateReader& in, uint16_t v) override
+    {
+        restored_version = v;
+        TRY_ASSIGN(value_, in.u32());
+        return in.expect_end();
+    }
+    uint32_t value() const { return value_; }
+    uint16_t restored_version = 0;
+
+private:
+    std::string name_;
+    uint16_t version_;
+    uint32_t value_;
+};
+
+std::string error_of(const Result<void>& r) { return r.ok() ? std::string("(no error)") : r.error().message(); }
+
+}  // namespace
+
+TEST_CASE("state reader refuses truncated, oversized and trailing data")
+{
+    StateWriter w;
+    w.u32(7);
+    w.bytes(std::vector<uint8_t>(10, 1));
+    auto data = w.take();
+    {
+        StateReader r(data, "t");
+        CHECK(r.u32().value() == 7);
+        CHECK_FALSE(r.bytes(5).ok());  // longer than allowed
+    }
+    {
+        std::vector<uint8_t> cut(data.begin(), data.end() - 1);
+        StateReader r(cut, "t");
+        CHECK(r.u32().ok());
+        auto b = r.bytes();
+        REQUIRE_FALSE(b.ok());
+        CHECK(b.error().message().find("truncated") != std::string::npos);
+    }
+    {
+        StateReader r(data, "t");
+        CHECK(r.u32().ok());
+        CHECK_FALSE(r.expect_end().ok());
+    }
+}
+
+TEST_CASE("sections: round trip, and unknown, missing, duplicate or newer sections are refused")
+{
+    Component a("alpha", 2, 11), b("beta", 1, 22);
+    Snapshottable* saved[] = {&a, &b};
+    auto sections = capture_sections(saved).value();
+    auto bytes = encode_state(sections);
+
+    Component a2("alpha", 2, 0), b2("beta", 1, 0);
+    Snapshottable* both[] = {&a2, &b2};
+    REQUIRE(restore_sections(decode_state(bytes).value(), both).ok());
+    CHECK(a2.value() == 11);
+    CHECK(b2.value() == 22);
+    CHECK(a2.restored_version == 2);
+
+    Snapshottable* only_a[] = {&a2};
+    CHECK(error_of(restore_sections(sections, only_a)).find("unknown section 'beta'") != std::string::npos);
+    Component c("gamma", 1, 0);
+    Snapshottable* with_c[] = {&a2, &b2, &c};
+    CHECK(error_of(restore_sections(sections, with_c)).find("section 'gamma' is missing") != std::string::npos);
+    Component old_a("alpha", 1, 0);  // this code only knows version 1
+    Snapshottable* old[] = {&old_a, &b2};
+    CHECK(error_of(restore_sections(sections, old)).find("newer than this vvmm's 1") != std::string::npos);
+
+    auto dup = sections;
+    dup.push_back(sections[0]);
+    CHECK_FALSE(decode_state(encode_state(dup)).ok());
+    auto bad = bytes;
+    bad[0] = 'X';
+    CHECK_FALSE(decode_state(bad).ok());
+    bad = bytes;
+    bad[8] = 9;  // format version
+    CHECK(decode_state(bad).error().message().find("format version 9") != std::string::npos);
+    bad = bytes;
+    bad.resize(bad.size() - 2);
+    CHECK_FALSE(decode_state(bad).ok());
+}
+
+TEST_CASE("manifest: round trip and field validation")
+{
+    Manifest m;
+    m.id = "000002";
+    m.parent = "000001";
+    m.depth = 1;
+    m.mode = "cow";
+    m.created = "2026-11-22T00:00:00Z";
+    m.vm = {2, 64ull << 20, "k", "console=ttyS0", "stdio", {"path=d.img"}, {}};
+    m.state = {"state.bin", 100, 0x1234};
+    m.memory.size = 64ull << 20;
+    m.memory.full = false;
+    m.memory.page_map = FileDigest{"memory.map", (64ull << 20) / 4096 / 8, 7};
+    m.memory.chunks.assign(32, std::nullopt);
+    m.memory.chunks[3] = 0xabcdef;
+    m.disks.push_back({"/d.img", 4096, 5, {"disk0-a.layer"}});
+    auto j = to_json(m);
+    auto back = manifest_from_json(j);
+    REQUIRE(back.ok());
+    CHECK(back->parent == m.parent);
+    CHECK(back->memory.chunks[3] == 0xabcdefu);
+    CHECK(back->disks[0].layers == m.disks[0].layers);
+    CHECK(back->vm.disks == m.vm.disks);
+
+    auto refused = [&](auto change, const char* what) {
+        auto k = j;
+        change(k);
+        auto r = manifest_from_json(k);
+        REQUIRE_FALSE(r.ok());
+        CHECK_MESSAGE(r.error().message().find(what) != std::string::npos, r.error().message());
+    };
+    refused([](auto& k) { k["format"] = "qcow2"; }, "not a vvmm checkpoint");
+    refused([](auto& k) { k["format_version"] = 2; }, "newer");
+    refused([](auto& k) { k["state"]["file"] = "../etc/passwd"; }, "not a file name");
+    refused([](auto& k) { k["state"]["xxh3"] = "xyz"; }, "bad checksum");
+    refused([](auto& k) { k["memory"]["chunks"].erase(0); }, "chunk checksums");
+    refused([](auto& k) { k["parent"] = nullptr; }, "does not match the parent");
+    refused([](auto& k) { k["vm"]["cpus"] = "two"; }, "wrong type");
+    refused([](auto& k) { k["vm"]["mem_bytes"] = 12345; }, "multiple of 2 MiB");
+    refused([](auto& k) { k["disks"] = nlohmann::json::array(); }, "disk layers do not match");
+    refused([](auto& k) { k.erase("memory"); }, "missing field 'memory'");
+}
+
+TEST_CASE("memory checksums: per-page hashes folded per chunk equal the chunk read back")
+{
+    std::vector<uint8_t> chunk(kChunkSize, 0);
+    for (size_t p = 0; p < kPagesPerChunk; p += 3) chunk[p * kPageSize + (p % 100)] = static_cast<uint8_t>(p + 1);
+    std::vector<uint64_t> hashes(kPagesPerChunk);
+    Bitmap pages(kPagesPerChunk);
+    for (size_t p = 0; p < kPagesPerChunk; ++p) {
+        const uint8_t* page = chunk.data() + p * kPageSize;
+        hashes[p] = page_is_zero(page) ? zero_page_hash() : page_hash(page);
+        pages.set(p);
+    }
+    auto folded = fold_chunk_hashes(hashes, pages);
+    REQUIRE(folded.size() == 1);
+    CHECK(folded[0] == chunk_hash(chunk));
+    chunk[5 * kPageSize + 7] ^= 1;  // a flipped bit changes it
+    CHECK(folded[0] != chunk_hash(chunk));
+    // Pages outside the image read as holes (zeros).
+    Bitmap some(kPagesPerChunk);
+    some.set(0);
+    auto partial = fold_chunk_hashes(hashes, some);
+    std::vector<uint8_t> holes(kChunkSize, 0);
+    std::memcpy(holes.data(), chunk.data(), kPageSize);
+    CHECK(partial[0] == chunk_hash(holes));
+    CHECK_FALSE(fold_chunk_hashes(hashes, Bitmap(kPagesPerChunk))[0].has_value());
+}
+
+TEST_CASE("memory image writer: zero pages are holes, data pages land at their offsets")
+{
+    char path[] = "/var/tmp/vvmm-memimg-XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    ::unlink(path);
+    std::vector<uint8_t> mem(2 * kChunkSize, 0);
+    mem[kChunkSize + 3 * kPageSize] = 0x5a;  // chunk 1, page 3
+    {
+        auto w = MemoryImageWriter::create(path, mem.size(), 2, 4).value();
+        uint64_t all[kPagesPerChunk / 64];
+        std::memset(all, 0xff, sizeof all);
+        for (uint64_t c = 0; c < 2; ++c) REQUIRE(w->submit(w->copy_here(c, mem.data() + c * kChunkSize, all).value()).ok());
+        auto s = w->finish().value();
+        CHECK(s.bytes_written == kPageSize);
+        CHECK(s.pages == 2 * kPagesPerChunk);
+        CHECK(s.chunk_hashes[1] == chunk_hash({mem.data() + kChunkSize, kChunkSize}));
+    }
+    int r = ::open(path, O_RDONLY);
+    uint8_t b = 0;
+    CHECK(::pread(r, &b, 1, static_cast<off_t>(kChunkSize + 3 * kPageSize)) == 1);
+    CHECK(b == 0x5a);
+    CHECK(::lseek(r, 0, SEEK_DATA) == static_cast<off_t>(kChunkSize + 3 * kPageSize));  // everything before is a hole
+    ::close(r);
+    ::unlink(path);
+}
+
+TEST_CASE("dirty tracking sees host-side device writes only through mark_dirty")
+{
+    if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+        MESSAGE("SKIPPED: no /dev/kvm");
+        return;
+    }
+    auto kvm = vmm::KvmSystem::open().value();
+    auto vm = vmm::KvmVm::create(kvm).value();
+    auto mem = vmm::GuestMemory::create(32ull << 20).value();
+    REQUIRE(mem.register_with(vm).ok());
+    DirtyTracker tracker(vm, mem);
+    REQUIRE(tracker.start().ok());
+
+    // A device writes a frame into a guest buffer (as virtio-net RX does).
+    dev::DescriptorChain chain;
+    chain.segments.push_back({0x200000, 8192, true});
+    chain.writable_bytes = 8192;
+    std::vector<uint8_t> frame(6000, 0xee);
+    dev::ChainWriter writer(mem, chain);
+    REQUIRE(writer.write(frame));
+    // A write that bypasses mark_dirty (what a forgotten call looks like).
+    std::memset(mem.span(0x400000, 4096).value().data(), 1, 4096);
+
+    auto dirty = tracker.take().value();
+    CHECK(dirty.test(0x200000 / 4096));
+    CHECK(dirty.test(0x201000 / 4096));
+    CHECK_FALSE(dirty.test(0x202000 / 4096));
+    CHECK_FALSE(dirty.test(0x400000 / 4096));  // KVM's log cannot see it: the device must mark it
+    CHECK(dirty.count() == 2);
+    CHECK(tracker.take().value().count() == 0);  // taking clears
+
+    tracker.give_back(dirty);  // a failed checkpoint's pages come back
+    CHECK(tracker.take().value().count() == 2);
+}
