@@ -268,9 +268,16 @@ Result<void> CheckpointRun::run_live()
 Result<void> CheckpointRun::run_cow()
 {
     TRY(pause());
+    auto t = Clock::now();
     TRY_ASSIGN(Bitmap pages, pages_at_pause());
+    const double dirty_ms = ms_since(t);
+    t = Clock::now();
     TRY(freeze_disks());
+    const double disks_ms = ms_since(t);
+    t = Clock::now();
     TRY_ASSIGN(auto cow, CowCapture::start(mem_, pages, *writer_));
+    log_debug("checkpoint: dirty log " + std::to_string(dirty_ms) + " ms, disks " + std::to_string(disks_ms) +
+              " ms, write-protect " + std::to_string(ms_since(t)) + " ms");
     unpause();
     TRY(cow->run());
     result_.longest_stall_ms = cow->longest_stall_ms();
@@ -378,7 +385,9 @@ void Checkpointer::thread_main()
 
 Result<void> Checkpointer::enter_pause(Paused& out)
 {
+    const auto t0 = Clock::now();
     parts_.machine->pause();
+    const double parked_ms = ms_since(t0);
     for (size_t i = 0; i < parts_.components.size(); ++i) {
         if (auto r = parts_.components[i]->quiesce(); !r) {
             for (size_t j = 0; j <= i; ++j) parts_.components[j]->unquiesce();
@@ -392,6 +401,8 @@ Result<void> Checkpointer::enter_pause(Paused& out)
         return sections.error();
     }
     out.sections = std::move(sections).value();
+    log_debug("checkpoint: vCPUs parked in " + std::to_string(parked_ms) + " ms, devices quiesced and state captured in " +
+              std::to_string(ms_since(t0) - parked_ms) + " ms");
     return ok();
 }
 

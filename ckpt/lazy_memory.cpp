@@ -21,7 +21,7 @@ Result<std::unique_ptr<LazyMemory>> LazyMemory::create(const vmm::GuestMemory& m
 {
     if (chain.empty() || chain.front().manifest.memory.size != memory.guest_phys_end())
         return Error("the checkpoint's memory image does not match the VM's memory layout");
-    TRY_ASSIGN(auto uffd, Userfault::create(UFFD_FEATURE_MISSING_SHMEM));
+    TRY_ASSIGN(auto uffd, Userfault::create(memory.huge_pages() ? UFFD_FEATURE_MISSING_HUGETLBFS : UFFD_FEATURE_MISSING_SHMEM));
     std::unique_ptr<LazyMemory> lm(new LazyMemory(memory, std::move(chain), std::move(on_fatal), std::move(uffd)));
     for (const auto& r : memory.regions())
         if (auto reg = lm->uffd_.register_range(memory.host_base() + r.file_offset, r.size, UffdMode::missing); !reg)
@@ -67,7 +67,8 @@ Result<void> LazyMemory::load(uint64_t c)
     if (loaded_[c]) return ok();
     TRY_ASSIGN(bool zero, assemble_chunk(chain_, c, buffer_, scratch_));
     uint8_t* dst = memory_.host_page(c * kChunkSize);
-    if (zero) TRY(uffd_.zeropage(dst, kChunkSize));
+    // hugetlbfs has no UFFDIO_ZEROPAGE: the zeros in the buffer are copied.
+    if (zero && !memory_.huge_pages()) TRY(uffd_.zeropage(dst, kChunkSize));
     else TRY(uffd_.copy(dst, buffer_.data(), kChunkSize));
     loaded_[c] = 1;
     return ok();

@@ -62,6 +62,7 @@ Result<VmShape> vm_from(const json& j)
     VmShape vm;
     TRY_ASSIGN(vm.cpus, field<unsigned>(j, "cpus"));
     TRY_ASSIGN(vm.mem_bytes, field<uint64_t>(j, "mem_bytes"));
+    TRY_ASSIGN(vm.huge_pages, field<bool>(j, "huge_pages"));
     TRY_ASSIGN(vm.kernel, field<std::string>(j, "kernel"));
     TRY_ASSIGN(vm.cmdline, field<std::string>(j, "cmdline"));
     TRY_ASSIGN(vm.console, field<std::string>(j, "console"));
@@ -137,7 +138,7 @@ json to_json(const Manifest& m)
         {"depth", m.depth},
         {"mode", m.mode},
         {"created", m.created},
-        {"vm", {{"cpus", m.vm.cpus}, {"mem_bytes", m.vm.mem_bytes}, {"kernel", m.vm.kernel}, {"cmdline", m.vm.cmdline},
+        {"vm", {{"cpus", m.vm.cpus}, {"mem_bytes", m.vm.mem_bytes}, {"huge_pages", m.vm.huge_pages}, {"kernel", m.vm.kernel}, {"cmdline", m.vm.cmdline},
                 {"console", m.vm.console}, {"disks", m.vm.disks}, {"nets", m.vm.nets}}},
         {"state", digest_json(m.state)},
         {"memory", memory},

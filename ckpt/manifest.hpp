@@ -30,6 +30,7 @@ struct FileDigest {
 struct VmShape {
     unsigned cpus = 1;
     uint64_t mem_bytes = 0;
+    bool huge_pages = false;
     std::string kernel, cmdline, console;
     std::vector<std::string> disks;  // --disk specs as given to `vvmm run`
     std::vector<std::string> nets;   // --net specs

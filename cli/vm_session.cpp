@@ -58,7 +58,7 @@ Result<void> VmSession::build(const ckpt::VmShape& shape)
     TRY(vmm::check_host_can_back(shape.mem_bytes, vmm::host_ram_plus_swap()));
     TRY_ASSIGN(auto kvm, vmm::KvmSystem::open());
     kvm_ = std::make_unique<vmm::KvmSystem>(std::move(kvm));
-    TRY_ASSIGN(machine_, vmm::Machine::create(*kvm_, shape.cpus, shape.mem_bytes));
+    TRY_ASSIGN(machine_, vmm::Machine::create(*kvm_, shape.cpus, shape.mem_bytes, shape.huge_pages));
     return ok();
 }
 
@@ -104,7 +104,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
     }
     TRY(vmm::check_kernel_file(c.kernel, c.mem_bytes));
     TRY_ASSIGN(board.nics, nic_configs(req.net_specs));
-    ckpt::VmShape shape{c.cpus, c.mem_bytes, c.kernel, c.full_cmdline(), c.console, req.disk_specs, req.net_specs};
+    ckpt::VmShape shape{c.cpus, c.mem_bytes, c.huge_pages, c.kernel, c.full_cmdline(), c.console, req.disk_specs, req.net_specs};
     TRY(s->build(shape));
     TRY(vmm::load_linux(*s->machine_, {c.kernel, c.initrd, c.full_cmdline()}));
     TRY_ASSIGN(s->board_, dev::PcBoard::create(*s->machine_, board));

@@ -1,5 +1,6 @@
 #include "vmm/guest_memory.hpp"
 
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,11 +12,39 @@
 
 namespace vvmm::vmm {
 
-Result<GuestMemory> GuestMemory::create(uint64_t size)
+namespace {
+
+// Free 2 MiB huge pages in the pool (HugePages_Free of /proc/meminfo).
+uint64_t free_huge_pages()
+{
+    std::ifstream in("/proc/meminfo");
+    std::string key, rest;
+    uint64_t n = 0;
+    while (in >> key >> n) {
+        std::getline(in, rest);
+        if (key == "HugePages_Free:") return n;
+    }
+    return 0;
+}
+
+}  // namespace
+
+Result<GuestMemory> GuestMemory::create(uint64_t size, bool huge_pages)
 {
     if (size % 4096) return Error("guest memory size must be a multiple of 4 KiB");
     GuestMemory mem;
-    mem.fd_ = UniqueFd(::memfd_create("vvmm-guest-ram", MFD_CLOEXEC));
+    if (huge_pages) {
+        constexpr uint64_t kHuge = 2ull << 20;
+        if (size % kHuge) return Error("--huge-pages needs a memory size that is a multiple of 2 MiB");
+        const uint64_t free = free_huge_pages();
+        if (free < size / kHuge)
+            return Error("--huge-pages: " + std::to_string(size / kHuge) + " free 2 MiB huge pages needed, " +
+                         std::to_string(free) + " free (raise /proc/sys/vm/nr_hugepages)");
+        mem.fd_ = UniqueFd(::memfd_create("vvmm-guest-ram", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB));
+    } else {
+        mem.fd_ = UniqueFd(::memfd_create("vvmm-guest-ram", MFD_CLOEXEC));
+    }
+    mem.huge_pages_ = huge_pages;
     if (!mem.fd_.valid()) return errno_error("memfd_create for guest memory");
     if (::ftruncate(mem.fd_.get(), static_cast<off_t>(size)) < 0)
         return errno_error("cannot allocate " + format_size(size) + " of guest memory");

@@ -19,7 +19,11 @@ namespace vvmm::vmm {
 
 class GuestMemory {
 public:
-    static Result<GuestMemory> create(uint64_t size);
+    // `huge_pages`: back RAM with 2 MiB hugetlbfs pages (they must be
+    // reserved in /proc/sys/vm/nr_hugepages). Checkpoints then write-protect
+    // and restore memory per 2 MiB page instead of per 4 KiB.
+    static Result<GuestMemory> create(uint64_t size, bool huge_pages = false);
+    bool huge_pages() const { return huge_pages_; }
 
     Result<void> register_with(KvmVm& vm) const;
     uint64_t size() const { return size_; }
@@ -54,6 +58,7 @@ private:
     UniqueFd fd_;
     MemoryMapping mapping_;
     uint64_t size_ = 0;
+    bool huge_pages_ = false;
     std::vector<RamRegion> regions_;
     std::unique_ptr<std::atomic<uint64_t>[]> host_dirty_;
 };

@@ -97,10 +97,10 @@ Machine::~Machine()
     }
 }
 
-Result<std::unique_ptr<Machine>> Machine::create(const KvmSystem& kvm, unsigned cpus, uint64_t mem_size)
+Result<std::unique_ptr<Machine>> Machine::create(const KvmSystem& kvm, unsigned cpus, uint64_t mem_size, bool huge_pages)
 {
     TRY_ASSIGN(auto vm, KvmVm::create(kvm));
-    TRY_ASSIGN(auto memory, GuestMemory::create(mem_size));
+    TRY_ASSIGN(auto memory, GuestMemory::create(mem_size, huge_pages));
     TRY(memory.register_with(vm));
     std::unique_ptr<Machine> m(new Machine(std::move(vm), std::move(memory)));
     TRY_ASSIGN(auto supported, kvm.supported_cpuid());

@@ -30,7 +30,8 @@ struct MachineExit {
 
 class Machine {
 public:
-    static Result<std::unique_ptr<Machine>> create(const KvmSystem& kvm, unsigned cpus, uint64_t mem_size);
+    static Result<std::unique_ptr<Machine>> create(const KvmSystem& kvm, unsigned cpus, uint64_t mem_size,
+                                                   bool huge_pages = false);
     ~Machine();
 
     KvmVm& vm() { return vm_; }

@@ -19,6 +19,7 @@ struct VmConfig {
     unsigned cpus = 1;
     uint64_t mem_bytes = 512ull << 20;
     std::string console = "stdio";
+    bool huge_pages = false;
 
     std::string full_cmdline() const;
 };

@@ -122,7 +122,7 @@ TEST_CASE("manifest: round trip and field validation")
     m.depth = 1;
     m.mode = "cow";
     m.created = "2026-11-22T00:00:00Z";
-    m.vm = {2, 64ull << 20, "k", "console=ttyS0", "stdio", {"path=d.img"}, {}};
+    m.vm = {2, 64ull << 20, false, "k", "console=ttyS0", "stdio", {"path=d.img"}, {}};
     m.state = {"state.bin", 100, 0x1234};
     m.memory.size = 64ull << 20;
     m.memory.full = false;
