@@ -706,3 +706,126 @@ NORETURN void test_blkbench(void)
 	}
 	finish();
 }
+
+/* ---- test=blkseq ---- */
+/*
+ * One 4 KiB block per step, block k at sector 8k: read it and decode its
+ * tag, write it with a fresh tag, print both.  Then read every block back.
+ * Block layout (mirrored in reference.py): "BLKSEQ01", u64 k, u64 tag, then
+ * words 3..511 = splitmix64(key + w) with key = splitmix64(k ^ splitmix64(tag)),
+ * all little-endian.  Tags are never 0: an all-zero block reads as tag 0.
+ */
+#define BLKSEQ_MAGIC 0x31305145534b4c42ull       /* "BLKSEQ01" little-endian */
+#define BLKSEQ_BAD (~0ull)                       /* decode result: not a blkseq block */
+
+static void blkseq_fill(u8 *p, u64 k, u64 tag)
+{
+	u64 *w = (u64 *)p, key = splitmix64(k ^ splitmix64(tag));
+	w[0] = BLKSEQ_MAGIC;
+	w[1] = k;
+	w[2] = tag;
+	for (u64 i = 3; i < 512; i++)
+		w[i] = splitmix64(key + i);
+}
+
+/* The tag of block k in p, 0 if all zero, BLKSEQ_BAD otherwise. */
+static u64 blkseq_decode(const u8 *p, u64 k)
+{
+	const u64 *w = (const u64 *)p;
+	u64 any = 0;
+	for (int i = 0; i < 512; i++)
+		any |= w[i];
+	if (!any)
+		return 0;
+	u64 tag = w[2];
+	if (w[0] != BLKSEQ_MAGIC || w[1] != k || !tag || tag == BLKSEQ_BAD)
+		return BLKSEQ_BAD;
+	u64 key = splitmix64(k ^ splitmix64(tag));
+	for (u64 i = 3; i < 512; i++)
+		if (w[i] != splitmix64(key + i))
+			return BLKSEQ_BAD;
+	return tag;
+}
+
+static const char *blkseq_fmt(char *buf, u64 tag)
+{
+	if (tag == BLKSEQ_BAD)
+		return "bad";
+	if (!tag)
+		return "0";
+	snprintf(buf, 17, "%016lx", tag);
+	return buf;
+}
+
+static NORETURN void blkseq_fail(void)
+{
+	tg_printf("tg: blkseq fail\n");
+	reboot();
+}
+
+/* Reads (T_IN) or writes (T_OUT) block k through reqs[0].buf. */
+static int blkseq_io(struct disk *d, int type, u64 k)
+{
+	int st = sync_req(d, type, 8 * k, 8);
+	if (st) {
+		tg_printf("tg: error blkseq disk=%d k=%lu op=%s status=%d\n", d->n, k,
+			  type == T_IN ? "read" : "write", st);
+		return -1;
+	}
+	return 0;
+}
+
+NORETURN void test_blkseq(void)
+{
+	req_timeout = opt_u64("timeout", 60) * 1000 * tsc_khz;
+	u64 blocks = opt_u64("blocks", 200), delay = opt_u64("delay", 20);
+	int flush = (int)opt_u64("flush", 0);
+	probe();
+	struct disk *d = pick_disk(0);
+	if (!d || d->ro) {
+		tg_printf("tg: error blkseq no writable virtio-blk disk\n");
+		blkseq_fail();
+	}
+	if (d->blk_size > 4096) {
+		tg_printf("tg: error blkseq disk=%d blk_size=%u above 4096\n", d->n, d->blk_size);
+		blkseq_fail();
+	}
+	if (blocks > d->capacity / 8)
+		blocks = d->capacity / 8;
+	if (alloc_reqs(1, 4096))
+		blkseq_fail();
+	u8 *buf = reqs[0].buf;
+	char b1[17], b2[17];
+	for (u64 k = 0; k < blocks; k++) {
+		if (blkseq_io(d, T_IN, k))
+			blkseq_fail();
+		u64 before = blkseq_decode(buf, k);
+		/* differs between two runs from the same memory image (restored
+		 * twice): TSC jitter; never 0 or BLKSEQ_BAD */
+		u64 tag = splitmix64(rdtsc() ^ (k << 40));
+		if (!tag || tag == BLKSEQ_BAD)
+			tag = 1;
+		blkseq_fill(buf, k, tag);
+		if (blkseq_io(d, T_OUT, k))
+			blkseq_fail();
+		if (flush && d->flush) {
+			int st = sync_req(d, T_FLUSH, 0, 0);
+			if (st) {
+				tg_printf("tg: error blkseq disk=%d flush status=%d\n", d->n, st);
+				blkseq_fail();
+			}
+		}
+		tg_printf("tg: blkseq k=%lu before=%s tag=%016lx\n", k, blkseq_fmt(b1, before), tag);
+		if (delay)
+			delay_ms(delay);
+	}
+	for (u64 k = 0; k < blocks; k++) {
+		if (blkseq_io(d, T_IN, k))
+			blkseq_fail();
+		tg_printf("tg: blkseq check k=%lu tag=%s\n", k, blkseq_fmt(b2, blkseq_decode(buf, k)));
+	}
+	if (virtio_msix_report(&d->vd) || msix_failures)
+		blkseq_fail();
+	tg_printf("tg: blkseq done blocks=%lu\n", blocks);
+	reboot();
+}

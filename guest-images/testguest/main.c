@@ -83,6 +83,7 @@ static u64 count_seed(u64 n)
 /* ---- test=smp ---- */
 #define JOB_PARK 0
 #define JOB_SMP 1
+#define JOB_COUNT 2
 static volatile int ap_job;
 static volatile int smp_go;
 static volatile int smp_done;
@@ -123,10 +124,74 @@ static u64 find_area(u64 size)
 	return 0;
 }
 
-static NORETURN void test_count(void)
+/* One count step n over words at p: fill, re-read, check.  cpu < 0: the
+ * single-CPU line format. */
+static void count_step(u64 *p, u64 words, u64 n, int cpu)
+{
+	u64 x = count_seed(n);
+	for (u64 i = 0; i < words; i++) {
+		p[i] = x;
+		x = xorshift64(x);
+	}
+	barrier();      /* the re-read below must really read memory */
+	x = count_seed(n);
+	u64 sum = 0;
+	int bad = 0;
+	char who[16] = "";
+	if (cpu >= 0)
+		snprintf(who, sizeof(who), "cpu=%d ", cpu);
+	for (u64 i = 0; i < words; i++) {
+		u64 v = p[i];
+		if (v != x && !bad) {
+			bad = 1;
+			tg_printf("tg: count error %sn=%lu at=0x%lx got=%016lx want=%016lx\n",
+				  who, n, (u64)&p[i], v, x);
+		}
+		sum ^= v;
+		x = xorshift64(x);
+	}
+	tg_printf("tg: count %sn=%lu sum=%016lx\n", who, n, sum);
+}
+
+/* allcpus=1: every online CPU runs count on its own area (logical index i
+ * at count_base + i * count_size), the BSP reboots when all are done. */
+static volatile int count_go;
+static volatile int count_done;
+static u64 count_base, count_size, count_steps, count_delay;
+
+static void count_run(int idx)
+{
+	u64 *p = (u64 *)(count_base + (u64)idx * count_size);
+	for (u64 n = 1; !count_steps || n <= count_steps; n++) {
+		count_step(p, count_size / 8, n, idx);
+		if (count_delay)
+			delay_ms(count_delay);
+	}
+	__atomic_add_fetch(&count_done, 1, __ATOMIC_RELEASE);
+}
+
+static NORETURN void test_count(int online)
 {
 	u64 mb = opt_u64("mb", 64), steps = opt_u64("steps", 0), delay = opt_u64("delay", 0);
 	u64 size = mb << 20, words = size / 8;
+	if (opt_u64("allcpus", 0)) {
+		/* areas for every listed CPU, so that an index maps to its
+		 * area even if some CPU did not start */
+		u64 base = mb && (u64)ncpus <= (~0ull >> 1) / size ? find_area(size * (u64)ncpus) : 0;
+		if (!base) {
+			tg_printf("tg: error count mb=%lu cpus=%d does not fit in RAM\n", mb, ncpus);
+			reboot();
+		}
+		count_base = base;
+		count_size = size;
+		count_steps = steps;
+		count_delay = delay;
+		__atomic_store_n(&count_go, 1, __ATOMIC_RELEASE);
+		count_run(0);
+		while (__atomic_load_n(&count_done, __ATOMIC_ACQUIRE) < online)
+			cpu_relax();
+		reboot();
+	}
 	u64 base = find_area(size);
 	if (!base) {
 		tg_printf("tg: error count mb=%lu does not fit in RAM\n", mb);
@@ -134,26 +199,60 @@ static NORETURN void test_count(void)
 	}
 	u64 *p = (u64 *)base;
 	for (u64 n = 1; !steps || n <= steps; n++) {
-		u64 x = count_seed(n);
-		for (u64 i = 0; i < words; i++) {
-			p[i] = x;
-			x = xorshift64(x);
-		}
-		barrier();      /* the re-read below must really read memory */
-		x = count_seed(n);
-		u64 sum = 0;
-		int bad = 0;
-		for (u64 i = 0; i < words; i++) {
-			u64 v = p[i];
-			if (v != x && !bad) {
-				bad = 1;
-				tg_printf("tg: count error n=%lu at=0x%lx got=%016lx want=%016lx\n",
-					  n, (u64)&p[i], v, x);
+		count_step(p, words, n, -1);
+		if (delay)
+			delay_ms(delay);
+	}
+	reboot();
+}
+
+/* ---- test=dirty ---- */
+/*
+ * Fills `fill` MiB with non-zero pseudo-random words, then per step
+ * rewrites the next `rate` MiB (a window rotating over the area) and takes
+ * the TSC after every 4 KiB page: the longest gap between two pages is how
+ * long the vCPU was stalled inside the step (VMM pause, copy-on-write fault).
+ */
+static NORETURN void test_dirty(void)
+{
+	u64 fill = opt_u64("fill", 64), rate = opt_u64("rate", 8);
+	u64 steps = opt_u64("steps", 0), delay = opt_u64("delay", 0);
+	u64 base = fill && fill < (1ull << 40) ? find_area(fill << 20) : 0;
+	if (!base) {
+		tg_printf("tg: error dirty fill=%lu does not fit in RAM\n", fill);
+		reboot();
+	}
+	if (!rate || rate > fill) {
+		tg_printf("tg: error dirty rate=%lu must be 1..fill=%lu\n", rate, fill);
+		reboot();
+	}
+	const u64 PW = 4096 / 8;                /* words per page */
+	u64 pages = fill << 8, wpages = rate << 8;
+	u64 *area = (u64 *)base;
+	u64 x = 0x9e3779b97f4a7c15ull;          /* xorshift64 never yields 0 from non-0 */
+	for (u64 i = 0; i < pages * PW; i++) {
+		x = xorshift64(x);
+		area[i] = x;
+	}
+	tg_printf("tg: dirty filled mb=%lu\n", fill);
+	u64 next = 0;                           /* first page of the next window */
+	for (u64 n = 1; !steps || n <= steps; n++) {
+		u64 t0 = rdtsc(), last = t0, maxgap = 0;
+		for (u64 k = 0; k < wpages; k++) {
+			u64 *w = area + next * PW;
+			for (u64 i = 0; i < PW; i++) {
+				x = xorshift64(x);
+				w[i] = x;
 			}
-			sum ^= v;
-			x = xorshift64(x);
+			if (++next == pages)
+				next = 0;
+			u64 t = rdtsc();
+			if (t - last > maxgap)
+				maxgap = t - last;
+			last = t;
 		}
-		tg_printf("tg: count n=%lu sum=%016lx\n", n, sum);
+		tg_printf("tg: dirty n=%lu mb=%lu step_us=%lu maxgap_us=%lu\n", n, rate,
+			  tsc_to_us(last - t0), tsc_to_us(maxgap));
 		if (delay)
 			delay_ms(delay);
 	}
@@ -216,7 +315,8 @@ NORETURN void bsp_main(void)
 	if (!opt("test", test, sizeof(test)))
 		memcpy(test, "shell", 6);
 	smp_iters = opt_u64("iters", 10000000);
-	ap_job = streq(test, "smp") ? JOB_SMP : JOB_PARK;
+	ap_job = streq(test, "smp") ? JOB_SMP
+		 : streq(test, "count") && opt_u64("allcpus", 0) ? JOB_COUNT : JOB_PARK;
 
 	tsc_init();
 	cpus_detect();
@@ -245,7 +345,11 @@ NORETURN void bsp_main(void)
 		tg_printf("tg: smp ok cpus=%d\n", online);
 		reboot();
 	} else if (streq(test, "count")) {
-		test_count();
+		test_count(online);
+	} else if (streq(test, "dirty")) {
+		test_dirty();
+	} else if (streq(test, "blkseq")) {
+		test_blkseq();
 	} else if (streq(test, "shell")) {
 		test_shell();
 	} else if (streq(test, "pci")) {
@@ -280,6 +384,10 @@ NORETURN void ap_main(u32 slot)
 		while (!__atomic_load_n(&smp_go, __ATOMIC_ACQUIRE))
 			cpu_relax();
 		smp_run(idx);
+	} else if (ap_job == JOB_COUNT) {
+		while (!__atomic_load_n(&count_go, __ATOMIC_ACQUIRE))
+			cpu_relax();
+		count_run(idx);
 	}
 	park();
 }

@@ -2,7 +2,7 @@
 """Boots the test guest under QEMU/KVM and checks its output.
 
 usage: qemu_check.py BZIMAGE [--machines microvm,pc] [--smp 1,2,4]
-                             [--tests boot,smp,count,shell[,panic][,pci,blk,net,net3,netbench,msix]] [-v]
+                             [--tests boot,smp,count,countall,dirty,shell[,panic][,pci,blk,blkseq,net,net3,netbench,msix]] [-v]
 
 Exit status 0 if every run produced the expected lines, the numbers match
 reference.py and QEMU exited by itself.  Needs /dev/kvm and
@@ -15,6 +15,9 @@ once, on -M pc with the first --smp value, with virtio-pci modern devices:
             the host with reference.py, test=blkverify in a second VM (also
             with a wrong seed, which must fail), inject=badhead (NEEDS_RESET,
             reset, recovery) with BARs reassigned by the guest (pcireassign=1)
+  blkseq    test=blkseq on a fresh image (every block fresh, image decoded from
+            the host), then again with msix=1 flush=1 over more blocks (the
+            old blocks must decode to the first run's tags)
   net       two VMs joined by -netdev socket (TCP on 127.0.0.1), test=net
   net3      three VMs on netswitch.py (unix socket, -netdev stream)
   netbench  send/recv and ping/pong for 1 s each (sanity only)
@@ -42,6 +45,8 @@ TESTS = {
     'boot': ('test=boot', b''),
     'smp': ('test=smp', b''),
     'count': ('test=count steps=3 mb=64', b''),
+    'countall': ('test=count allcpus=1 steps=2 mb=32', b''),
+    'dirty': ('test=dirty steps=3 fill=64 rate=8', b''),
     'shell': ('', b'hello\nreboot\n'),
     # not in the default set: QEMU exits 0 on the triple fault too
     'panic': ('test=shell', b'panic\n'),
@@ -102,6 +107,8 @@ def expect(test, smp, out):
         'boot': ['tg: boot ok'],
         'smp': [f'tg: smp ok cpus={smp}'],
         'count': [],
+        'countall': [],
+        'dirty': ['tg: dirty filled mb=64'],
         'shell': ['tg: shell', 'tg: echo hello', 'tg: echo reboot'],
         'panic': ['tg: shell', 'tg: echo panic'],
     }[test]
@@ -119,7 +126,20 @@ def expect(test, smp, out):
         ns = [int(m.group(1)) for l in tg if (m := re.match(r'tg: count n=(\d+) sum=', l))]
         if ns != [1, 2, 3]:
             errs.append(f'count steps {ns}')
-    if test in ('smp', 'count'):
+    if test == 'countall':
+        got = sorted((int(m.group(1)), int(m.group(2))) for l in tg
+                     if (m := re.match(r'tg: count cpu=(\d+) n=(\d+) sum=', l)))
+        if got != [(c, n) for c in range(smp) for n in (1, 2)]:
+            errs.append(f'count cpu/steps {got}')
+    if test == 'dirty':
+        steps = [(int(m.group(1)), int(m.group(2)), int(m.group(3))) for l in tg
+                 if (m := re.fullmatch(r'tg: dirty n=(\d+) mb=8 step_us=(\d+) maxgap_us=(\d+)', l))]
+        if [n for n, _, _ in steps] != [1, 2, 3]:
+            errs.append(f'dirty steps {steps}')
+        # 8 MiB at memory speed: well under a second, gaps inside the step
+        errs += [f'dirty step implausible: n={n} step_us={st} maxgap_us={g}'
+                 for n, st, g in steps if not 0 < st < 1000000 or g > st]
+    if test in ('smp', 'count', 'countall'):
         import contextlib
         import io
         with contextlib.redirect_stdout(io.StringIO()) as buf:
@@ -129,7 +149,7 @@ def expect(test, smp, out):
     return errs
 
 
-DEVICE_TESTS = ('pci', 'blk', 'net', 'net3', 'netbench', 'msix')
+DEVICE_TESTS = ('pci', 'blk', 'blkseq', 'net', 'net3', 'netbench', 'msix')
 
 
 def tg_lines(out):
@@ -212,6 +232,37 @@ def dev_blk(image, smp, timeout, msix=False):
                         errs.append('host check: data outside the written range')
             if name in ('blk-inject', 'blk-msix-inject') and reference.blk_check(d0, 9, 4000, 500)[0]:
                 errs.append('host check: inject run data wrong')
+            yield name, cmd, out, errs
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dev_blkseq(image, smp, timeout):
+    """test=blkseq twice on one image: first all blocks fresh, then (msix=1,
+    more blocks) every old block decodes to the tag of the first run."""
+    tmp = tempfile.mkdtemp(prefix='tg-blkseq-')
+    try:
+        d0 = os.path.join(tmp, 'd0.img')
+        with open(d0, 'wb') as f:
+            f.truncate(1 << 20)
+        drives = ['-drive', f'if=none,id=d0,file={d0},format=raw,cache=none',
+                  '-device', 'virtio-blk-pci,drive=d0,disable-legacy=on']
+        first = {}
+        for name, extra, blocks in (('blkseq', 'test=blkseq blocks=10 delay=0', 10),
+                                    ('blkseq-again', 'test=blkseq blocks=1000 delay=0 msix=1 flush=1', 256)):
+            cmd = qemu_cmd(image, 'pc', smp, f'console=ttyS0 reboot=k panic=-1 acpi=off {extra}') + drives
+            out, rc = run_qemu(cmd, b'', timeout)
+            tg = tg_lines(out)
+            errs = common_errs(out, rc) + want_lines(out, [f'tg: blkseq done blocks={blocks}'])
+            steps = {int(m.group(1)): (m.group(2), m.group(3)) for l in tg
+                     if (m := re.fullmatch(r'tg: blkseq k=(\d+) before=(\S+) tag=([0-9a-f]{16})', l))}
+            if not first:
+                errs += reference.blkseq_check(tg, d0)
+                first = {k: tag for k, (_, tag) in steps.items()}
+            else:
+                errs += [e for e in reference.blkseq_check(tg, d0) if 'not fresh' not in e]
+                errs += [f'block {k}: before={b}, want {first.get(k, "0")}' for k, (b, _) in steps.items()
+                         if b != first.get(k, '0')]
             yield name, cmd, out, errs
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -334,7 +385,7 @@ def main():
     ap.add_argument('image')
     ap.add_argument('--machines', default='microvm,pc')
     ap.add_argument('--smp', default='1,2,4')
-    ap.add_argument('--tests', default='boot,smp,count,shell')
+    ap.add_argument('--tests', default='boot,smp,count,countall,dirty,shell')
     ap.add_argument('--timeout', type=float, default=120)
     ap.add_argument('-v', '--verbose', action='store_true')
     args = ap.parse_args()
@@ -366,6 +417,7 @@ def main():
     smp = int(args.smp.split(',')[0])
     gens = {'pci': lambda: dev_pci(args.image, smp, args.timeout),
             'blk': lambda: dev_blk(args.image, smp, args.timeout),
+            'blkseq': lambda: dev_blkseq(args.image, smp, args.timeout),
             'net': lambda: dev_net(args.image, smp, args.timeout, 2, 100000),
             'net3': lambda: dev_net(args.image, smp, args.timeout, 3, 20000),
             'netbench': lambda: dev_netbench(args.image, smp, args.timeout),

@@ -5,6 +5,12 @@
   reference.py count N [MB]           expected "sum=" of "tg: count n=N"
   reference.py check [LOGFILE]        verify every smp/count line of a guest log
                                       (stdin if no file); exit status 1 on mismatch
+                                      (count: also the "cpu=I" lines of allcpus=1)
+  reference.py blkseqcheck LOGFILE [IMAGE]
+                                      check a test=blkseq log: every before=0, the
+                                      check tags = the last tag of each block, done
+                                      line; with IMAGE also decode the image's blocks
+  reference.py blkseqblock K TAG      block K of test=blkseq with TAG, as hex
   reference.py blkpattern SEED SECTOR  the 512 bytes of a test=blk sector, as hex
   reference.py blkcheck IMAGE SEED START SECTORS
                                       verify a test=blk pattern in a disk image
@@ -20,6 +26,9 @@ smp:   x = INDEX + 1, then ITERS times x = xorshift64(x) (13, 7, 17); ITERS
 count: MB MiB (default 64) of 64-bit words, word 0 = splitmix64(N) (1 if that
        is 0), word i+1 = xorshift64(word i); sum = XOR of all words.
 
+blkseq: block k (4 KiB at sector 8k) = "BLKSEQ01", u64 k, u64 tag, then
+       words w = 3..511 = splitmix64(key + w), key = splitmix64(k ^ splitmix64(tag)),
+       little-endian; an all-zero block has tag 0.
 blk:   sector s = 64 little-endian 64-bit words, word w =
        splitmix64(SEED * 2**40 + s * 64 + w) mod 2**64.
 net:   see README.md ("test=net frame format") and net_frame() below.
@@ -150,6 +159,63 @@ def blk_write(image, seed, start, sectors):
             f.write(blk_sector(seed, s))
 
 
+BLKSEQ_MAGIC = b'BLKSEQ01'
+
+
+def blkseq_block(k, tag):
+    key = splitmix64(k ^ splitmix64(tag))
+    return BLKSEQ_MAGIC + k.to_bytes(8, 'little') + tag.to_bytes(8, 'little') + \
+        b''.join(splitmix64((key + w) & MASK).to_bytes(8, 'little') for w in range(3, 512))
+
+
+def blkseq_decode(data, k):
+    """The tag of a test=blkseq block: int, 0 for an all-zero block, None if bad."""
+    if data == bytes(4096):
+        return 0
+    if len(data) != 4096 or data[:8] != BLKSEQ_MAGIC or int.from_bytes(data[8:16], 'little') != k:
+        return None
+    tag = int.from_bytes(data[16:24], 'little')
+    if tag in (0, MASK) or data != blkseq_block(k, tag):
+        return None
+    return tag
+
+
+def blkseq_check(lines, image=None):
+    """Returns a list of problems of a test=blkseq log (and the disk image)."""
+    errs, last, checked, done = [], {}, {}, None
+    for line in lines:
+        line = line.strip('\r\n')
+        m = re.search(r'tg: blkseq k=(\d+) before=(\S+) tag=([0-9a-f]{16})$', line)
+        if m:
+            k = int(m.group(1))
+            if m.group(2) != '0':
+                errs.append(f'block {k} not fresh: {line}')
+            last[k] = m.group(3)
+            continue
+        m = re.search(r'tg: blkseq check k=(\d+) tag=(\S+)$', line)
+        if m:
+            checked[int(m.group(1))] = m.group(2)
+            continue
+        m = re.search(r'tg: blkseq done blocks=(\d+)', line)
+        if m:
+            done = int(m.group(1))
+    if done is None:
+        errs.append('no "tg: blkseq done" line')
+    elif sorted(checked) != list(range(done)) or sorted(last) != list(range(done)):
+        errs.append(f'blocks written {len(last)}, checked {len(checked)}, done={done}')
+    for k, tag in sorted(checked.items()):
+        if last.get(k) != tag:
+            errs.append(f'block {k}: check tag={tag}, last written {last.get(k)}')
+    if image is not None:
+        with open(image, 'rb') as f:
+            for k, tag in sorted(last.items()):
+                f.seek(k * 4096)
+                got = blkseq_decode(f.read(4096), k)
+                if got != int(tag, 16):
+                    errs.append(f'image block {k}: {got if got is None else f"{got:016x}"}, want {tag}')
+    return errs
+
+
 NET_ETHERTYPE = 0x88B5
 NET_MAGIC = 0x746E6774   # b"tgnt" little-endian
 NET_KIND_DATA = 1
@@ -207,7 +273,7 @@ def check(lines):
             want = smp_result(int(m.group(1)), int(params.get('iters', '10000000'), 0))
             good = int(m.group(2), 16) == want
         else:
-            m = re.search(r'tg: count n=(\d+) sum=([0-9a-f]{16})', line)
+            m = re.search(r'tg: count (?:cpu=\d+ )?n=(\d+) sum=([0-9a-f]{16})', line)
             if not m:
                 continue
             want = count_sum(int(m.group(1)), int(params.get('mb', '64'), 0))
@@ -241,6 +307,17 @@ def main(argv):
             print(f'blkcheck error sector={first} bad_sectors={bad}')
             return 1
         print(f'blkcheck ok sectors={sectors}')
+    elif len(argv) >= 2 and argv[0] == 'blkseqcheck':
+        with open(argv[1], errors='replace') as f:
+            lines = f.readlines()
+        errs = blkseq_check(lines, argv[2] if len(argv) > 2 else None)
+        for e in errs:
+            print('blkseqcheck error:', e)
+        if errs:
+            return 1
+        print('blkseqcheck ok')
+    elif len(argv) >= 3 and argv[0] == 'blkseqblock':
+        print(blkseq_block(int(argv[1], 0), int(argv[2], 16)).hex())
     elif len(argv) >= 4 and argv[0] == 'netframe':
         print(net_frame(parse_mac(argv[1]), parse_mac(argv[2]), int(argv[3], 0)).hex())
     elif argv and argv[0] == 'selftest':

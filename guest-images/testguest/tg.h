@@ -237,6 +237,7 @@ int virtio_msix_report(struct virtio_dev *vd);  /* tg: msix dev=... line; -1 = t
 /* blk.c, net.c */
 NORETURN void test_blk(int verify_only);
 NORETURN void test_blkbench(void);
+NORETURN void test_blkseq(void);
 NORETURN void test_net(void);
 NORETURN void test_netbench(void);
 
