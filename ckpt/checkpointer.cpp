@@ -139,6 +139,9 @@ Result<void> CheckpointRun::prepare()
             result_.parent = parent->id;
         }
     }
+    // Dirty logging starts with the first checkpoint, before its pause (a
+    // memory-slot update is slow); it stays on for the incremental ones.
+    if (!cp_.dirty_.active()) TRY(cp_.dirty_.start());
     tmp_ = root_ + "/.tmp-" + result_.id + "-" + std::to_string(::getpid());
     std::error_code ec;
     if (!std::filesystem::create_directory(tmp_, ec)) return Error("cannot create " + tmp_ + ": " + ec.message());
@@ -173,10 +176,6 @@ void CheckpointRun::unpause()
 // written since the parent), and the dirty baseline for the next one.
 Result<Bitmap> CheckpointRun::pages_at_pause()
 {
-    if (!cp_.dirty_.active()) {
-        TRY(cp_.dirty_.start());
-        return all_ram_pages();
-    }
     TRY_ASSIGN(Bitmap dirty, cp_.dirty_.take());
     taken_.merge(dirty);
     if (result_.incremental) return dirty;
@@ -228,10 +227,7 @@ Result<void> CheckpointRun::run_live()
     // Round 0 copies everything this checkpoint needs while the guest runs;
     // each later round copies what the guest wrote meanwhile.
     Bitmap pages;
-    if (!cp_.dirty_.active()) {
-        TRY(cp_.dirty_.start());
-        pages = all_ram_pages();
-    } else {
+    {
         TRY_ASSIGN(Bitmap dirty, cp_.dirty_.take());
         taken_.merge(dirty);
         pages = result_.incremental ? std::move(dirty) : all_ram_pages();
