@@ -109,6 +109,7 @@ private:
     std::vector<Section> sections_;
     std::vector<dev::ChainDescription> disks_;
     Bitmap taken_;  // dirty pages taken from the tracker (given back on failure)
+    std::vector<bool> touched_;  // chunks the guest ever touched, at the pause
     bool paused_here_ = false, committed_ = false;
     Clock::time_point start_ = Clock::now(), pause_start_;
 };
@@ -176,6 +177,7 @@ void CheckpointRun::unpause()
 // written since the parent), and the dirty baseline for the next one.
 Result<Bitmap> CheckpointRun::pages_at_pause()
 {
+    touched_ = mem_.touched_chunks();
     TRY_ASSIGN(Bitmap dirty, cp_.dirty_.take());
     taken_.merge(dirty);
     if (result_.incremental) return dirty;
@@ -193,6 +195,10 @@ Result<void> CheckpointRun::copy_pages(const Bitmap& pages)
         if (!any) continue;
         const uint8_t* src = mem_.host_page(c * kChunkSize);
         if (!src) continue;
+        if (c < touched_.size() && !touched_[c]) {
+            writer_->add_zero(c, mask);
+            continue;
+        }
         TRY_ASSIGN(auto copy, writer_->copy_here(c, src, mask));
         TRY(writer_->submit(copy));
     }
@@ -236,6 +242,7 @@ Result<void> CheckpointRun::run_live()
         TRY(pause());
     } else {
         for (;;) {
+            touched_ = mem_.touched_chunks();
             TRY(copy_pages(pages));
             ++result_.live_rounds;
             TRY_ASSIGN(Bitmap dirty, cp_.dirty_.take());
@@ -251,6 +258,7 @@ Result<void> CheckpointRun::run_live()
         pages.merge(last);
     }
     TRY(freeze_disks());
+    touched_ = mem_.touched_chunks();
     TRY(copy_pages(pages));
     unpause();
     TRY_ASSIGN(auto summary, writer_->finish());
@@ -271,7 +279,7 @@ Result<void> CheckpointRun::run_cow()
     TRY(freeze_disks());
     const double disks_ms = ms_since(t);
     t = Clock::now();
-    TRY_ASSIGN(auto cow, CowCapture::start(mem_, pages, *writer_));
+    TRY_ASSIGN(auto cow, CowCapture::start(mem_, pages, touched_, *writer_));
     log_debug("checkpoint: dirty log " + std::to_string(dirty_ms) + " ms, disks " + std::to_string(disks_ms) +
               " ms, write-protect " + std::to_string(ms_since(t)) + " ms");
     unpause();

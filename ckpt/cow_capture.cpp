@@ -13,7 +13,7 @@ CowCapture::CowCapture(const vmm::GuestMemory& memory, const Bitmap& pages, Memo
 }
 
 Result<std::unique_ptr<CowCapture>> CowCapture::start(const vmm::GuestMemory& memory, const Bitmap& pages,
-                                                      MemoryImageWriter& writer)
+                                                      const std::vector<bool>& touched, MemoryImageWriter& writer)
 {
     // Pages the guest never touched must be protected too (they are zero at
     // the pause but may not be later).
@@ -25,15 +25,24 @@ Result<std::unique_ptr<CowCapture>> CowCapture::start(const vmm::GuestMemory& me
             return reg.error().context("userfaultfd write-protect");
         }
     // Protect runs of chunks that hold pages of this checkpoint.
+    auto wanted = [&](uint64_t chunk) {
+        return pages.any_in(chunk * kPagesPerChunk, kPagesPerChunk) && memory.host_page(chunk * kChunkSize) &&
+               (chunk >= touched.size() || touched[chunk]);
+    };
     uint64_t c0 = 0;
     while (c0 < c->chunks_) {
-        if (!pages.any_in(c0 * kPagesPerChunk, kPagesPerChunk) || !memory.host_page(c0 * kChunkSize)) {
-            c->claimed_[c0] = 1;  // nothing to save
+        if (!wanted(c0)) {
+            c->claimed_[c0] = 1;  // nothing to save, or known zero
+            if (pages.any_in(c0 * kPagesPerChunk, kPagesPerChunk) && memory.host_page(c0 * kChunkSize)) {
+                uint64_t mask[kPagesPerChunk / 64];
+                c->mask_of(c0, mask);
+                writer.add_zero(c0, mask);
+            }
             ++c0;
             continue;
         }
         uint64_t c1 = c0 + 1;
-        while (c1 < c->chunks_ && pages.any_in(c1 * kPagesPerChunk, kPagesPerChunk) && memory.host_page(c1 * kChunkSize) &&
+        while (c1 < c->chunks_ && wanted(c1) &&
                memory.host_page(c1 * kChunkSize) == memory.host_page(c0 * kChunkSize) + (c1 - c0) * kChunkSize)
             ++c1;
         if (auto r = c->uffd_.write_protect(memory.host_page(c0 * kChunkSize), (c1 - c0) * kChunkSize, true); !r) {

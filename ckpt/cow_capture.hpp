@@ -23,8 +23,9 @@ namespace vvmm::ckpt {
 class CowCapture {
 public:
     // Call while the VM is paused.
+    // Chunks not in `touched` are zero at the pause: recorded as such, not protected.
     static Result<std::unique_ptr<CowCapture>> start(const vmm::GuestMemory& memory, const Bitmap& pages,
-                                                     MemoryImageWriter& writer);
+                                                     const std::vector<bool>& touched, MemoryImageWriter& writer);
     ~CowCapture();
     // Checkpoint thread, VM running: saves every chunk, returns when all are
     // queued for writing and the protection is gone.

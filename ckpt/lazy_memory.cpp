@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include "ckpt/manifest.hpp"
+#include "ckpt/memory_hash.hpp"
 #include "ckpt/memory_image_writer.hpp"
 
 namespace vvmm::ckpt {
@@ -10,10 +11,25 @@ namespace vvmm::ckpt {
 LazyMemory::LazyMemory(const vmm::GuestMemory& memory, std::vector<ChainLink> chain, OnFatal on_fatal, Userfault uffd)
     : memory_(memory), chain_(std::move(chain)), on_fatal_(std::move(on_fatal)), uffd_(std::move(uffd))
 {
+    // Chunks whose checksums say "all zeros" in every image that holds them
+    // are not prefetched: they stay holes of the memfd (zeros) unless the
+    // guest touches them before prefetching ends.
     for (const auto& r : memory_.regions())
-        for (uint64_t c = r.guest_phys / kChunkSize; c < (r.guest_phys + r.size) / kChunkSize; ++c) ram_chunks_.push_back(c);
+        for (uint64_t c = r.guest_phys / kChunkSize; c < (r.guest_phys + r.size) / kChunkSize; ++c)
+            if (!known_zero(c)) ram_chunks_.push_back(c);
     loaded_.assign(memory_.guest_phys_end() / kChunkSize, 0);
     buffer_.resize(kChunkSize);
+}
+
+bool LazyMemory::known_zero(uint64_t c) const
+{
+    for (const auto& link : chain_) {
+        const auto& h = link.manifest.memory.chunks.at(c);
+        const bool holds = !link.pages || link.pages->any_in(c * kPagesPerChunk, kPagesPerChunk);
+        if (holds && (!h || *h != zero_chunk_hash())) return false;
+        if (!link.pages) return true;  // a full image ends the search
+    }
+    return true;
 }
 
 Result<std::unique_ptr<LazyMemory>> LazyMemory::create(const vmm::GuestMemory& memory, std::vector<ChainLink> chain,

@@ -43,7 +43,9 @@ private:
     std::vector<ChainLink> chain_;
     OnFatal on_fatal_;
     Userfault uffd_;
-    std::vector<uint64_t> ram_chunks_;  // in prefetch order
+    bool known_zero(uint64_t chunk) const;
+
+    std::vector<uint64_t> ram_chunks_;  // in prefetch order (chunks known to be zero are left out)
     std::vector<uint8_t> loaded_;       // per chunk of the image
     std::vector<uint8_t> buffer_, scratch_;
     std::atomic<bool> stop_{false}, complete_{false};

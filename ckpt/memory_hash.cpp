@@ -29,6 +29,15 @@ uint64_t zero_page_hash()
     return h;
 }
 
+uint64_t zero_chunk_hash()
+{
+    static const uint64_t h = [] {
+        std::vector<uint64_t> folded(kPagesPerChunk, zero_page_hash());
+        return XXH3_64bits(folded.data(), folded.size() * sizeof(uint64_t));
+    }();
+    return h;
+}
+
 std::vector<std::optional<uint64_t>> fold_chunk_hashes(const std::vector<uint64_t>& page_hashes, const Bitmap& pages)
 {
     const uint64_t chunks = page_hashes.size() / kPagesPerChunk;

@@ -16,6 +16,8 @@ namespace vvmm::ckpt {
 bool page_is_zero(const uint8_t* page);
 uint64_t page_hash(const uint8_t* page);
 uint64_t zero_page_hash();
+// The checksum of a chunk of zeros.
+uint64_t zero_chunk_hash();
 // Chunks with no page in `pages` get nullopt.
 std::vector<std::optional<uint64_t>> fold_chunk_hashes(const std::vector<uint64_t>& page_hashes, const Bitmap& pages);
 // The checksum of one 2 MiB chunk as read from memory.img.

@@ -166,6 +166,15 @@ Result<void> MemoryImageWriter::submit(const ChunkCopy& c)
     return ok();
 }
 
+void MemoryImageWriter::add_zero(uint64_t chunk, const uint64_t (&mask)[kPagesPerChunk / 64])
+{
+    for (uint64_t p = 0; p < kPagesPerChunk; ++p) {
+        if (!((mask[p / 64] >> (p % 64)) & 1)) continue;
+        page_hash_[chunk * kPagesPerChunk + p] = zero_page_hash();
+        page_map_.set(chunk * kPagesPerChunk + p);
+    }
+}
+
 Result<void> MemoryImageWriter::reap(bool wait)
 {
     if (in_flight_ == 0) return ok();

@@ -56,6 +56,9 @@ public:
     Result<ChunkCopy> copy_here(uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64]);
     // Checkpoint thread only.
     Result<void> submit(const ChunkCopy& c);
+    // The pages of `mask` in `chunk` are known to be zero (never touched):
+    // they belong to the image as holes, nothing is copied or written.
+    void add_zero(uint64_t chunk, const uint64_t (&mask)[kPagesPerChunk / 64]);
     Result<void> reap(bool wait);
     // Waits for every write, makes the file durable, folds the checksums.
     Result<MemoryImageSummary> finish();

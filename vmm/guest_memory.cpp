@@ -90,6 +90,28 @@ uint8_t* GuestMemory::host_page(uint64_t gpa) const
     return nullptr;
 }
 
+std::vector<bool> GuestMemory::touched_chunks() const
+{
+    constexpr uint64_t kChunk = 2ull << 20;
+    std::vector<bool> out(guest_phys_end() / kChunk, huge_pages_);
+    if (huge_pages_) return out;  // hugetlbfs reports no holes: treat all as touched
+    for (const auto& r : regions_) {
+        off_t at = static_cast<off_t>(r.file_offset);
+        const off_t end = static_cast<off_t>(r.file_offset + r.size);
+        while (at < end) {
+            const off_t data = ::lseek(fd_.get(), at, SEEK_DATA);
+            if (data < 0 || data >= end) break;
+            off_t hole = ::lseek(fd_.get(), data, SEEK_HOLE);
+            if (hole < 0 || hole > end) hole = end;
+            for (uint64_t c = (static_cast<uint64_t>(data) - r.file_offset) / kChunk;
+                 c <= (static_cast<uint64_t>(hole) - 1 - r.file_offset) / kChunk; ++c)
+                out[r.guest_phys / kChunk + c] = true;
+            at = hole;
+        }
+    }
+    return out;
+}
+
 void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const
 {
     if (len == 0) return;

@@ -50,6 +50,10 @@ public:
     // End of RAM in guest-physical space (the size of a memory image laid
     // out by guest-physical address).
     uint64_t guest_phys_end() const;
+    // Guest-physical 2 MiB chunks holding any page the guest (or vvmm) ever
+    // touched; the others are still holes of the memfd and read as zeros.
+    // One bit per chunk of [0, guest_phys_end()).
+    std::vector<bool> touched_chunks() const;
     // Host pointer of the guest page at `gpa` (page-aligned), nullptr if not RAM.
     uint8_t* host_page(uint64_t gpa) const;
 
