@@ -10,3 +10,7 @@ echo "== demo: booting the test guest with 4 vCPUs (it runs test=smp and reboots
 echo "\$ build/vvmm run --kernel build/guest/testguest.bzImage --cpus 4 --mem 512M --cmdline \"test=smp\""
 build/vvmm run --kernel build/guest/testguest.bzImage --cpus 4 --mem 512M --cmdline "test=smp" </dev/null
 echo "== demo: the guest rebooted and vvmm exited with status $? =="
+echo
+echo "== demo: checkpoint a running VM, kill -9 it, restore it =="
+examples/checkpoint-demo.sh
+echo "== demo: done =="
