@@ -83,16 +83,6 @@ Result<void> CowCapture::release(uint64_t chunk)
     return uffd_.write_protect(memory_.host_page(chunk * kChunkSize), kChunkSize, false);
 }
 
-std::optional<uint64_t> CowCapture::chunk_of_host(uint64_t addr) const
-{
-    const uint64_t base = reinterpret_cast<uint64_t>(memory_.host_base());
-    if (addr < base) return std::nullopt;
-    const uint64_t off = addr - base;
-    for (const auto& r : memory_.regions())
-        if (off >= r.file_offset && off - r.file_offset < r.size) return (r.guest_phys + (off - r.file_offset)) / kChunkSize;
-    return std::nullopt;
-}
-
 void CowCapture::fault_loop()
 {
     uffd_msg msgs[16];
@@ -107,7 +97,7 @@ void CowCapture::fault_loop()
             const auto fault = describe_event(msgs[i]);
             if (!fault || !fault->wp) continue;
             const auto t0 = std::chrono::steady_clock::now();
-            const auto chunk = chunk_of_host(fault->address);
+            const auto chunk = chunk_of_host(memory_, fault->address);
             // The checkpoint thread may own this chunk: its release() wakes us.
             if (!chunk || *chunk >= chunks_) continue;
             fault_busy_ = true;  // before the claim: see run()

@@ -38,7 +38,6 @@ private:
     bool claim(uint64_t chunk);
     Result<void> release(uint64_t chunk);
     void fault_loop();
-    std::optional<uint64_t> chunk_of_host(uint64_t addr) const;
     void unregister_all();
 
     const vmm::GuestMemory& memory_;

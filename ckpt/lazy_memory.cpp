@@ -68,16 +68,6 @@ void LazyMemory::wait_complete()
     while (!complete_ && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
-std::optional<uint64_t> LazyMemory::chunk_of_host(uint64_t addr) const
-{
-    const uint64_t base = reinterpret_cast<uint64_t>(memory_.host_base());
-    if (addr < base) return std::nullopt;
-    const uint64_t off = addr - base;
-    for (const auto& r : memory_.regions())
-        if (off >= r.file_offset && off - r.file_offset < r.size) return (r.guest_phys + (off - r.file_offset)) / kChunkSize;
-    return std::nullopt;
-}
-
 Result<void> LazyMemory::load(uint64_t c)
 {
     if (loaded_[c]) return ok();
@@ -105,7 +95,7 @@ void LazyMemory::loop()
         for (size_t i = 0; i < n.value(); ++i) {
             const auto fault = describe_event(msgs[i]);
             if (!fault) continue;
-            const auto c = chunk_of_host(fault->address);
+            const auto c = chunk_of_host(memory_, fault->address);
             if (!c) continue;
             if (loaded_[*c]) {
                 (void)uffd_.wake(reinterpret_cast<void*>(fault->address & ~(kPageSize - 1)), kPageSize);

@@ -37,7 +37,6 @@ private:
     LazyMemory(const vmm::GuestMemory& memory, std::vector<ChainLink> chain, OnFatal on_fatal, Userfault uffd);
     void loop();
     Result<void> load(uint64_t chunk);
-    std::optional<uint64_t> chunk_of_host(uint64_t addr) const;
 
     const vmm::GuestMemory& memory_;
     std::vector<ChainLink> chain_;

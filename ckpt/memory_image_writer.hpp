@@ -24,10 +24,18 @@
 #include "vmm/base/bitmap.hpp"
 #include "vmm/base/result.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/guest_memory.hpp"
 
 namespace vvmm::ckpt {
 
 inline constexpr uint64_t kPagesPerChunk = 512;
+
+// The 2 MiB chunk of guest-physical memory a host address falls in.
+inline std::optional<uint64_t> chunk_of_host(const vmm::GuestMemory& memory, uint64_t host_addr)
+{
+    const auto gpa = memory.gpa_of_host(host_addr);
+    return gpa ? std::optional<uint64_t>(*gpa / (2ull << 20)) : std::nullopt;
+}
 
 struct ChunkCopy {
     uint64_t chunk = 0;

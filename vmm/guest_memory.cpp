@@ -83,6 +83,16 @@ uint64_t GuestMemory::guest_phys_end() const
     return end;
 }
 
+std::optional<uint64_t> GuestMemory::gpa_of_host(uint64_t host_addr) const
+{
+    const uint64_t base = reinterpret_cast<uint64_t>(mapping_.data());
+    if (host_addr < base) return std::nullopt;
+    const uint64_t off = host_addr - base;
+    for (const auto& r : regions_)
+        if (off >= r.file_offset && off - r.file_offset < r.size) return r.guest_phys + (off - r.file_offset);
+    return std::nullopt;
+}
+
 uint8_t* GuestMemory::host_page(uint64_t gpa) const
 {
     for (const auto& r : regions_)

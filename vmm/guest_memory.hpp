@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -54,6 +55,9 @@ public:
     // touched; the others are still holes of the memfd and read as zeros.
     // One bit per chunk of [0, guest_phys_end()).
     std::vector<bool> touched_chunks() const;
+    // The guest-physical address a host address inside the mapping stands for
+    // (userfaultfd reports host addresses), nullopt outside guest RAM.
+    std::optional<uint64_t> gpa_of_host(uint64_t host_addr) const;
     // Host pointer of the guest page at `gpa` (page-aligned), nullptr if not RAM.
     uint8_t* host_page(uint64_t gpa) const;
 

@@ -1,5 +1,6 @@
 """A vvmm process running in the background with a control socket and its
 console in a file, for tests that checkpoint, kill and restore VMs."""
+import atexit
 import json
 import os
 import re
@@ -11,6 +12,18 @@ import time
 import harness as h
 
 
+_started = []
+
+
+@atexit.register
+def _kill_leftovers():
+    """A failed check exits the test at once: no VM it started may outlive it."""
+    for p in _started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 class Vm:
     def __init__(self, args, workdir, name):
         self.workdir = workdir
@@ -20,6 +33,7 @@ class Vm:
         self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen([h.VVMM] + args + ["--api", self.api, "--console", "file:" + self.console],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        _started.append(self.proc)
         deadline = time.monotonic() + 20
         while not os.path.exists(self.api):
             if self.proc.poll() is not None or time.monotonic() > deadline:
