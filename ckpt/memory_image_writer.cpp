@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "ckpt/manifest.hpp"
@@ -26,6 +27,7 @@ Result<std::unique_ptr<MemoryImageWriter>> MemoryImageWriter::create(const std::
     w->ring_ok_ = true;
     w->depth_ = queue_depth;
     w->image_size_ = image_size;
+    buffers = std::max(buffers, kReservedBuffers + 2);
     w->pool_bytes_ = static_cast<size_t>(buffers) * kChunkSize;
     void* p = ::mmap(nullptr, w->pool_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED) return errno_error("allocating checkpoint buffers");
@@ -81,12 +83,20 @@ static void copy_pages(uint8_t* dst, const uint8_t* src, const uint64_t (&mask)[
 
 ChunkCopy MemoryImageWriter::copy(uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64])
 {
-    ChunkCopy c;
+    unsigned buffer;
     {
         std::unique_lock lock(pool_mutex_);
         pool_cv_.wait(lock, [&] { return !free_.empty(); });
-        c.buffer = take_buffer_locked(lock);
+        buffer = take_buffer_locked(lock);
     }
+    return fill(buffer, chunk, src, mask);
+}
+
+ChunkCopy MemoryImageWriter::fill(unsigned buffer, uint64_t chunk, const uint8_t* src,
+                                  const uint64_t (&mask)[kPagesPerChunk / 64])
+{
+    ChunkCopy c;
+    c.buffer = buffer;
     c.chunk = chunk;
     std::memcpy(c.mask, mask, sizeof c.mask);
     c.data = pool_ + static_cast<size_t>(c.buffer) * kChunkSize;
@@ -99,11 +109,14 @@ Result<ChunkCopy> MemoryImageWriter::copy_here(uint64_t chunk, const uint8_t* sr
     for (;;) {
         {
             std::unique_lock lock(pool_mutex_);
-            if (!free_.empty()) break;
+            if (free_.size() > kReservedBuffers) {
+                const unsigned buffer = take_buffer_locked(lock);
+                lock.unlock();
+                return fill(buffer, chunk, src, mask);
+            }
         }
         TRY(reap(true));
     }
-    return copy(chunk, src, mask);
 }
 
 Result<void> MemoryImageWriter::queue_write(const uint8_t* data, uint64_t len, uint64_t offset, unsigned buffer)

@@ -29,6 +29,7 @@
 namespace vvmm::ckpt {
 
 inline constexpr uint64_t kPagesPerChunk = 512;
+inline constexpr unsigned kReservedBuffers = 4;
 
 // The 2 MiB chunk of guest-physical memory a host address falls in.
 inline std::optional<uint64_t> chunk_of_host(const vmm::GuestMemory& memory, uint64_t host_addr)
@@ -60,7 +61,9 @@ public:
     // Any thread: copies the pages of `mask` from `src` (the chunk's first
     // byte in guest memory). Blocks while every buffer is in use.
     ChunkCopy copy(uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64]);
-    // Checkpoint thread: as copy(), but reaps completions while waiting.
+    // Checkpoint thread: as copy(), but reaps completions while waiting, and
+    // leaves kReservedBuffers free for copy() so a guest blocked on a
+    // copy-on-write fault never waits for a disk write.
     Result<ChunkCopy> copy_here(uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64]);
     // Checkpoint thread only.
     Result<void> submit(const ChunkCopy& c);
@@ -75,6 +78,7 @@ public:
 private:
     MemoryImageWriter() = default;
     unsigned take_buffer_locked(std::unique_lock<std::mutex>& lock);
+    ChunkCopy fill(unsigned buffer, uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64]);
     void release_buffer(unsigned b);
     Result<void> queue_write(const uint8_t* data, uint64_t len, uint64_t offset, unsigned buffer);
 
