@@ -140,7 +140,7 @@ Result<void> CowCapture::run()
         if (!claim(c)) continue;
         uint64_t mask[kPagesPerChunk / 64];
         mask_of(c, mask);
-        TRY_ASSIGN(auto copy, writer_.copy_here(c, memory_.host_page(c * kChunkSize), mask));
+        TRY_ASSIGN(auto copy, writer_.copy_here(c, memory_.host_page(c * kChunkSize), mask, submit_ready));
         TRY(release(c));
         TRY(writer_.submit(copy));
     }

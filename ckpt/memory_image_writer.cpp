@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "ckpt/manifest.hpp"
 #include "ckpt/memory_hash.hpp"
@@ -104,7 +105,8 @@ ChunkCopy MemoryImageWriter::fill(unsigned buffer, uint64_t chunk, const uint8_t
     return c;
 }
 
-Result<ChunkCopy> MemoryImageWriter::copy_here(uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64])
+Result<ChunkCopy> MemoryImageWriter::copy_here(uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64],
+                                               const std::function<Result<void>()>& while_waiting)
 {
     for (;;) {
         {
@@ -115,7 +117,9 @@ Result<ChunkCopy> MemoryImageWriter::copy_here(uint64_t chunk, const uint8_t* sr
                 return fill(buffer, chunk, src, mask);
             }
         }
-        TRY(reap(true));
+        if (while_waiting) TRY(while_waiting());
+        if (in_flight_ > 0) TRY(reap(true));
+        else std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
 }
 

@@ -14,6 +14,7 @@
 #include <liburing.h>
 
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -64,7 +65,10 @@ public:
     // Checkpoint thread: as copy(), but reaps completions while waiting, and
     // leaves kReservedBuffers free for copy() so a guest blocked on a
     // copy-on-write fault never waits for a disk write.
-    Result<ChunkCopy> copy_here(uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64]);
+    // `while_waiting` runs before each wait: buffers may be held by copies
+    // the caller has yet to submit (the fault thread's), and only it can.
+    Result<ChunkCopy> copy_here(uint64_t chunk, const uint8_t* src, const uint64_t (&mask)[kPagesPerChunk / 64],
+                                const std::function<Result<void>()>& while_waiting = {});
     // Checkpoint thread only.
     Result<void> submit(const ChunkCopy& c);
     // The pages of `mask` in `chunk` are known to be zero (never touched):
