@@ -16,7 +16,7 @@ set -euo pipefail
 declare -A SOURCES=(
     [checkpoint_state]="ckpt/state_file.cpp ckpt/manifest.cpp devices/serial_16550.cpp devices/i8042.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp vmm/base/log.cpp"
     [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp"
-    [virtqueue]="devices/virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/kvm_vm.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/log.cpp"
+    [virtqueue]="devices/virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/kvm_vm.cpp vmm/kvm_system.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/log.cpp"
 )
 
 SECONDS_PER_TARGET=${1:-60}
