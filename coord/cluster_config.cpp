@@ -1,0 +1,656 @@
+#include "coord/cluster_config.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <initializer_list>
+#include <map>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "devices/disk_image.hpp"
+#include "vmm/base/size_parse.hpp"
+#include "vmm/memory_layout.hpp"
+#include "vmm/mp_table.hpp"
+#include "vmm/vm_config.hpp"
+
+namespace vvmm::coord {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A config is a few KiB; anything this large is not one.
+constexpr uintmax_t kMaxConfigBytes = 1 << 20;
+// x86 Linux's COMMAND_LINE_SIZE is 2048 (NUL included); the loader checks the
+// kernel's own limit later, but a config whose peer list cannot fit any
+// kernel should fail here, at the config.
+constexpr size_t kMaxGuestCmdline = 2047;
+
+std::string address_with_port(const std::string& address, unsigned port)
+{
+    // IPv6 literals need brackets so the port's ':' is not ambiguous.
+    if (address.find(':') != std::string::npos) return "[" + address + "]:" + std::to_string(port);
+    return address + ":" + std::to_string(port);
+}
+
+std::string type_name(const toml::node& n)
+{
+    switch (n.type()) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a floating-point number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+    default: return "nothing";
+    }
+}
+
+std::string where(const toml::source_position& p)
+{
+    return std::to_string(p.line) + ":" + std::to_string(p.column);
+}
+
+// VM and node names become directory and peer ids: keep them to a safe set
+// (the same rule as net::validate_peer_id) and refuse the two that are not
+// directory names.
+std::string name_problem(const std::string& name)
+{
+    if (name.empty() || name.size() > 64) return "must be 1..64 characters";
+    for (char c : name) {
+        const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                             c == '.' || c == '_' || c == '-';
+        if (!allowed) return "may only contain letters, digits, '.', '_' and '-'";
+    }
+    if (name == "." || name == "..") return "is not usable as a directory name";
+    return "";
+}
+
+// "a.b.c.d/len": decimal octets without leading zeros (which some tools
+// read as octal), prefix length 1..32.
+bool parse_guest_ip(const std::string& text, std::string& address_out)
+{
+    const auto slash = text.find('/');
+    if (slash == std::string::npos) return false;
+    const std::string address = text.substr(0, slash), len = text.substr(slash + 1);
+    if (len.empty() || len.size() > 2 || !std::all_of(len.begin(), len.end(), ::isdigit)) return false;
+    if (len.size() == 2 && len[0] == '0') return false;
+    const int prefix = std::stoi(len);
+    if (prefix < 1 || prefix > 32) return false;
+    int octets = 0;
+    size_t pos = 0;
+    while (true) {
+        size_t end = pos;
+        while (end < address.size() && std::isdigit(static_cast<unsigned char>(address[end]))) ++end;
+        const size_t digits = end - pos;
+        if (digits == 0 || digits > 3 || (digits > 1 && address[pos] == '0')) return false;
+        if (std::stoi(address.substr(pos, digits)) > 255) return false;
+        ++octets;
+        if (end == address.size()) break;
+        if (address[end] != '.' || octets == 4) return false;
+        pos = end + 1;
+    }
+    if (octets != 4) return false;
+    address_out = address;
+    return true;
+}
+
+struct VmPositions {
+    toml::source_position table, name, port, mac, ip;
+};
+
+class Checker {
+public:
+    Checker(std::string shown, fs::path base) : shown_(std::move(shown)), base_(std::move(base)) {}
+
+    void error(const toml::source_position& at, const std::string& what)
+    {
+        errors_.push_back(shown_ + ":" + where(at) + ": " + what);
+    }
+    bool failed() const { return !errors_.empty(); }
+    Error result() const
+    {
+        std::string all;
+        for (const auto& e : errors_) all += (all.empty() ? "" : "\n") + e;
+        return Error(all);
+    }
+
+    // Relative paths are relative to the config file's directory, so a
+    // config works the same from any working directory.
+    fs::path resolve(const std::string& p) const
+    {
+        const fs::path path(p);
+        return (path.is_absolute() ? path : base_ / path).lexically_normal();
+    }
+
+    void check_keys(const toml::table& t, const std::string& what, std::initializer_list<std::string_view> known)
+    {
+        for (const auto& [key, value] : t) {
+            (void)value;
+            if (std::find(known.begin(), known.end(), key.str()) != known.end()) continue;
+            std::string list;
+            for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+            error(key.source().begin, "unknown key '" + std::string(key.str()) + "' in " + what + " (known: " + list + ")");
+        }
+    }
+
+    // nullptr if absent (an error if required) or of the wrong type (an error).
+    const toml::node* get(const toml::table& t, std::string_view key, const std::string& what, bool required,
+                          toml::node_type type)
+    {
+        const toml::node* n = t.get(key);
+        if (!n) {
+            if (required) error(t.source().begin, what + " is missing required key '" + std::string(key) + "'");
+            return nullptr;
+        }
+        if (n->type() != type) {
+            const std::string want = type == toml::node_type::string    ? "a string"
+                                     : type == toml::node_type::integer ? "an integer"
+                                     : type == toml::node_type::array   ? "an array of strings"
+                                                                        : "a table";
+            error(n->source().begin, "'" + std::string(key) + "' in " + what + " must be " + want + ", not " +
+                                         type_name(*n));
+            return nullptr;
+        }
+        return n;
+    }
+
+    std::optional<std::string> get_string(const toml::table& t, std::string_view key, const std::string& what,
+                                          bool required)
+    {
+        const toml::node* n = get(t, key, what, required, toml::node_type::string);
+        if (!n) return std::nullopt;
+        return std::string(n->as_string()->get());
+    }
+
+    std::optional<int64_t> get_int(const toml::table& t, std::string_view key, const std::string& what, bool required)
+    {
+        const toml::node* n = get(t, key, what, required, toml::node_type::integer);
+        if (!n) return std::nullopt;
+        return n->as_integer()->get();
+    }
+
+    // A non-empty string naming a file; resolved.
+    std::optional<fs::path> get_path(const toml::table& t, std::string_view key, const std::string& what,
+                                     bool required)
+    {
+        auto s = get_string(t, key, what, required);
+        if (!s) return std::nullopt;
+        if (s->empty() || s->find('\0') != std::string::npos) {
+            error(t.get(key)->source().begin, "'" + std::string(key) + "' in " + what + " must be a non-empty path");
+            return std::nullopt;
+        }
+        return resolve(*s);
+    }
+
+    void check_name(const toml::table& t, const std::string& kind, const std::string& name)
+    {
+        const std::string problem = name_problem(name);
+        if (!problem.empty()) error(t.get("name")->source().begin, kind + " name '" + name + "' " + problem);
+    }
+
+    // File checks: `what` is e.g. "kernel", reported at `at`.
+    void check_file_exists(const toml::source_position& at, const std::string& what, const fs::path& path,
+                           bool block_ok)
+    {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) < 0) {
+            error(at, what + " '" + path.string() + "': " + std::strerror(errno));
+            return;
+        }
+        if (!S_ISREG(st.st_mode) && !(block_ok && S_ISBLK(st.st_mode)))
+            error(at, what + " '" + path.string() + "' is not a regular file");
+    }
+
+    void check_secret(const toml::source_position& at, const fs::path& path)
+    {
+        const std::string make = " (create it with: head -c 32 /dev/urandom > " + path.string() + "; chmod 600 " +
+                                 path.string() + ")";
+        struct stat st {};
+        if (::stat(path.c_str(), &st) < 0) {
+            error(at, "secret file '" + path.string() + "': " + std::strerror(errno) + make);
+            return;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            error(at, "secret file '" + path.string() + "' is not a regular file");
+        } else if (st.st_size == 0) {
+            error(at, "secret file '" + path.string() + "' is empty" + make);
+        } else if (st.st_mode & 077) {
+            char mode[8];
+            std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+            error(at, "secret file '" + path.string() + "' is accessible by group or others (mode " + mode +
+                          "); run chmod 600 " + path.string());
+        }
+    }
+
+private:
+    std::string shown_;
+    fs::path base_;
+    std::vector<std::string> errors_;
+};
+
+const toml::node* array_of_tables(Checker& c, const toml::table& root, std::string_view key)
+{
+    const toml::node* n = root.get(key);
+    if (!n) return nullptr;
+    if (!n->is_array_of_tables()) {
+        c.error(n->source().begin, "'" + std::string(key) + "' must be written as [[" + std::string(key) +
+                                       "]] tables, not " + type_name(*n));
+        return nullptr;
+    }
+    return n;
+}
+
+}  // namespace
+
+const NodeConfig* ClusterConfig::node(std::string_view wanted) const
+{
+    for (const auto& n : nodes)
+        if (n.name == wanted) return &n;
+    return nullptr;
+}
+
+const VmEntry* ClusterConfig::vm(std::string_view wanted) const
+{
+    for (const auto& v : vms)
+        if (v.name == wanted) return &v;
+    return nullptr;
+}
+
+std::vector<const VmEntry*> ClusterConfig::vms_on(std::string_view node_name) const
+{
+    std::vector<const VmEntry*> out;
+    for (const auto& v : vms)
+        if (v.node == node_name) out.push_back(&v);
+    return out;
+}
+
+net::SocketAddress ClusterConfig::listen_address(const VmEntry& v) const
+{
+    const NodeConfig* n = node(v.node);
+    if (!n) return {};
+    auto a = net::SocketAddress::parse(address_with_port(n->address, v.port));
+    return a ? a.value() : net::SocketAddress{};
+}
+
+std::vector<net::SocketAddress> ClusterConfig::peers_of(const VmEntry& v) const
+{
+    std::vector<net::SocketAddress> out;
+    for (const auto& other : vms)
+        if (&other != &v && other.name != v.name) out.push_back(listen_address(other));
+    return out;
+}
+
+std::string ClusterConfig::guest_cmdline(const VmEntry& v) const
+{
+    if (!v.ip) return v.cmdline;
+    std::string out = v.cmdline;
+    if (!out.empty()) out += ' ';
+    out += "vvmm.ip=" + *v.ip + " vvmm.peers=";
+    bool first = true;
+    for (const auto& other : vms) {
+        if (other.name == v.name || !other.ip) continue;
+        out += (first ? "" : ",") + other.ip->substr(0, other.ip->find('/'));
+        first = false;
+    }
+    return out;
+}
+
+std::string ClusterConfig::net_spec(const VmEntry& v) const
+{
+    std::string out = "peer,id=" + v.name + ",listen=" + listen_address(v).to_string();
+    std::string peers;
+    for (const auto& p : peers_of(v)) peers += (peers.empty() ? "" : ";") + p.to_string();
+    if (!peers.empty()) out += ",peers=" + peers;
+    return out + ",mac=" + v.mac.to_string();
+}
+
+Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path& file, bool check_files)
+{
+    const fs::path absolute = fs::absolute(file).lexically_normal();
+    Checker c(file.string(), absolute.parent_path());
+    ClusterConfig cfg;
+    cfg.file = absolute;
+
+    toml::table root;
+#if TOML_EXCEPTIONS
+    try {
+        root = toml::parse(text, file.string());
+    } catch (const toml::parse_error& e) {
+        c.error(e.source().begin, "TOML syntax error: " + std::string(e.description()));
+        return c.result();
+    }
+#else
+    toml::parse_result parsed = toml::parse(text, file.string());
+    if (!parsed) {
+        c.error(parsed.error().source().begin, "TOML syntax error: " + std::string(parsed.error().description()));
+        return c.result();
+    }
+    root = std::move(parsed).table();
+#endif
+
+    c.check_keys(root, "the top level", {"cluster", "node", "vm"});
+
+    // [cluster]
+    toml::source_position secret_at{1, 1}, ckpt_at{1, 1};
+    if (const toml::node* cn = root.get("cluster"); !cn) {
+        c.error({1, 1}, "missing [cluster] table");
+    } else if (!cn->is_table()) {
+        c.error(cn->source().begin, "'cluster' must be a [cluster] table, not " + type_name(*cn));
+    } else {
+        const toml::table& t = *cn->as_table();
+        const std::string what = "[cluster]";
+        c.check_keys(t, what, {"name", "secret_file", "checkpoint_dir", "mode"});
+        if (auto name = c.get_string(t, "name", what, true)) {
+            cfg.name = *name;
+            c.check_name(t, "cluster", *name);
+        }
+        if (auto p = c.get_path(t, "secret_file", what, true)) {
+            cfg.secret_file = *p;
+            secret_at = t.get("secret_file")->source().begin;
+        }
+        if (auto p = c.get_path(t, "checkpoint_dir", what, true)) {
+            cfg.checkpoint_dir = *p;
+            ckpt_at = t.get("checkpoint_dir")->source().begin;
+        }
+        if (auto mode = c.get_string(t, "mode", what, false)) {
+            if (*mode == "stop" || *mode == "live" || *mode == "cow")
+                cfg.mode = *mode;
+            else
+                c.error(t.get("mode")->source().begin, "unknown mode '" + *mode + "' (expected stop, live or cow)");
+        }
+    }
+
+    // [[node]]
+    std::map<std::string, toml::source_position> node_names;
+    if (const toml::node* arr = array_of_tables(c, root, "node")) {
+        size_t index = 0;
+        for (const toml::node& element : *arr->as_array()) {
+            const toml::table& t = *element.as_table();
+            ++index;
+            auto name = c.get_string(t, "name", "[[node]] #" + std::to_string(index), true);
+            const std::string what = name ? "[[node]] '" + *name + "'" : "[[node]] #" + std::to_string(index);
+            c.check_keys(t, what, {"name", "address"});
+            NodeConfig node;
+            bool good = true;
+            if (name) {
+                node.name = *name;
+                c.check_name(t, "node", *name);
+                const auto at = t.get("name")->source().begin;
+                if (auto [it, fresh] = node_names.emplace(*name, at); !fresh) {
+                    c.error(at, "duplicate node name '" + *name + "' (first at " + where(it->second) + ")");
+                    good = false;
+                }
+            } else {
+                good = false;
+            }
+            if (auto address = c.get_string(t, "address", what, true)) {
+                node.address = *address;
+                auto parsed = net::SocketAddress::parse(address_with_port(*address, 1));
+                if (!parsed || address->find('[') != std::string::npos) {
+                    c.error(t.get("address")->source().begin,
+                            "address '" + *address + "' of " + what + " is not a numeric IPv4 or IPv6 address");
+                    good = false;
+                } else if (parsed->is_wildcard()) {
+                    c.error(t.get("address")->source().begin, "address '" + *address + "' of " + what +
+                                                                  " is a wildcard; peers need an address they can reach");
+                    good = false;
+                }
+            } else {
+                good = false;
+            }
+            if (good) cfg.nodes.push_back(node);
+        }
+    }
+    if (!root.get("node")) c.error({1, 1}, "no [[node]] defined");
+
+    // [[vm]]
+    std::vector<VmPositions> positions;
+    std::map<std::string, toml::source_position> vm_names;
+    if (const toml::node* arr = array_of_tables(c, root, "vm")) {
+        size_t index = 0;
+        for (const toml::node& element : *arr->as_array()) {
+            const toml::table& t = *element.as_table();
+            ++index;
+            auto name = c.get_string(t, "name", "[[vm]] #" + std::to_string(index), true);
+            const std::string what = name ? "[[vm]] '" + *name + "'" : "[[vm]] #" + std::to_string(index);
+            c.check_keys(t, what,
+                         {"name", "node", "port", "cpus", "mem", "kernel", "initrd", "cmdline", "mac", "disks", "ip"});
+            VmEntry vm;
+            VmPositions pos;
+            pos.table = t.source().begin;
+            bool good = true;
+            auto at = [&](std::string_view key) { return t.get(key)->source().begin; };
+
+            if (name) {
+                vm.name = *name;
+                pos.name = at("name");
+                c.check_name(t, "VM", *name);
+                if (auto [it, fresh] = vm_names.emplace(*name, pos.name); !fresh) {
+                    c.error(pos.name, "duplicate VM name '" + *name + "' (first at " + where(it->second) + ")");
+                    good = false;
+                }
+            } else {
+                good = false;
+            }
+            if (auto node = c.get_string(t, "node", what, true)) {
+                vm.node = *node;
+                // Only nodes defined above are known; a node rejected for another
+                // reason was already reported, so do not pile on.
+                if (!node_names.contains(*node)) {
+                    c.error(at("node"), what + " is on unknown node '" + *node + "'");
+                    good = false;
+                } else if (!cfg.node(*node)) {
+                    good = false;
+                }
+            } else {
+                good = false;
+            }
+            if (auto port = c.get_int(t, "port", what, true)) {
+                pos.port = at("port");
+                if (*port < 1 || *port > 65535) {
+                    c.error(pos.port, "port " + std::to_string(*port) + " of " + what + " is out of range (1..65535)");
+                    good = false;
+                } else {
+                    vm.port = static_cast<uint16_t>(*port);
+                }
+            } else {
+                good = false;
+            }
+            if (auto cpus = c.get_int(t, "cpus", what, false)) {
+                if (*cpus < int64_t{vmm::kMinCpus} || *cpus > int64_t{vmm::kMaxCpus})
+                    c.error(at("cpus"), "cpus " + std::to_string(*cpus) + " of " + what + " is out of range (1.." +
+                                            std::to_string(vmm::kMaxCpus) + ")");
+                else
+                    vm.cpus = static_cast<unsigned>(*cpus);
+            }
+            if (const toml::node* mem = t.get("mem")) {
+                // A size string ("256M") or a plain number of bytes.
+                std::optional<std::string> text_size;
+                if (mem->is_string()) text_size = std::string(mem->as_string()->get());
+                else if (mem->is_integer() && mem->as_integer()->get() >= 0)
+                    text_size = std::to_string(mem->as_integer()->get());
+                if (!text_size) {
+                    c.error(mem->source().begin, "'mem' in " + what + " must be a size like \"256M\", not " +
+                                                     type_name(*mem));
+                } else if (auto bytes = parse_size(*text_size); !bytes) {
+                    c.error(mem->source().begin, "mem of " + what + ": " + bytes.error().message());
+                } else if (*bytes < vmm::layout::kMinMemory || *bytes > vmm::layout::kMaxMemory) {
+                    c.error(mem->source().begin, "mem " + format_size(*bytes) + " of " + what + " is out of range (" +
+                                                     format_size(vmm::layout::kMinMemory) + ".." +
+                                                     format_size(vmm::layout::kMaxMemory) + ")");
+                } else if (*bytes % (2 << 20)) {
+                    c.error(mem->source().begin, "mem of " + what + " must be a multiple of 2 MiB");
+                } else {
+                    vm.mem_bytes = *bytes;
+                }
+            }
+            if (auto kernel = c.get_path(t, "kernel", what, true)) {
+                vm.kernel = *kernel;
+                if (check_files) c.check_file_exists(at("kernel"), "kernel of " + what, *kernel, false);
+            }
+            if (auto initrd = c.get_path(t, "initrd", what, false)) {
+                vm.initrd = *initrd;
+                if (check_files) c.check_file_exists(at("initrd"), "initrd of " + what, *initrd, false);
+            }
+            if (auto cmdline = c.get_string(t, "cmdline", what, false)) {
+                vm.cmdline = *cmdline;
+                std::istringstream words(*cmdline);
+                std::string word;
+                if (cmdline->find('\0') != std::string::npos) {
+                    c.error(at("cmdline"), "cmdline of " + what + " contains a NUL byte");
+                } else {
+                    // vvmm.* parameters are generated (guest_cmdline); a second
+                    // copy from the user would be ambiguous to the guest.
+                    while (words >> word)
+                        if (word.rfind("vvmm.", 0) == 0) {
+                            c.error(at("cmdline"), "cmdline of " + what + " sets '" + word +
+                                                       "'; vvmm.* parameters are generated from the config");
+                            break;
+                        }
+                }
+            }
+            if (auto mac = c.get_string(t, "mac", what, false)) {
+                pos.mac = at("mac");
+                auto parsed = net::MacAddress::parse(*mac);
+                if (!parsed) {
+                    c.error(pos.mac, "mac of " + what + ": " + parsed.error().message());
+                    good = false;
+                } else if (parsed->is_multicast() || parsed->is_zero()) {
+                    c.error(pos.mac, "mac " + *mac + " of " + what + " is not a unicast address");
+                    good = false;
+                } else {
+                    vm.mac = *parsed;
+                }
+            } else if (!t.get("mac")) {
+                pos.mac = pos.table;
+                vm.mac = net::MacAddress::derived_from_id(vm.name);
+            } else {
+                good = false;
+            }
+            if (const toml::node* disks = c.get(t, "disks", what, false, toml::node_type::array)) {
+                for (const toml::node& d : *disks->as_array()) {
+                    if (!d.is_string()) {
+                        c.error(d.source().begin, "disks of " + what + " must be strings like \"path=FILE\", not " +
+                                                      type_name(d));
+                        continue;
+                    }
+                    auto spec = dev::parse_disk_spec(std::string(d.as_string()->get()));
+                    if (!spec) {
+                        c.error(d.source().begin, "disk of " + what + ": " + spec.error().message());
+                        continue;
+                    }
+                    const fs::path path = c.resolve(spec->path);
+                    if (path.string().find(',') != std::string::npos) {
+                        c.error(d.source().begin, "disk path '" + path.string() + "' of " + what +
+                                                      " contains ',', which --disk cannot carry");
+                        continue;
+                    }
+                    if (check_files) c.check_file_exists(d.source().begin, "disk of " + what, path, true);
+                    std::string out = "path=" + path.string();
+                    if (spec->readonly) out += ",readonly=on";
+                    if (!spec->id.empty()) out += ",id=" + spec->id;
+                    vm.disks.push_back(out);
+                }
+            }
+            if (auto ip = c.get_string(t, "ip", what, false)) {
+                pos.ip = at("ip");
+                std::string address;
+                if (!parse_guest_ip(*ip, address)) {
+                    c.error(pos.ip, "ip '" + *ip + "' of " + what +
+                                        " is not an IPv4 address with prefix length like 10.1.0.1/24");
+                    good = false;
+                } else {
+                    vm.ip = *ip;
+                }
+            } else if (t.get("ip")) {
+                good = false;  // wrong type, reported
+            }
+            if (good) {
+                cfg.vms.push_back(vm);
+                positions.push_back(pos);
+            }
+        }
+    }
+    if (!root.get("vm")) c.error({1, 1}, "no [[vm]] defined");
+
+    // Cross-VM rules, over the VMs that passed their own checks.
+    std::map<net::SocketAddress, size_t> listeners;
+    std::map<net::MacAddress, size_t> macs;
+    std::map<std::string, size_t> ips;
+    size_t with_ip = 0;
+    for (size_t i = 0; i < cfg.vms.size(); ++i) {
+        const VmEntry& vm = cfg.vms[i];
+        const VmPositions& pos = positions[i];
+        const net::SocketAddress listen = cfg.listen_address(vm);
+        if (auto [it, fresh] = listeners.emplace(listen, i); !fresh)
+            c.error(pos.port, "port clash: VM '" + vm.name + "' and VM '" + cfg.vms[it->second].name + "' (at " +
+                                  where(positions[it->second].port) + ") both listen on " + listen.to_string());
+        if (auto [it, fresh] = macs.emplace(vm.mac, i); !fresh)
+            c.error(pos.mac, "duplicate MAC " + vm.mac.to_string() + ": VM '" + vm.name + "' and VM '" +
+                                 cfg.vms[it->second].name + "' (at " + where(positions[it->second].mac) + ")");
+        if (vm.ip) {
+            ++with_ip;
+            const std::string address = vm.ip->substr(0, vm.ip->find('/'));
+            if (auto [it, fresh] = ips.emplace(address, i); !fresh)
+                c.error(pos.ip, "duplicate guest ip " + address + ": VM '" + vm.name + "' and VM '" +
+                                    cfg.vms[it->second].name + "' (at " + where(positions[it->second].ip) + ")");
+        }
+    }
+    // The peer list in guest_cmdline() must name every other VM.
+    if (with_ip != 0 && with_ip != cfg.vms.size()) {
+        for (size_t i = 0; i < cfg.vms.size(); ++i)
+            if (!cfg.vms[i].ip)
+                c.error(positions[i].table, "[[vm]] '" + cfg.vms[i].name +
+                                                "' has no 'ip' but other VMs do; give every VM an ip, or none");
+    }
+
+    if (!c.failed()) {
+        for (size_t i = 0; i < cfg.vms.size(); ++i) {
+            const VmEntry& vm = cfg.vms[i];
+            const size_t length = std::string(vmm::kDefaultCmdline).size() + 1 + cfg.guest_cmdline(vm).size();
+            if (length > kMaxGuestCmdline)
+                c.error(positions[i].table, "the kernel command line of VM '" + vm.name + "' would be " +
+                                                std::to_string(length) + " bytes (at most " +
+                                                std::to_string(kMaxGuestCmdline) + ")");
+            // The same rules `--net` applies, so the lead's VMMs accept it.
+            net::PeerNetSpec spec{vm.name, cfg.listen_address(vm), cfg.peers_of(vm), vm.mac, false};
+            if (auto valid = net::validate_peer_net_spec(spec); !valid)
+                c.error(positions[i].table, "network of VM '" + vm.name + "': " + valid.error().message());
+        }
+    }
+
+    if (check_files && !cfg.secret_file.empty()) c.check_secret(secret_at, cfg.secret_file);
+    if (check_files && !cfg.checkpoint_dir.empty()) {
+        std::error_code ec;
+        if (fs::exists(cfg.checkpoint_dir, ec) && !fs::is_directory(cfg.checkpoint_dir, ec))
+            c.error(ckpt_at, "checkpoint_dir '" + cfg.checkpoint_dir.string() + "' exists and is not a directory");
+    }
+
+    if (c.failed()) return c.result();
+    return cfg;
+}
+
+Result<ClusterConfig> load_cluster_config(const fs::path& file)
+{
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return errno_error(file.string() + ": cannot open cluster config");
+    std::error_code ec;
+    if (const auto size = fs::file_size(file, ec); !ec && size > kMaxConfigBytes)
+        return Error(file.string() + ": is " + std::to_string(size) + " bytes; a cluster config is at most 1 MiB");
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (in.bad()) return errno_error(file.string() + ": cannot read cluster config");
+    return parse_cluster_config(text.str(), file, true);
+}
+
+}  // namespace vvmm::coord

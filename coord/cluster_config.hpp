@@ -1,0 +1,87 @@
+// The cluster configuration file (cfg.toml): which nodes exist, which VMs
+// run on each, how they reach each other, where checkpoints go. Parsed with
+// toml++ and validated completely before anything is started; see
+// examples/cluster.toml for the format.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "net/net_spec.hpp"
+#include "vmm/base/result.hpp"
+
+namespace vvmm::coord {
+
+struct NodeConfig {
+    std::string name;
+    std::string address;  // numeric IPv4 or IPv6, where this node's VMMs listen for peers
+};
+
+struct VmEntry {
+    std::string name;
+    std::string node;
+    uint16_t port = 0;  // peer-mesh port on the node's address
+    unsigned cpus = 1;
+    uint64_t mem_bytes = 512ull << 20;
+    // Every path below is resolved: a relative path in the file is taken
+    // relative to the config file's directory, and made absolute.
+    std::filesystem::path kernel;
+    std::optional<std::filesystem::path> initrd;
+    std::string cmdline;  // as written; guest_cmdline() adds the network part
+    net::MacAddress mac;  // given, or derived from the VM name if absent
+    // `--disk` specs with the path resolved, e.g. "path=/abs/vm0.img,readonly=on".
+    std::vector<std::string> disks;
+    std::optional<std::string> ip;  // "a.b.c.d/len", the guest's own address
+};
+
+struct ClusterConfig {
+    std::string name;
+    std::filesystem::path file;  // the config file itself, absolute
+    std::filesystem::path secret_file;
+    std::filesystem::path checkpoint_dir;
+    std::string mode = "stop";  // default checkpoint mode: stop | live | cow
+    std::vector<NodeConfig> nodes;
+    std::vector<VmEntry> vms;
+
+    const NodeConfig* node(std::string_view name) const;
+    const VmEntry* vm(std::string_view name) const;
+    std::vector<const VmEntry*> vms_on(std::string_view node) const;
+
+    // Where `vm` listens for its peers: its node's address and its port.
+    net::SocketAddress listen_address(const VmEntry& vm) const;
+    // Every other VM's listen address, in file order.
+    std::vector<net::SocketAddress> peers_of(const VmEntry& vm) const;
+
+    // The text for `vvmm run --cmdline`: the VM's own cmdline followed, when
+    // the VMs have guest IPs, by " vvmm.ip=A.B.C.D/LEN vvmm.peers=IP,IP,..."
+    // (the other VMs' addresses without prefix length, in file order; the
+    // list is empty — "vvmm.peers=" — for a VM alone). A guest parses these
+    // two parameters to configure its interface and learn its peers. Without
+    // guest IPs nothing is added: the guest only has its MAC.
+    std::string guest_cmdline(const VmEntry& vm) const;
+
+    // The text for `vvmm run --net`, accepted by net::parse_net_spec:
+    // "peer,id=NAME,listen=ADDR:PORT[,peers=ADDR:PORT;...],mac=MAC".
+    std::string net_spec(const VmEntry& vm) const;
+};
+
+// Reads and validates `file`, including the files it names (see below).
+Result<ClusterConfig> load_cluster_config(const std::filesystem::path& file);
+
+// Validates `text` as if read from `file` (used for error positions and to
+// resolve relative paths). Every mistake is one line "FILE:LINE:COL: what",
+// at the offending value (or, for a missing key, at its table); all the
+// mistakes found are reported, one per line, in one Error.
+// With `check_files`: the secret file must exist, be non-empty and not be
+// readable by group or others; kernel, initrd and disk images must exist.
+// The checkpoint directory may be missing (it is created on use) but if it
+// exists it must be a directory. On a multi-node cluster every node is
+// expected to see the same paths (shared file system or identical layout).
+Result<ClusterConfig> parse_cluster_config(std::string_view text, const std::filesystem::path& file,
+                                           bool check_files);
+
+}  // namespace vvmm::coord
