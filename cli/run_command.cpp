@@ -1,15 +1,10 @@
 #include "cli/run_command.hpp"
 
-#include <csignal>
 #include <memory>
 
 #include "cli/vm_session.hpp"
 #include "vmm/base/log.hpp"
-#include "vmm/base/signal_watcher.hpp"
 #include "vmm/base/size_parse.hpp"
-#include "vmm/guest_memory.hpp"
-#include "vmm/linux_loader.hpp"
-#include "vmm/machine.hpp"
 #include "vmm/vm_config.hpp"
 
 namespace vvmm::cli {
