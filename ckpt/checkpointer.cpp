@@ -423,6 +423,8 @@ Result<void> Checkpointer::pause()
     Paused p;
     TRY(enter_pause(p));
     user_pause_ = std::move(p);
+    std::lock_guard status(status_mutex_);
+    paused_ = true;
     return ok();
 }
 
@@ -432,24 +434,26 @@ Result<void> Checkpointer::resume()
     if (!user_pause_) return ok();
     user_pause_.reset();
     leave_pause();
+    std::lock_guard status(status_mutex_);
+    paused_ = false;
     return ok();
 }
 
 bool Checkpointer::paused() const
 {
-    std::lock_guard lock(mutex_);
-    return user_pause_.has_value();
+    std::lock_guard lock(status_mutex_);
+    return paused_;
 }
 
 std::optional<CheckpointResult> Checkpointer::last() const
 {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(status_mutex_);
     return last_;
 }
 
 unsigned Checkpointer::count() const
 {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(status_mutex_);
     return count_;
 }
 
@@ -460,6 +464,7 @@ Result<CheckpointResult> Checkpointer::run(const CheckpointRequest& request)
     if (r) {
         parent_ = Parent{std::filesystem::path(r->path).parent_path().string(), r->id,
                          r->incremental ? parent_->depth + 1 : 0};
+        std::lock_guard status(status_mutex_);
         last_ = r.value();
         ++count_;
     }

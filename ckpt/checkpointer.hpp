@@ -98,9 +98,12 @@ private:
     VmParts parts_;
     DirtyTracker dirty_;
 
-    mutable std::mutex mutex_;  // serializes pause/resume/checkpoint
+    std::mutex mutex_;  // serializes pause/resume/checkpoint
     std::optional<Paused> user_pause_;
     std::optional<Parent> parent_;
+    // What status reports; readable while a checkpoint holds mutex_.
+    mutable std::mutex status_mutex_;
+    bool paused_ = false;
     std::optional<CheckpointResult> last_;
     unsigned count_ = 0;
 

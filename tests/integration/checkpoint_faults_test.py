@@ -149,7 +149,10 @@ deadline = time.monotonic() + 20
 while not any(e.startswith(".tmp-") for e in os.listdir(root2)):
     h.check(time.monotonic() < deadline, "second checkpoint never started")
     time.sleep(0.005)
-time.sleep(0.05)
+t0 = time.monotonic()
+status = big.call("status", timeout=10)  # answered while the checkpoint runs
+h.check(status.get("ok") is True and time.monotonic() - t0 < 5, "status during a checkpoint: %s" % status)
+h.check(proc.poll() is None, "the second checkpoint ended before the kill; make the guest bigger")
 big.kill9()
 proc.wait()
 entries = sorted(e for e in os.listdir(root2) if not e.startswith(".layers"))
