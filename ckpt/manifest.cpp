@@ -1,6 +1,8 @@
 #include "ckpt/manifest.hpp"
 
 #include <cstdio>
+#include <limits>
+#include <type_traits>
 #include <fstream>
 #include <sstream>
 
@@ -31,10 +33,30 @@ template <typename T>
 Result<T> field(const json& j, const char* name)
 {
     if (!j.is_object() || !j.contains(name)) return Error(std::string("missing field '") + name + "'");
-    try {
-        return j.at(name).get<T>();
-    } catch (const json::exception&) {
-        return Error(std::string("field '") + name + "' has the wrong type");
+    const json& v = j.at(name);
+    const auto wrong = [&] { return Error(std::string("field '") + name + "' has the wrong type"); };
+    // Numbers are checked by hand: converting a float or an out-of-range
+    // integer with get<> is undefined behaviour, not an exception.
+    if constexpr (std::is_same_v<T, bool>) {
+        if (!v.is_boolean()) return wrong();
+        return v.get<bool>();
+    } else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) {
+        if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0)) return wrong();
+        const uint64_t n = v.get<uint64_t>();
+        if (n > std::numeric_limits<T>::max()) return Error(std::string("field '") + name + "' is out of range");
+        return static_cast<T>(n);
+    } else if constexpr (std::is_integral_v<T>) {
+        if (!v.is_number_integer()) return wrong();
+        const int64_t n = v.get<int64_t>();
+        if (n < std::numeric_limits<T>::min() || n > std::numeric_limits<T>::max())
+            return Error(std::string("field '") + name + "' is out of range");
+        return static_cast<T>(n);
+    } else {
+        try {
+            return v.get<T>();
+        } catch (const json::exception&) {
+            return wrong();
+        }
     }
 }
 

@@ -152,6 +152,9 @@ TEST_CASE("manifest: round trip and field validation")
     refused([](auto& k) { k["memory"]["chunks"].erase(0); }, "chunk checksums");
     refused([](auto& k) { k["parent"] = nullptr; }, "does not match the parent");
     refused([](auto& k) { k["vm"]["cpus"] = "two"; }, "wrong type");
+    refused([](auto& k) { k["format_version"] = 1.4e79; }, "wrong type");  // found by the fuzzer: UB in get<>
+    refused([](auto& k) { k["depth"] = -1; }, "wrong type");
+    refused([](auto& k) { k["vm"]["cpus"] = 1ull << 40; }, "out of range");
     refused([](auto& k) { k["vm"]["mem_bytes"] = 12345; }, "multiple of 2 MiB");
     refused([](auto& k) { k["disks"] = nlohmann::json::array(); }, "disk layers do not match");
     refused([](auto& k) { k.erase("memory"); }, "missing field 'memory'");
