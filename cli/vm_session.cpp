@@ -44,12 +44,23 @@ nlohmann::json error_reply(const Error& e) { return {{"ok", false}, {"error", e.
 
 VmSession::~VmSession()
 {
+    machine_for_signals_ = nullptr;
     // The API may call into the checkpointer: it goes first; the board's
     // threads stop before the machine they point into.
     api_.reset();
     checkpointer_.reset();
     board_.reset();
     lazy_.reset();
+}
+
+Result<void> VmSession::watch_signals()
+{
+    TRY_ASSIGN(signals_, SignalWatcher::start([this](int signo) {
+        signal_ = signo;
+        if (vmm::Machine* m = machine_for_signals_.load())
+            m->request_exit({128 + signo, std::string("stopped by signal ") + strsignal(signo)});
+    }));
+    return ok();
 }
 
 Result<void> VmSession::build(const ckpt::VmShape& shape)
@@ -59,6 +70,7 @@ Result<void> VmSession::build(const ckpt::VmShape& shape)
     TRY_ASSIGN(auto kvm, vmm::KvmSystem::open());
     kvm_ = std::make_unique<vmm::KvmSystem>(std::move(kvm));
     TRY_ASSIGN(machine_, vmm::Machine::create(*kvm_, shape.cpus, shape.mem_bytes, shape.huge_pages));
+    machine_for_signals_ = machine_.get();
     return ok();
 }
 
@@ -96,6 +108,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
 {
     const auto& c = req.config;
     std::unique_ptr<VmSession> s(new VmSession());
+    TRY(s->watch_signals());
     dev::BoardConfig board;
     TRY_ASSIGN(board.console, dev::parse_console_spec(c.console));
     for (const auto& d : req.disk_specs) {
@@ -120,6 +133,7 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     TRY_ASSIGN(auto loaded, ckpt::load_checkpoint(req.dir));
     const ckpt::Manifest m = loaded.manifest;
     std::unique_ptr<VmSession> s(new VmSession());
+    TRY(s->watch_signals());
     dev::BoardConfig board;
     TRY_ASSIGN(board.console, dev::parse_console_spec(req.console.empty() ? m.vm.console : req.console));
     for (size_t i = 0; i < m.disks.size(); ++i) {
@@ -168,11 +182,8 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
 
 vmm::MachineExit VmSession::run()
 {
-    vmm::Machine* m = machine_.get();
-    auto signals = SignalWatcher::start([m](int signo) {
-        m->request_exit({128 + signo, std::string("stopped by signal ") + strsignal(signo)});
-    });
-    if (!signals) return {1, signals.error().message()};
+    if (const int signo = signal_.load())
+        return {128 + signo, std::string("stopped by signal ") + strsignal(signo)};
     if (auto r = board_->start(); !r) return {1, r.error().message()};
     // A restored VM's devices come back quiesced: let them take work now.
     if (restored_)

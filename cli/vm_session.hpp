@@ -3,6 +3,7 @@
 // booting a kernel or by restoring a checkpoint; both end in run().
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -12,6 +13,7 @@
 #include "ckpt/lazy_memory.hpp"
 #include "coord/control_server.hpp"
 #include "devices/pc_board.hpp"
+#include "vmm/base/signal_watcher.hpp"
 #include "vmm/kvm_system.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/vcpu_state.hpp"
@@ -46,11 +48,18 @@ public:
 
 private:
     VmSession() = default;
+    // Must come before any thread is created (they inherit the blocked signals).
+    Result<void> watch_signals();
     Result<void> build(const ckpt::VmShape& shape);
     Result<void> collect_components();
     Result<void> start_services(const std::string& api_socket);
 
     std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
+    // SIGINT/SIGTERM/SIGHUP end the VM through the normal path; one that
+    // comes before the machine exists is kept for run().
+    std::atomic<int> signal_{0};
+    std::atomic<vmm::Machine*> machine_for_signals_{nullptr};
+    std::unique_ptr<SignalWatcher> signals_;
     ckpt::VmShape shape_;
     std::unique_ptr<vmm::KvmSystem> kvm_;
     std::unique_ptr<vmm::Machine> machine_;
