@@ -118,7 +118,7 @@ Bitmap CheckpointRun::all_ram_pages() const
 {
     Bitmap b(mem_.guest_phys_end() / kPageSize);
     for (const auto& r : mem_.regions())
-        for (uint64_t p = r.guest_phys / kPageSize; p < (r.guest_phys + r.size) / kPageSize; ++p) b.set(p);
+        b.set_range(r.guest_phys / kPageSize, r.size / kPageSize);
     return b;
 }
 

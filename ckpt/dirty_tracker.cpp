@@ -3,6 +3,7 @@
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace vvmm::ckpt {
@@ -49,11 +50,10 @@ void DirtyTracker::add_host_log(Bitmap& out)
     // The host log is indexed by memfd page; translate per RAM region.
     const std::vector<uint64_t> host = memory_.take_host_dirty();
     for (const auto& r : memory_.regions()) {
-        const uint64_t first = r.file_offset / 4096, n = r.size / 4096;
-        for (uint64_t i = 0; i < n; ++i) {
-            const uint64_t page = first + i;
-            if ((host[page / 64] >> (page % 64)) & 1) out.set(r.guest_phys / 4096 + i);
-        }
+        const uint64_t first_word = r.file_offset / 4096 / 64, words = (r.size / 4096 + 63) / 64;
+        out.merge_words({host.begin() + static_cast<ptrdiff_t>(first_word),
+                         host.begin() + static_cast<ptrdiff_t>(std::min<uint64_t>(first_word + words, host.size()))},
+                        r.guest_phys / 4096);
     }
 }
 

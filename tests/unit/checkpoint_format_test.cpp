@@ -248,3 +248,29 @@ TEST_CASE("dirty tracking sees host-side device writes only through mark_dirty")
     tracker.give_back(dirty);  // a failed checkpoint's pages come back
     CHECK(tracker.take().value().count() == 2);
 }
+
+TEST_CASE("bitmap: word-at-a-time ranges agree with bit by bit")
+{
+    for (uint64_t first : {0ull, 1ull, 63ull, 64ull, 100ull}) {
+        for (uint64_t n : {0ull, 1ull, 64ull, 130ull}) {
+            Bitmap a(300), b(300);
+            a.set_range(first, n);
+            for (uint64_t i = first; i < first + n && i < 300; ++i) b.set(i);
+            CHECK(a.words() == b.words());
+            for (uint64_t lo = 0; lo < 300; lo += 37) {
+                bool any = false;
+                for (uint64_t i = lo; i < lo + 70 && i < 300; ++i) any |= b.test(i);
+                CHECK(a.any_in(lo, 70) == any);
+            }
+        }
+    }
+    Bitmap c(200);
+    c.merge_words({0x5, ~0ull}, 64);  // aligned fast path
+    CHECK(c.test(64));
+    CHECK(c.test(66));
+    CHECK_FALSE(c.test(65));
+    CHECK(c.count() == 2 + 64);
+    Bitmap d(200);
+    d.merge_words({0, 0, 0, ~0ull}, 0);
+    CHECK(d.count() == 200 - 192);  // trimmed to the bitmap's size
+}

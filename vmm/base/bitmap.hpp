@@ -37,11 +37,27 @@ public:
         for (auto w : words_) n += static_cast<uint64_t>(__builtin_popcountll(w));
         return n;
     }
+    // Both work a word at a time where they can: they run inside a
+    // checkpoint's pause over every page of guest RAM.
     bool any_in(uint64_t first, uint64_t n) const
     {
-        for (uint64_t i = first; i < first + n && i < bits_; ++i)
+        const uint64_t end = std::min(first + n, bits_);
+        uint64_t i = first;
+        for (; i < end && i % 64; ++i)
+            if (test(i)) return true;
+        for (; i + 64 <= end; i += 64)
+            if (words_[i / 64]) return true;
+        for (; i < end; ++i)
             if (test(i)) return true;
         return false;
+    }
+    void set_range(uint64_t first, uint64_t n)
+    {
+        const uint64_t end = std::min(first + n, bits_);
+        uint64_t i = first;
+        for (; i < end && i % 64; ++i) set(i);
+        for (; i + 64 <= end; i += 64) words_[i / 64] = ~0ull;
+        for (; i < end; ++i) set(i);
     }
     std::vector<uint64_t>& words() { return words_; }
     const std::vector<uint64_t>& words() const { return words_; }
@@ -58,6 +74,11 @@ private:
 // ORs `w` (bit j = page first_bit + j) into the bitmap.
 inline void Bitmap::merge_words(const std::vector<uint64_t>& w, uint64_t first_bit)
 {
+    if (first_bit % 64 == 0) {  // the usual case: RAM regions are 2 MiB-aligned
+        for (size_t k = 0; k < w.size() && first_bit / 64 + k < words_.size(); ++k) words_[first_bit / 64 + k] |= w[k];
+        trim();
+        return;
+    }
     for (size_t k = 0; k < w.size(); ++k) {
         uint64_t word = w[k];
         while (word) {
