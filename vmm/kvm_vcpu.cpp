@@ -1,5 +1,6 @@
 #include "vmm/kvm_vcpu.hpp"
 
+#include "vmm/kvm_ioctl.hpp"
 #include "vmm/kvm_uapi.hpp"
 
 #include <sys/ioctl.h>
@@ -8,15 +9,6 @@
 #include <string>
 
 namespace vvmm::vmm {
-namespace {
-
-Result<void> vcpu_ioctl(int fd, unsigned long req, const void* arg, const char* name)
-{
-    if (::ioctl(fd, req, arg) < 0) return errno_error(name);
-    return ok();
-}
-
-}  // namespace
 
 Result<KvmVcpu> KvmVcpu::create(const KvmSystem& kvm, const KvmVm& vm, unsigned index)
 {
@@ -31,25 +23,25 @@ Result<void> KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries)
     uapi::FlexBuffer<uapi::Cpuid2Header, kvm_cpuid_entry2> buf(entries.size());
     buf.header().nent = static_cast<uint32_t>(entries.size());
     std::copy(entries.begin(), entries.end(), buf.entries());
-    return vcpu_ioctl(fd(), uapi::kSetCpuid2, buf.data(), "KVM_SET_CPUID2");
+    return kvm_ioctl(fd(), uapi::kSetCpuid2, buf.data(), "KVM_SET_CPUID2");
 }
 
 Result<kvm_regs> KvmVcpu::regs() const
 {
     kvm_regs r{};
-    TRY(vcpu_ioctl(fd(), KVM_GET_REGS, &r, "KVM_GET_REGS"));
+    TRY(kvm_ioctl(fd(), KVM_GET_REGS, &r, "KVM_GET_REGS"));
     return r;
 }
-Result<void> KvmVcpu::set_regs(const kvm_regs& r) { return vcpu_ioctl(fd(), KVM_SET_REGS, &r, "KVM_SET_REGS"); }
+Result<void> KvmVcpu::set_regs(const kvm_regs& r) { return kvm_ioctl(fd(), KVM_SET_REGS, &r, "KVM_SET_REGS"); }
 
 Result<kvm_sregs> KvmVcpu::sregs() const
 {
     kvm_sregs s{};
-    TRY(vcpu_ioctl(fd(), KVM_GET_SREGS, &s, "KVM_GET_SREGS"));
+    TRY(kvm_ioctl(fd(), KVM_GET_SREGS, &s, "KVM_GET_SREGS"));
     return s;
 }
-Result<void> KvmVcpu::set_sregs(const kvm_sregs& s) { return vcpu_ioctl(fd(), KVM_SET_SREGS, &s, "KVM_SET_SREGS"); }
-Result<void> KvmVcpu::set_fpu(const kvm_fpu& f) { return vcpu_ioctl(fd(), KVM_SET_FPU, &f, "KVM_SET_FPU"); }
+Result<void> KvmVcpu::set_sregs(const kvm_sregs& s) { return kvm_ioctl(fd(), KVM_SET_SREGS, &s, "KVM_SET_SREGS"); }
+Result<void> KvmVcpu::set_fpu(const kvm_fpu& f) { return kvm_ioctl(fd(), KVM_SET_FPU, &f, "KVM_SET_FPU"); }
 
 Result<void> KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs)
 {
@@ -70,9 +62,9 @@ Result<void> KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs)
 Result<kvm_lapic_state> KvmVcpu::lapic() const
 {
     kvm_lapic_state s{};
-    TRY(vcpu_ioctl(fd(), KVM_GET_LAPIC, &s, "KVM_GET_LAPIC"));
+    TRY(kvm_ioctl(fd(), KVM_GET_LAPIC, &s, "KVM_GET_LAPIC"));
     return s;
 }
-Result<void> KvmVcpu::set_lapic(const kvm_lapic_state& s) { return vcpu_ioctl(fd(), KVM_SET_LAPIC, &s, "KVM_SET_LAPIC"); }
+Result<void> KvmVcpu::set_lapic(const kvm_lapic_state& s) { return kvm_ioctl(fd(), KVM_SET_LAPIC, &s, "KVM_SET_LAPIC"); }
 
 }  // namespace vvmm::vmm

@@ -2,6 +2,8 @@
 
 #include <sys/ioctl.h>
 
+#include "vmm/kvm_ioctl.hpp"
+
 #include <algorithm>
 #include <cstdio>
 
@@ -21,12 +23,6 @@ constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveFixed);
 constexpr uint32_t kMsrTscDeadline = 0x6e0;
 constexpr size_t kMaxCpuid = 256;
 constexpr size_t kMaxMsrs = 1024;
-
-Result<void> io(int fd, unsigned long req, void* arg, const char* name)
-{
-    if (::ioctl(fd, req, arg) < 0) return errno_error(name);
-    return ok();
-}
 
 size_t xsave_size(int vm_fd)
 {
@@ -79,7 +75,7 @@ Result<void> VcpuState::save(StateWriter& out) const
     const int fd = vcpu_.fd();
     uapi::FlexBuffer<uapi::Cpuid2Header, kvm_cpuid_entry2> cpuid(kMaxCpuid);
     cpuid.header().nent = kMaxCpuid;
-    TRY(io(fd, uapi::kGetCpuid2, cpuid.data(), "KVM_GET_CPUID2"));
+    TRY(kvm_ioctl(fd, uapi::kGetCpuid2, cpuid.data(), "KVM_GET_CPUID2"));
     out.u32(cpuid.header().nent);
     for (uint32_t i = 0; i < cpuid.header().nent; ++i) out.pod(cpuid.entries()[i]);
 
@@ -89,11 +85,11 @@ Result<void> VcpuState::save(StateWriter& out) const
     out.pod(sregs);
 
     std::vector<uint8_t> xsave(xsave_size(vm_fd_));
-    TRY(io(fd, xsave.size() > sizeof(XsaveFixed) ? kGetXsave2 : kGetXsave, xsave.data(), "KVM_GET_XSAVE2"));
+    TRY(kvm_ioctl(fd, xsave.size() > sizeof(XsaveFixed) ? kGetXsave2 : kGetXsave, xsave.data(), "KVM_GET_XSAVE2"));
     out.bytes(xsave);
 
     kvm_xcrs xcrs{};
-    TRY(io(fd, KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS"));
+    TRY(kvm_ioctl(fd, KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS"));
     out.pod(xcrs);
 
     TRY_ASSIGN(auto msrs, read_msrs());
@@ -106,13 +102,13 @@ Result<void> VcpuState::save(StateWriter& out) const
     TRY_ASSIGN(auto lapic, vcpu_.lapic());
     out.pod(lapic);
     kvm_mp_state mp{};
-    TRY(io(fd, KVM_GET_MP_STATE, &mp, "KVM_GET_MP_STATE"));
+    TRY(kvm_ioctl(fd, KVM_GET_MP_STATE, &mp, "KVM_GET_MP_STATE"));
     out.pod(mp);
     kvm_vcpu_events events{};
-    TRY(io(fd, KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS"));
+    TRY(kvm_ioctl(fd, KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS"));
     out.pod(events);
     kvm_debugregs dregs{};
-    TRY(io(fd, KVM_GET_DEBUGREGS, &dregs, "KVM_GET_DEBUGREGS"));
+    TRY(kvm_ioctl(fd, KVM_GET_DEBUGREGS, &dregs, "KVM_GET_DEBUGREGS"));
     out.pod(dregs);
     return ok();
 }
@@ -157,15 +153,15 @@ Result<void> VcpuState::restore(StateReader& in, uint16_t)
 
     TRY(vcpu_.set_cpuid(cpuid));
     TRY(vcpu_.set_regs(regs));
-    TRY(io(fd, kSetXsave, xsave.data(), "KVM_SET_XSAVE"));
-    TRY(io(fd, KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS"));
+    TRY(kvm_ioctl(fd, kSetXsave, xsave.data(), "KVM_SET_XSAVE"));
+    TRY(kvm_ioctl(fd, KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS"));
     TRY(vcpu_.set_sregs(sregs));
     TRY(set_msr_list(vcpu_, msrs));
-    TRY(io(fd, KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE"));
+    TRY(kvm_ioctl(fd, KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE"));
     TRY(vcpu_.set_lapic(lapic));
     TRY(set_msr_list(vcpu_, late_msrs));
-    TRY(io(fd, KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS"));
-    TRY(io(fd, KVM_SET_DEBUGREGS, &dregs, "KVM_SET_DEBUGREGS"));
+    TRY(kvm_ioctl(fd, KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS"));
+    TRY(kvm_ioctl(fd, KVM_SET_DEBUGREGS, &dregs, "KVM_SET_DEBUGREGS"));
     return ok();
 }
 

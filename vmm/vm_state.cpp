@@ -1,16 +1,12 @@
 #include "vmm/vm_state.hpp"
 
 #include <sys/ioctl.h>
+
+#include "vmm/kvm_ioctl.hpp"
 #include <time.h>
 
 namespace vvmm::vmm {
 namespace {
-
-Result<void> io(int fd, unsigned long req, void* arg, const char* name)
-{
-    if (::ioctl(fd, req, arg) < 0) return errno_error(name);
-    return ok();
-}
 
 uint64_t realtime_ns()
 {
@@ -28,14 +24,14 @@ Result<void> VmState::save(StateWriter& out) const
     for (uint32_t id : kChips) {
         kvm_irqchip chip{};
         chip.chip_id = id;
-        TRY(io(vm_.fd(), KVM_GET_IRQCHIP, &chip, "KVM_GET_IRQCHIP"));
+        TRY(kvm_ioctl(vm_.fd(), KVM_GET_IRQCHIP, &chip, "KVM_GET_IRQCHIP"));
         out.pod(chip);
     }
     kvm_pit_state2 pit{};
-    TRY(io(vm_.fd(), KVM_GET_PIT2, &pit, "KVM_GET_PIT2"));
+    TRY(kvm_ioctl(vm_.fd(), KVM_GET_PIT2, &pit, "KVM_GET_PIT2"));
     out.pod(pit);
     kvm_clock_data clock{};
-    TRY(io(vm_.fd(), KVM_GET_CLOCK, &clock, "KVM_GET_CLOCK"));
+    TRY(kvm_ioctl(vm_.fd(), KVM_GET_CLOCK, &clock, "KVM_GET_CLOCK"));
     out.u64(clock.clock);
     // Host wall time of the capture, for --clock advance.
     out.u64((clock.flags & KVM_CLOCK_REALTIME) ? clock.realtime : realtime_ns());
@@ -54,13 +50,13 @@ Result<void> VmState::restore(StateReader& in, uint16_t)
     TRY_ASSIGN(uint64_t saved_at, in.u64());
     TRY(in.expect_end());
 
-    for (auto& chip : chips) TRY(io(vm_.fd(), KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP"));
-    TRY(io(vm_.fd(), KVM_SET_PIT2, &pit, "KVM_SET_PIT2"));
+    for (auto& chip : chips) TRY(kvm_ioctl(vm_.fd(), KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP"));
+    TRY(kvm_ioctl(vm_.fd(), KVM_SET_PIT2, &pit, "KVM_SET_PIT2"));
     kvm_clock_data clock{};
     clock.clock = clock_ns;
     const uint64_t now = realtime_ns();
     if (clock_mode_ == ClockMode::advance && now > saved_at) clock.clock += now - saved_at;
-    TRY(io(vm_.fd(), KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK"));
+    TRY(kvm_ioctl(vm_.fd(), KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK"));
     return ok();
 }
 
