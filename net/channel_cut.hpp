@@ -1,0 +1,75 @@
+// The receive side of a cluster checkpoint's cut, for one VMM (Chandy and
+// Lamport's snapshot with FIFO channels, which the peer connections are).
+// Pure: the peer mesh feeds it events and does what it answers; the unit
+// test drives it on a simulated network.
+//
+// For epoch E, each incoming connection (one per peer) goes through:
+//   before the local capture: frames reach the guest as usual; a MARKER(E)
+//     that arrives now means everything after it on that connection was sent
+//     after the sender's cut, so the connection is held (not read) until the
+//     local capture — otherwise the guest could receive a frame its sender's
+//     checkpoint says was never sent;
+//   after the local capture, until MARKER(E): frames are in flight across the
+//     cut; they are recorded (and still reach the guest, which runs);
+//   after MARKER(E): nothing more to record.
+// The channel state is complete when every connection's MARKER(E) came
+// after the capture. At restore, each connection's recorded frames are
+// delivered before anything new from it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vmm/base/result.hpp"
+
+namespace vvmm::net {
+
+using RecordedFrames = std::vector<std::vector<uint8_t>>;
+
+class ChannelCut {
+public:
+    explicit ChannelCut(size_t peers) : peers_(peers) {}
+
+    enum class MarkerAction {
+        proceed,  // go on reading the connection
+        hold,     // stop reading it until captured() lists it
+        ignore,   // an epoch that ended, or another one than the running one
+    };
+    // A MARKER of a new epoch that comes before its PREPARE (they travel on
+    // different connections) begins that epoch here, and holds.
+
+    // PREPARE(E) or this VMM starts E. Refused while another epoch runs or
+    // if E is not newer than every epoch that ended here.
+    Result<void> begin(uint64_t epoch);
+    MarkerAction on_marker(size_t peer, uint64_t epoch);
+    // The local state is captured (VM paused). Returns the held peers, to
+    // read again. Recording starts for every peer whose marker has not come.
+    std::vector<size_t> captured();
+    // A frame from `peer` reached this VMM (delivered to the guest or not):
+    // true if it is in flight across the cut and was recorded.
+    bool on_frame(size_t peer, const std::vector<uint8_t>& frame);
+    // Every peer's marker came after the capture.
+    bool complete() const;
+    // The recorded frames, per peer; ends the epoch.
+    std::vector<RecordedFrames> finish();
+    // Epoch `epoch` ends without a checkpoint (ABORT, or this VMM gave up);
+    // later markers of it are stale. Returns the held peers to read again.
+    std::vector<size_t> abort(uint64_t epoch);
+
+    std::optional<uint64_t> epoch() const { return epoch_; }
+    bool capturing_done() const { return captured_; }
+    size_t missing_markers() const;
+
+private:
+    enum class Channel { open, held, recording, closed };
+    size_t peers_;
+    std::optional<uint64_t> epoch_;
+    uint64_t last_ended_ = 0;
+    bool captured_ = false;
+    std::vector<Channel> channels_;
+    std::vector<RecordedFrames> recorded_;
+};
+
+}  // namespace vvmm::net
