@@ -153,14 +153,31 @@ Result<void> CheckpointRun::prepare()
 Result<void> CheckpointRun::pause()
 {
     pause_start_ = Clock::now();
-    if (cp_.user_pause_) {
+    EpochCut* cut = req_.epoch;
+    if (cut) cut->hold_delivery();
+    if (cp_.user_pause_ && !cut) {
         sections_ = cp_.user_pause_->sections;
         return ok();
     }
-    Checkpointer::Paused p;
-    TRY(cp_.enter_pause(p));
-    sections_ = std::move(p.sections);
-    paused_here_ = true;
+    if (cp_.user_pause_) {
+        // Frames may have reached the quiesced card since the user's pause:
+        // capture again, at the cut.
+        auto sections = capture_sections(cp_.parts_.components);
+        if (!sections) {
+            cut->release();
+            return sections.error();
+        }
+        sections_ = std::move(sections).value();
+    } else {
+        Checkpointer::Paused p;
+        if (auto r = cp_.enter_pause(p); !r) {
+            if (cut) cut->release();
+            return r;
+        }
+        sections_ = std::move(p.sections);
+        paused_here_ = true;
+    }
+    if (cut) cut->cut();
     return ok();
 }
 
@@ -308,6 +325,13 @@ Result<void> CheckpointRun::commit(const MemoryImageSummary& memory)
     }
     const auto state = encode_state(sections_);
     TRY_ASSIGN(m.state, write_durable(tmp_, "state.bin", state));
+    if (req_.epoch) {
+        // The checkpoint is published only with its channel state: it waits
+        // for every peer's marker (usually in long ago).
+        TRY_ASSIGN(auto channels, req_.epoch->channel_state());
+        TRY_ASSIGN(auto file, write_durable(tmp_, "channels.bin", channels));
+        m.cluster = EpochPart{req_.epoch->epoch(), file};
+    }
     // The frozen layers become part of the checkpoint by hard links (O(1)).
     for (size_t d = 0; d < disks_.size(); ++d) {
         DiskLayers layers{disks_[d].base.path, disks_[d].size, disks_[d].base_mtime_ns, {}};

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/dirty_tracker.hpp"
+#include "ckpt/epoch_cut.hpp"
 #include "ckpt/manifest.hpp"
 #include "ckpt/state_file.hpp"
 #include "devices/disk_layers.hpp"
@@ -46,6 +47,8 @@ struct CheckpointRequest {
     std::string dir;
     CheckpointMode mode = CheckpointMode::stop;
     bool incremental = false;
+    // Part of a cluster epoch: the network cut is taken with the state.
+    EpochCut* epoch = nullptr;
 };
 
 struct CheckpointResult {

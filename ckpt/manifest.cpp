@@ -1,5 +1,7 @@
 #include "ckpt/manifest.hpp"
 
+#include "ckpt/json_field.hpp"
+
 #include <cstdio>
 #include <limits>
 #include <type_traits>
@@ -26,39 +28,6 @@ Result<uint64_t> parse_hex64(const std::string& s)
 }
 
 json digest_json(const FileDigest& d) { return {{"file", d.file}, {"size", d.size}, {"xxh3", hex64(d.xxh3)}}; }
-
-// Field readers that turn a wrong type or a missing field into an Error
-// naming it (nlohmann throws; exceptions stop here).
-template <typename T>
-Result<T> field(const json& j, const char* name)
-{
-    if (!j.is_object() || !j.contains(name)) return Error(std::string("missing field '") + name + "'");
-    const json& v = j.at(name);
-    const auto wrong = [&] { return Error(std::string("field '") + name + "' has the wrong type"); };
-    // Numbers are checked by hand: converting a float or an out-of-range
-    // integer with get<> is undefined behaviour, not an exception.
-    if constexpr (std::is_same_v<T, bool>) {
-        if (!v.is_boolean()) return wrong();
-        return v.get<bool>();
-    } else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) {
-        if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0)) return wrong();
-        const uint64_t n = v.get<uint64_t>();
-        if (n > std::numeric_limits<T>::max()) return Error(std::string("field '") + name + "' is out of range");
-        return static_cast<T>(n);
-    } else if constexpr (std::is_integral_v<T>) {
-        if (!v.is_number_integer()) return wrong();
-        const int64_t n = v.get<int64_t>();
-        if (n < std::numeric_limits<T>::min() || n > std::numeric_limits<T>::max())
-            return Error(std::string("field '") + name + "' is out of range");
-        return static_cast<T>(n);
-    } else {
-        try {
-            return v.get<T>();
-        } catch (const json::exception&) {
-            return wrong();
-        }
-    }
-}
 
 // A file name inside the checkpoint directory: no paths, no "..".
 Result<std::string> local_file(const json& j, const char* name)
@@ -152,7 +121,7 @@ json to_json(const Manifest& m)
     json disks = json::array();
     for (const auto& d : m.disks)
         disks.push_back({{"base", d.base}, {"base_size", d.base_size}, {"base_mtime_ns", d.base_mtime_ns}, {"layers", d.layers}});
-    return {
+    json j = {
         {"format", "vvmm-checkpoint"},
         {"format_version", m.format_version},
         {"id", m.id},
@@ -167,6 +136,8 @@ json to_json(const Manifest& m)
         {"disks", disks},
         {"stats", m.stats},
     };
+    if (m.cluster) j["cluster"] = {{"epoch", m.cluster->epoch}, {"channels", digest_json(m.cluster->channels)}};
+    return j;
 }
 
 Result<Manifest> manifest_from_json(const json& j)
@@ -201,6 +172,15 @@ Result<Manifest> manifest_from_json(const json& j)
         m.disks.push_back(std::move(disk));
     }
     if (m.disks.size() != m.vm.disks.size()) return Error("disk layers do not match the VM's disks");
+    if (j.contains("cluster")) {
+        const json& c = j.at("cluster");
+        if (!c.is_object() || !c.contains("channels")) return Error("field 'cluster' is not an epoch record");
+        EpochPart part;
+        TRY_ASSIGN(part.epoch, field<uint64_t>(c, "epoch"));
+        if (part.epoch == 0) return Error("field 'cluster.epoch' is 0");
+        TRY_ASSIGN(part.channels, digest_from(c.at("channels")));
+        m.cluster = std::move(part);
+    }
     if (j.contains("stats")) m.stats = j.at("stats");
     return m;
 }

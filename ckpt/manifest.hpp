@@ -55,6 +55,13 @@ struct MemoryImage {
     std::vector<std::optional<uint64_t>> chunks;
 };
 
+// A checkpoint taken as part of a cluster epoch also holds the frames that
+// were in flight towards this VM across the cut (see net/channel_cut.hpp).
+struct EpochPart {
+    uint64_t epoch = 0;
+    FileDigest channels;
+};
+
 struct Manifest {
     uint32_t format_version = kFormatVersion;
     std::string id;
@@ -66,6 +73,7 @@ struct Manifest {
     FileDigest state;
     MemoryImage memory;
     std::vector<DiskLayers> disks;
+    std::optional<EpochPart> cluster;
     nlohmann::json stats = nlohmann::json::object();
 };
 

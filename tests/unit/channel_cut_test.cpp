@@ -14,6 +14,7 @@
 #include <random>
 
 #include "net/channel_cut.hpp"
+#include "net/channel_state.hpp"
 
 using vvmm::net::ChannelCut;
 using vvmm::net::RecordedFrames;
@@ -298,4 +299,33 @@ TEST_CASE("channel cut: marker before capture holds, after capture closes record
     REQUIRE(unheld.size() == 1);
     CHECK(unheld[0] == 1);
     CHECK(cut.on_marker(0, 8) == ChannelCut::MarkerAction::ignore);  // aborted: stale
+}
+
+TEST_CASE("channel state: round trip, and every truncation or bad field is refused")
+{
+    using vvmm::net::ChannelState;
+    ChannelState s;
+    s.epoch = 42;
+    s.peers.push_back({"vm1", {std::vector<uint8_t>(60, 1), std::vector<uint8_t>(1514, 2)}});
+    s.peers.push_back({"vm2", {}});
+    const auto bytes = vvmm::net::encode_channel_state(s);
+    auto back = vvmm::net::decode_channel_state(bytes);
+    REQUIRE(back.ok());
+    CHECK(back->epoch == 42);
+    REQUIRE(back->peers.size() == 2);
+    CHECK(back->peers[0].id == "vm1");
+    CHECK(back->peers[0].frames == s.peers[0].frames);
+    CHECK(back->peers[1].frames.empty());
+    CHECK(back->frame_count() == 2);
+    for (size_t n = 0; n < bytes.size(); ++n)
+        CHECK_FALSE(vvmm::net::decode_channel_state(std::span(bytes).first(n)).ok());
+    auto longer = bytes;
+    longer.push_back(0);
+    CHECK_FALSE(vvmm::net::decode_channel_state(longer).ok());
+    auto bad_magic = bytes;
+    bad_magic[0] ^= 1;
+    CHECK_FALSE(vvmm::net::decode_channel_state(bad_magic).ok());
+    ChannelState runt;
+    runt.peers.push_back({"vm1", {std::vector<uint8_t>(10, 0)}});  // shorter than an Ethernet header
+    CHECK_FALSE(vvmm::net::decode_channel_state(vvmm::net::encode_channel_state(runt)).ok());
 }

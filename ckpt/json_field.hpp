@@ -1,0 +1,51 @@
+// Reading checked fields out of JSON documents that come from files or
+// peers (manifests, cluster manifests): a missing field, a wrong type or an
+// out-of-range number is an Error naming the field, never an exception or
+// undefined behaviour.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include <nlohmann/json.hpp>
+
+#include "vmm/base/result.hpp"
+
+namespace vvmm::ckpt {
+
+// Field readers that turn a wrong type or a missing field into an Error
+// naming it (nlohmann throws; exceptions stop here).
+template <typename T>
+Result<T> field(const nlohmann::json& j, const char* name)
+{
+    if (!j.is_object() || !j.contains(name)) return Error(std::string("missing field '") + name + "'");
+    const nlohmann::json& v = j.at(name);
+    const auto wrong = [&] { return Error(std::string("field '") + name + "' has the wrong type"); };
+    // Numbers are checked by hand: converting a float or an out-of-range
+    // integer with get<> is undefined behaviour, not an exception.
+    if constexpr (std::is_same_v<T, bool>) {
+        if (!v.is_boolean()) return wrong();
+        return v.get<bool>();
+    } else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) {
+        if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0)) return wrong();
+        const uint64_t n = v.get<uint64_t>();
+        if (n > std::numeric_limits<T>::max()) return Error(std::string("field '") + name + "' is out of range");
+        return static_cast<T>(n);
+    } else if constexpr (std::is_integral_v<T>) {
+        if (!v.is_number_integer()) return wrong();
+        const int64_t n = v.get<int64_t>();
+        if (n < std::numeric_limits<T>::min() || n > std::numeric_limits<T>::max())
+            return Error(std::string("field '") + name + "' is out of range");
+        return static_cast<T>(n);
+    } else {
+        try {
+            return v.get<T>();
+        } catch (const nlohmann::json::exception&) {
+            return wrong();
+        }
+    }
+}
+
+}  // namespace vvmm::ckpt

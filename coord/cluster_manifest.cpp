@@ -1,0 +1,182 @@
+#include "coord/cluster_manifest.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "ckpt/checkpoint_dir.hpp"
+#include "ckpt/json_field.hpp"
+
+namespace vvmm::coord {
+namespace {
+
+using nlohmann::json;
+using ckpt::field;
+
+constexpr const char* kFormat = "vvmm-cluster-epoch";
+constexpr unsigned kFormatVersion = 1;
+constexpr uint64_t kMaxManifestBytes = 16 << 20;
+
+std::string epoch_name(uint64_t epoch)
+{
+    char b[32];
+    std::snprintf(b, sizeof b, "%06llu", static_cast<unsigned long long>(epoch));
+    return b;
+}
+
+std::string hex(uint64_t v)
+{
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+Result<uint64_t> unhex(const std::string& s)
+{
+    if (s.size() != 16 || s.find_first_not_of("0123456789abcdef") != std::string::npos)
+        return Error("'" + s + "' is not a 16-digit hex digest");
+    return std::stoull(s, nullptr, 16);
+}
+
+bool safe_name(const std::string& s)
+{
+    return !s.empty() && s.size() <= 64 && s != "." && s != ".." &&
+           s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == std::string::npos;
+}
+
+Result<double> number(const json& j, const char* name)
+{
+    if (!j.contains(name) || !j.at(name).is_number()) return Error(std::string("field '") + name + "' is not a number");
+    return j.at(name).get<double>();
+}
+
+Result<EpochVm> vm_from(const json& j)
+{
+    EpochVm v;
+    TRY_ASSIGN(v.name, field<std::string>(j, "name"));
+    TRY_ASSIGN(v.node, field<std::string>(j, "node"));
+    TRY_ASSIGN(v.id, field<std::string>(j, "id"));
+    if (!safe_name(v.name) || !safe_name(v.id)) return Error("a VM name or checkpoint id is not a plain name");
+    TRY_ASSIGN(auto digest, field<std::string>(j, "manifest_xxh3"));
+    TRY_ASSIGN(v.manifest_xxh3, unhex(digest));
+    TRY_ASSIGN(v.bytes, field<uint64_t>(j, "bytes"));
+    TRY_ASSIGN(v.pause_ms, number(j, "pause_ms"));
+    TRY_ASSIGN(v.total_ms, number(j, "total_ms"));
+    TRY_ASSIGN(v.incremental, field<bool>(j, "incremental"));
+    return v;
+}
+
+Result<std::string> read_file(const std::string& path, uint64_t max)
+{
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) return Error("cannot read " + path + ": " + ec.message());
+    if (size > max) return Error(path + " is too large (" + std::to_string(size) + " bytes)");
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) return Error("cannot read " + path);
+    return text.str();
+}
+
+}  // namespace
+
+json to_json(const ClusterManifest& m)
+{
+    json vms = json::array();
+    for (const auto& v : m.vms)
+        vms.push_back({{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", hex(v.manifest_xxh3)},
+                       {"bytes", v.bytes}, {"pause_ms", v.pause_ms}, {"total_ms", v.total_ms},
+                       {"incremental", v.incremental}});
+    return {{"format", kFormat}, {"format_version", kFormatVersion}, {"cluster", m.cluster}, {"epoch", m.epoch},
+            {"mode", m.mode}, {"incremental", m.incremental}, {"created", m.created}, {"epoch_ms", m.epoch_ms},
+            {"vms", vms}};
+}
+
+Result<ClusterManifest> cluster_manifest_from_json(const json& j)
+{
+    ClusterManifest m;
+    TRY_ASSIGN(auto format, field<std::string>(j, "format"));
+    if (format != kFormat) return Error("not a vvmm cluster epoch manifest");
+    TRY_ASSIGN(unsigned version, field<unsigned>(j, "format_version"));
+    if (version == 0 || version > kFormatVersion)
+        return Error("cluster manifest format version " + std::to_string(version) + " is not supported");
+    TRY_ASSIGN(m.cluster, field<std::string>(j, "cluster"));
+    TRY_ASSIGN(m.epoch, field<uint64_t>(j, "epoch"));
+    if (m.epoch == 0) return Error("epoch 0");
+    TRY_ASSIGN(m.mode, field<std::string>(j, "mode"));
+    TRY_ASSIGN(m.incremental, field<bool>(j, "incremental"));
+    TRY_ASSIGN(m.created, field<std::string>(j, "created"));
+    TRY_ASSIGN(m.epoch_ms, number(j, "epoch_ms"));
+    if (!j.contains("vms") || !j.at("vms").is_array() || j.at("vms").empty()) return Error("field 'vms' is not a list of VMs");
+    for (const auto& v : j.at("vms")) {
+        TRY_ASSIGN(auto vm, vm_from(v));
+        if (std::any_of(m.vms.begin(), m.vms.end(), [&](const EpochVm& o) { return o.name == vm.name; }))
+            return Error("VM '" + vm.name + "' is listed twice");
+        m.vms.push_back(std::move(vm));
+    }
+    return m;
+}
+
+std::string vm_checkpoint_root(const std::string& checkpoint_dir, const std::string& vm)
+{
+    return checkpoint_dir + "/" + vm;
+}
+
+Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const ClusterManifest& m)
+{
+    const std::string dir = checkpoint_dir + "/epochs";
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return Error("cannot create " + dir + ": " + ec.message());
+    const std::string text = to_json(m).dump(1) + "\n";
+    const std::string tmp = ".tmp-" + epoch_name(m.epoch) + "-" + std::to_string(::getpid()) + ".json";
+    TRY(ckpt::write_durable(dir, tmp, {reinterpret_cast<const uint8_t*>(text.data()), text.size()}));
+    const std::string final_path = dir + "/" + epoch_name(m.epoch) + ".json";
+    std::filesystem::rename(dir + "/" + tmp, final_path, ec);
+    if (ec) {
+        std::filesystem::remove(dir + "/" + tmp, ec);
+        return Error("cannot publish " + final_path);
+    }
+    return ckpt::fsync_dir(dir);
+}
+
+Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch)
+{
+    const std::string path = checkpoint_dir + "/epochs/" + epoch_name(epoch) + ".json";
+    if (!std::filesystem::exists(path)) return Error("epoch " + std::to_string(epoch) + " was not committed (no " + path + ")");
+    TRY_ASSIGN(auto text, read_file(path, kMaxManifestBytes));
+    const json j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) return Error(path + " is not valid JSON");
+    auto m = cluster_manifest_from_json(j);
+    if (!m) return m.error().context(path);
+    if (m->epoch != epoch) return Error(path + " describes epoch " + std::to_string(m->epoch));
+    return m;
+}
+
+std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir)
+{
+    std::vector<uint64_t> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(checkpoint_dir + "/epochs", ec)) {
+        const std::string name = e.path().filename().string();
+        if (name.size() < 6 || !name.ends_with(".json") || name[0] == '.') continue;
+        const std::string digits = name.substr(0, name.size() - 5);
+        if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 18) continue;
+        out.push_back(std::stoull(digits));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+Result<uint64_t> vm_manifest_digest(const std::string& vm_checkpoint_dir)
+{
+    TRY_ASSIGN(auto text, read_file(vm_checkpoint_dir + "/manifest.json", kMaxManifestBytes));
+    return ckpt::digest_of({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
+
+}  // namespace vvmm::coord

@@ -1,0 +1,54 @@
+// The cluster manifest of epoch E: which checkpoint of each VM belongs to
+// the epoch. The initiator writes it once every VM's checkpoint is durable
+// (with its channel state), and every VMM writes the same file in its own
+// node's checkpoint directory on COMMIT, so any node can restore. An epoch
+// exists exactly when its cluster manifest does.
+//
+// Layout of a node's checkpoint directory (cfg.toml's checkpoint_dir):
+//   <vm>/<id>/          one VM's checkpoints (see ckpt/manifest.hpp)
+//   epochs/<E>.json     committed epochs, E as 6 digits
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "vmm/base/result.hpp"
+
+namespace vvmm::coord {
+
+struct EpochVm {
+    std::string name, node;
+    std::string id;  // the VM's checkpoint, <checkpoint_dir>/<name>/<id>
+    uint64_t manifest_xxh3 = 0;
+    uint64_t bytes = 0;
+    double pause_ms = 0, total_ms = 0;
+    bool incremental = false;
+};
+
+struct ClusterManifest {
+    std::string cluster;
+    uint64_t epoch = 0;
+    std::string mode;
+    bool incremental = false;
+    std::string created;  // UTC, ISO 8601
+    double epoch_ms = 0;  // from PREPARE to the last DONE, at the initiator
+    std::vector<EpochVm> vms;
+};
+
+nlohmann::json to_json(const ClusterManifest& m);
+Result<ClusterManifest> cluster_manifest_from_json(const nlohmann::json& j);
+
+std::string vm_checkpoint_root(const std::string& checkpoint_dir, const std::string& vm);
+// Atomic and durable; writing the same epoch again (another VMM sharing the
+// directory) replaces it with identical content.
+Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const ClusterManifest& m);
+Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch);
+// Committed epochs in `checkpoint_dir`, ascending (none if it does not exist).
+std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir);
+// The digest a cluster manifest records for a VM checkpoint (xxh3 of its manifest.json).
+Result<uint64_t> vm_manifest_digest(const std::string& vm_checkpoint_dir);
+
+}  // namespace vvmm::coord
