@@ -1,0 +1,56 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "coord/cluster_manifest.hpp"
+
+using namespace vvmm::coord;
+
+namespace {
+ClusterManifest sample(uint64_t epoch)
+{
+    ClusterManifest m{"demo", epoch, "cow", false, "2026-11-22T08:00:00Z", 12.5, {}};
+    m.vms.push_back({"vm0", "n0", "000001", 0x1234, 100, 1.0, 2.0, false});
+    m.vms.push_back({"vm1", "n1", "000003", 0xabcd, 200, 1.5, 2.5, true});
+    return m;
+}
+}  // namespace
+
+TEST_CASE("cluster manifest: written atomically, listed, read back; bad ones refused")
+{
+    const auto dir = std::filesystem::temp_directory_path() / ("vvmm-cm-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    CHECK(committed_epochs(dir.string()).empty());
+    REQUIRE(write_cluster_manifest(dir.string(), sample(2)).ok());
+    REQUIRE(write_cluster_manifest(dir.string(), sample(10)).ok());
+    REQUIRE(write_cluster_manifest(dir.string(), sample(10)).ok());  // again, as a second VMM sharing the directory
+    std::ofstream(dir / "epochs" / ".tmp-000011-1.json") << "{";  // a dead writer's leftover is not an epoch
+    CHECK(committed_epochs(dir.string()) == std::vector<uint64_t>{2, 10});
+    auto back = read_cluster_manifest(dir.string(), 10);
+    REQUIRE(back.ok());
+    CHECK(back->vms.size() == 2);
+    CHECK(back->vms[1].manifest_xxh3 == 0xabcd);
+    CHECK(back->vms[1].incremental);
+    CHECK(to_json(back.value()) == to_json(sample(10)));
+    CHECK_FALSE(read_cluster_manifest(dir.string(), 3).ok());
+
+    auto j = to_json(sample(1));
+    for (const char* key : {"format", "epoch", "vms", "mode", "created"}) {
+        auto broken = j;
+        broken.erase(key);
+        CHECK_FALSE(cluster_manifest_from_json(broken).ok());
+    }
+    auto twice = j;
+    twice["vms"].push_back(j["vms"][0]);
+    CHECK_FALSE(cluster_manifest_from_json(twice).ok());
+    auto escape = j;
+    escape["vms"][0]["id"] = "../../x";
+    CHECK_FALSE(cluster_manifest_from_json(escape).ok());
+    auto newer = j;
+    newer["format_version"] = 2;
+    CHECK_FALSE(cluster_manifest_from_json(newer).ok());
+    std::ofstream(dir / "epochs" / "000004.json") << "not json";
+    CHECK_FALSE(read_cluster_manifest(dir.string(), 4).ok());
+    std::filesystem::remove_all(dir);
+}
