@@ -14,7 +14,8 @@ std::vector<uint8_t> bytes(std::string_view s) { return std::vector<uint8_t>(s.b
 std::vector<uint8_t> unhex(std::string_view hex)
 {
     std::vector<uint8_t> out;
-    for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+    for (size_t i = 0; i + 1 < hex.size(); i += 2)
+        out.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
     return out;
 }
 
