@@ -108,7 +108,14 @@ struct PeerMesh::State {
 
     Result<void> open_acceptor();
     void run();
-    Hello own_hello() const { return Hello{spec.mac, spec.listen, spec.id}; }
+    // TODO(lead): the configured cluster name and a random_nonce() per
+    // connection, checked with AUTH (peer_protocol.hpp). Until then every
+    // VMM says it belongs to "default" and nothing is authenticated.
+    Hello own_hello() const
+    {
+        return Hello{.role = PeerRole::peer, .mac = spec.mac, .listen = spec.listen, .id = spec.id,
+                     .cluster = "default", .nonce = {}};
+    }
 
     // Connections (network thread).
     void start_accept();
@@ -384,9 +391,13 @@ void PeerMesh::State::drain(std::shared_ptr<Connection> conn)
         if (const Hello* hello = std::get_if<Hello>(&message)) {
             on_hello(conn, *hello);
         } else if (conn->stage != Stage::established) {
-            fail(conn, "protocol error: a FRAME came before HELLO", LogLevel::error);
+            fail(conn, "protocol error: a " + std::string(message_name(message)) + " came before HELLO",
+                 LogLevel::error);
+        } else if (FrameMessage* frame = std::get_if<FrameMessage>(&message)) {
+            on_frame(*conn->peer, std::move(frame->frame));
         } else {
-            on_frame(*conn->peer, std::move(std::get<FrameMessage>(message).frame));
+            fail(conn, "protocol error: " + std::string(message_name(message)) + " is not handled by this VMM yet",
+                 LogLevel::error);
         }
     }
     start_read(conn);

@@ -1,58 +1,165 @@
 // The wire protocol between the VMMs of a cluster: the one place that
 // describes it. Every VMM holds one TCP connection to every other VMM (see
 // peer_mesh.hpp for who dials); both directions carry a stream of messages.
+// A controller (a CLI reaching the cluster through a VMM's peer port) uses the
+// same framing on a connection of its own.
 //
 // Message = header + payload. All integers are little-endian.
 //
 //   offset size  field
 //   0      4     payload length in bytes (not counting the header)
 //   4      2     type (MessageType)
-//   6      2     flags: none are defined in version 1; must be 0
+//   6      2     flags: none are defined (version 2); must be 0
 //   8      n     payload
 //
 // The header layout never changes; everything else may change with the
 // protocol version, which HELLO carries at a fixed place so that any two
-// versions can tell that they differ.
+// versions can tell that they differ. An unknown type, non-zero flags, or a
+// payload over its type's maximum is a protocol error (the header alone
+// tells); so is any payload that breaks its type's rules below. A protocol
+// error closes the connection with a logged error.
+//
+// ---- Version 2 messages -----------------------------------------------------
 //
 // HELLO (type 1): the first message on a connection, in both directions. The
 // dialing side sends it at once; the accepting side answers with its own
-// HELLO once it has recognised the dialer as one of its configured peers. A
-// connection that starts with anything else, or whose HELLO is malformed or
-// has another version, is closed with a logged error.
+// HELLO once it has recognised the dialer as one of its configured peers (or
+// as a controller). The version is checked first: a HELLO of another version
+// (version 1's 32-byte layout included) is refused for its version, whatever
+// follows it.
 //
 //   offset size  field
 //   0      4     magic "VVMN" (bytes 56 56 4d 4e)
-//   4      2     protocol version (kProtocolVersion)
-//   6      6     sender's guest MAC
-//   12     2     sender's listen port
-//   14     1     listen address family: 4 or 6
-//   15     1     id length n, 1..64
-//   16     16    listen address (IPv4: first 4 bytes, the rest zero)
-//   32     n     sender's id, [A-Za-z0-9._-]
+//   4      2     protocol version (kProtocolVersion = 2)
+//   6      1     role: 1 = peer VMM, 2 = controller
+//   7      1     reserved, 0
+//   8      6     sender's guest MAC (unicast; all zero for a controller)
+//   14     2     sender's listen port (1..65535; 0 for a controller)
+//   16     1     listen address family: 4 or 6 (0 for a controller)
+//   17     1     id length n, 1..64
+//   18     1     cluster name length m, 1..64
+//   19     1     reserved, 0
+//   20     16    listen address (IPv4: first 4 bytes, the rest zero; all
+//                zero for a controller)
+//   36     32    nonce: 32 random bytes, fresh for this connection
+//   68     n     sender's id, [A-Za-z0-9._-]
+//   68+n   m     cluster name, [A-Za-z0-9._-]
 //
 // The accepting side finds out which configured peer dialed it from the
 // listen address (the source port of a connection says nothing).
+//
+// AUTH (type 4): payload exactly 32 bytes, auth_tag() of the sender. Proves
+// that the sender holds the cluster secret without sending it. Handshake:
+//
+//   dialer D                                 acceptor A
+//   |--HELLO(id D, nonce Nd)------------------>|
+//   |<-HELLO(id A, nonce Na)-------------------|  A recognised D
+//   |--AUTH(tag(secret, cluster, D, Nd, Na))-->|  A checks it
+//   |<-AUTH(tag(secret, cluster, A, Na, Nd))---|  D checks it
+//
+// The dialer proves first, so the acceptor never computes a tag for a party
+// that has not proved itself. Until a side has checked the other's AUTH it
+// accepts nothing but HELLO and AUTH; a wrong tag, another cluster name or any
+// other message there closes the connection. The tag covers:
+//  - the receiver's nonce: a tag recorded on one connection is worthless on
+//    another (no replay);
+//  - the sender's id and nonce, in a fixed order (sender's first): the tag D
+//    sends has D's id and D's nonce first, so it can never be the one A must
+//    send back. Reflecting A's own challenge to it, or A's tag back to A,
+//    fails; so does an attacker relaying between two connections, since
+//    each tag is bound to both fresh nonces of its connection;
+//  - the cluster name: the same secret used by two clusters does not let a
+//    VMM of one join the other;
+//  - a versioned label, so the secret's tags for anything else never match.
 //
 // FRAME (type 2): the payload is one Ethernet frame as the guest sent it (no
 // virtio header), 0..65535 bytes. The framing accepts any length in that
 // range; a frame shorter than an Ethernet header is guest data, dropped by
 // the receiver with a rate-limited log, not a protocol error.
 //
-// Reserved now, implemented with checkpoints (a version 1 peer that receives
-// one closes the connection as for an unknown type):
-//   MARKER (3)      separates the frames sent before a checkpoint epoch's cut
-//                   from those sent after it on this connection
-//   PREPARE (16), DONE (17), COMMIT (18), ABORT (19), RESTORED (20)
-//                   the coordinated checkpoint/restore control messages
+// MARKER (type 3): payload exactly 8 bytes, the epoch E (u64, > 0). On this
+// connection, separates the frames its sender sent before capturing epoch E
+// from those it sent after.
 //
-// ---- Checkpoint epoch: sequence diagram -------------------------------------
-// TODO(checkpoint): the epoch E sequence (PREPARE / MARKER / DONE / COMMIT /
-// ABORT, restore with RESTORED and re-delivery of recorded channel frames)
-// and the payload layouts of those messages go here, together with the
-// protocol version bump that introduces them.
+// PREPARE (16), DONE (17), COMMIT (18), ABORT (19), RESTORED (20): the
+// coordinated checkpoint/restore control messages. Payload: the epoch E (u64,
+// > 0), then one JSON object in UTF-8 (at most kMaxJsonSize bytes; e.g. DONE
+// carries the digest of the sender's durable state, or why it failed). The
+// keys of each body are defined where the messages are handled; the protocol
+// only requires an object.
+//
+// CTL_REQUEST (21), CTL_REPLY (22): payload one JSON object (at most
+// kMaxJsonSize bytes): a controller's request to the VMM it reached, and that
+// VMM's answer. Only on a controller's connection, after AUTH.
+//
+// Between peers, after AUTH: FRAME, MARKER and PREPARE..RESTORED. A
+// controller's connection carries CTL_REQUEST from the controller and
+// CTL_REPLY to it, nothing else.
+//
+// ---- Checkpoint epoch E: sequence diagram -----------------------------------
+// I is the initiator (the VMM that `vvmm checkpoint --all` reached), P and Q
+// the other VMMs. Epochs only grow; one runs at a time.
+//
+//   I                         P                         Q
+//   |--PREPARE(E)------------>|                         |
+//   |--PREPARE(E)-------------------------------------->|
+//   | capture I               |                         |
+//   |--MARKER(E)------------->|                         |
+//   |--MARKER(E)--------------------------------------->|
+//   |                         | capture P               |
+//   |                         |                         | capture Q
+//   |<-MARKER(E)--------------|--MARKER(E)------------->|
+//   |<-MARKER(E)----------------------------------------|
+//   |                         |<-MARKER(E)--------------|
+//   |<-DONE(E, body)----------|                         |
+//   |<-DONE(E, body)------------------------------------|
+//   write the cluster manifest for E atomically (after all DONEs)
+//   |--COMMIT(E)------------->|                         |
+//   |--COMMIT(E)--------------------------------------->|
+//
+// Rules, for each VMM, about each connection from a peer X:
+//  1. Capture: on PREPARE(E) or the first MARKER(E) from anyone, whichever
+//     comes first (the initiator captures when it starts E). Right after its
+//     capture a VMM queues MARKER(E) on every connection to a peer, behind
+//     the frames already queued there and before any later frame.
+//  2. A connection whose MARKER(E) arrives before this VMM's capture is held
+//     (not read) until the capture is done: what follows the marker was sent
+//     after X's cut and must not reach this guest before its own cut. That
+//     connection's channel state for E is empty.
+//  3. Frames arriving on a connection after this VMM's capture and before
+//     that connection's MARKER(E) were in flight across the cut: they are
+//     recorded as the channel state of that connection for E (and delivered
+//     to the guest as usual if it is running).
+//  4. DONE(E, ...) once the local state and the channel state of every
+//     connection (MARKER(E) received on each) are durable, or at once with
+//     the error if that failed.
+//  5. When every VMM answered DONE with success, the initiator writes the
+//     cluster manifest for E atomically, then sends COMMIT(E). A VMM that
+//     fails or times out makes it send ABORT(E) instead: every VM goes on
+//     running, E is discarded, recording stops and held connections are
+//     read again. PREPARE or MARKER of an epoch that has already ended
+//     (COMMIT or ABORT) is ignored: a late MARKER of an aborted epoch.
+//
+// Restore of epoch E (every VMM started from its part of the manifest):
+//
+//   I                         P                         Q
+//   load E, paused            load E, paused            load E, paused
+//   |                         |                         |
+//   |--RESTORED(E)----------->|<-RESTORED(E)------------|
+//   |<-RESTORED(E)------------|--RESTORED(E)----------->|
+//   |--RESTORED(E)------------------------------------->|
+//   |<-RESTORED(E)--------------------------------------|
+//   resume                    resume                    resume
+//
+//  6. Every VMM loads paused and sends RESTORED(E) to every peer, as the
+//     first message after AUTH (before any FRAME).
+//  7. The channel frames recorded for a connection are delivered to the
+//     guest before any new frame read from that connection's peer.
+//  8. A VMM resumes its guest once it has RESTORED(E) from every peer.
 // -----------------------------------------------------------------------------
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -61,12 +168,14 @@
 #include <variant>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "net/net_spec.hpp"
 #include "vmm/base/result.hpp"
 
 namespace vvmm::net {
 
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;
 inline constexpr uint8_t kHelloMagic[4] = {'V', 'V', 'M', 'N'};
 
 inline constexpr size_t kHeaderSize = 8;
@@ -75,44 +184,128 @@ inline constexpr size_t kMaxFrameSize = 65535;
 // Generous, so that a HELLO of another protocol version is still read and
 // refused for its version, not for its size.
 inline constexpr size_t kMaxHelloPayload = 4096;
-inline constexpr size_t kHelloFixedSize = 32;
+inline constexpr size_t kHelloFixedSize = 68;
+inline constexpr size_t kMaxClusterNameLength = 64;
+inline constexpr size_t kNonceSize = 32;
+inline constexpr size_t kAuthTagSize = 32;
+inline constexpr size_t kEpochSize = 8;
+// JSON bodies of control messages; with the epoch they stay under a FRAME's
+// maximum, so kMaxMessageSize bounds every message.
+inline constexpr size_t kMaxJsonSize = 60 * 1024;
+// Nesting deeper than this is refused: the JSON library walks values
+// recursively, and no body of ours nests more than a few levels.
+inline constexpr size_t kMaxJsonDepth = 32;
 inline constexpr size_t kMaxMessageSize = kHeaderSize + kMaxFrameSize;
 
 enum class MessageType : uint16_t {
     hello = 1,
     frame = 2,
     marker = 3,
+    auth = 4,
     prepare = 16,
     done = 17,
     commit = 18,
     abort = 19,
     restored = 20,
+    ctl_request = 21,
+    ctl_reply = 22,
 };
 
 // "HELLO", "FRAME", ... or "unknown".
 std::string_view message_type_name(uint16_t type);
+inline std::string_view message_type_name(MessageType type) { return message_type_name(static_cast<uint16_t>(type)); }
+// PREPARE, DONE, COMMIT, ABORT or RESTORED: an epoch and a JSON body.
+bool is_control_type(MessageType type);
+
+enum class PeerRole : uint8_t { peer = 1, controller = 2 };
+using Nonce = std::array<uint8_t, kNonceSize>;
+using AuthTag = std::array<uint8_t, kAuthTagSize>;
 
 struct Hello {
+    PeerRole role = PeerRole::peer;
+    // For a controller: not sent; decoded as the defaults (zero MAC,
+    // SocketAddress()).
     MacAddress mac;
     SocketAddress listen;
     std::string id;
+    std::string cluster;
+    Nonce nonce{};
 
     bool operator==(const Hello&) const = default;
 };
 
-struct FrameMessage {
-    std::vector<uint8_t> frame;
+struct AuthMessage {
+    AuthTag tag{};
+    bool operator==(const AuthMessage&) const = default;
 };
 
-using Message = std::variant<Hello, FrameMessage>;
+struct FrameMessage {
+    std::vector<uint8_t> frame;
+    bool operator==(const FrameMessage&) const = default;
+};
 
-// Encoders append one whole message to `out`.
+struct MarkerMessage {
+    uint64_t epoch = 0;
+    bool operator==(const MarkerMessage&) const = default;
+};
+
+// PREPARE, DONE, COMMIT, ABORT or RESTORED (is_control_type(type)).
+struct ControlMessage {
+    MessageType type = MessageType::prepare;
+    uint64_t epoch = 0;
+    nlohmann::json body = nlohmann::json::object();
+    bool operator==(const ControlMessage&) const = default;
+};
+
+struct ControlRequest {
+    nlohmann::json body = nlohmann::json::object();
+    bool operator==(const ControlRequest&) const = default;
+};
+
+struct ControlReply {
+    nlohmann::json body = nlohmann::json::object();
+    bool operator==(const ControlReply&) const = default;
+};
+
+using Message =
+    std::variant<Hello, AuthMessage, FrameMessage, MarkerMessage, ControlMessage, ControlRequest, ControlReply>;
+
+// The type name of a decoded message, for logs ("HELLO", "DONE", ...).
+std::string_view message_name(const Message& message);
+
+// Encoders append one whole message to `out`. They encode what they are
+// given; the caller keeps to the rules above (valid id and cluster name,
+// epoch > 0, a JSON object within kMaxJsonSize), which the decoder enforces.
+// JSON strings that are not valid UTF-8 are encoded with U+FFFD in their
+// place rather than throwing.
 void append_hello(std::vector<uint8_t>& out, const Hello& hello);
+void append_auth(std::vector<uint8_t>& out, const AuthTag& tag);
 void append_frame(std::vector<uint8_t>& out, std::span<const uint8_t> frame);
+void append_marker(std::vector<uint8_t>& out, uint64_t epoch);
+// `type` must be a control type (is_control_type).
+void append_control(std::vector<uint8_t>& out, MessageType type, uint64_t epoch, const nlohmann::json& body);
+void append_ctl_request(std::vector<uint8_t>& out, const nlohmann::json& body);
+void append_ctl_reply(std::vector<uint8_t>& out, const nlohmann::json& body);
 inline size_t encoded_frame_size(size_t frame_bytes) { return kHeaderSize + frame_bytes; }
 
 // Checks and decodes a HELLO payload (the version first).
 Result<Hello> parse_hello(std::span<const uint8_t> payload);
+
+// A cluster name follows the rules of a peer id: [A-Za-z0-9._-]{1,64}.
+Result<void> validate_cluster_name(std::string_view name);
+
+// 32 bytes from getrandom(2), for HELLO. Aborts if the kernel cannot give
+// them (it blocks until its pool is ready; failure means no getrandom at all),
+// since a predictable nonce would undo authentication.
+Nonce random_nonce();
+
+// The tag the sender of an AUTH puts in it:
+//   HMAC-SHA256(secret, "vvmm-peer-auth-v2" 0x00 | u8 len | cluster |
+//               u8 len | sender_id | sender_nonce | receiver_nonce)
+// Why each part is there: see AUTH above. cluster and sender_id are at most
+// 255 bytes (valid ones are at most 64); longer is a programming error (abort).
+AuthTag auth_tag(std::span<const uint8_t> secret, std::string_view cluster, std::string_view sender_id,
+                 const Nonce& sender_nonce, const Nonce& receiver_nonce);
 
 // Turns a byte stream into messages, whatever the stream's split into reads.
 // Pure: no I/O. After the first protocol error it returns that error forever
@@ -123,12 +316,13 @@ class MessageDecoder {
 public:
     void feed(std::span<const uint8_t> bytes);
     // A complete message, std::nullopt if more bytes are needed, or the
-    // protocol error (unknown or reserved type, flags, oversize, bad HELLO).
+    // protocol error (unknown type, flags, bad size, bad payload).
     Result<std::optional<Message>> next();
     size_t buffered_bytes() const { return buffer_.size() - consumed_; }
 
 private:
     Result<std::optional<Message>> fail(std::string message);
+    Result<std::optional<Message>> decode(MessageType type, std::span<const uint8_t> payload);
 
     std::vector<uint8_t> buffer_;
     size_t consumed_ = 0;

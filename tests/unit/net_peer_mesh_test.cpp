@@ -332,7 +332,7 @@ Received read_messages(int fd, size_t want)
 std::vector<uint8_t> hello_bytes(const std::string& id, const SocketAddress& listen, uint16_t version = kProtocolVersion)
 {
     std::vector<uint8_t> out;
-    append_hello(out, Hello{MacAddress::derived_from_id(id), listen, id});
+    append_hello(out, Hello{.mac = MacAddress::derived_from_id(id), .listen = listen, .id = id, .cluster = "default"});
     store_le<uint16_t>(out.data() + kHeaderSize + 4, version);
     return out;
 }
@@ -565,7 +565,7 @@ TEST_CASE("mesh: the accepting side checks the dialer's HELLO")
     SUBCASE("wrong version: closed without an answer")
     {
         UniqueFd s = connect_to(listen);
-        write_all(s.get(), hello_bytes("f", fake, 2));
+        write_all(s.get(), hello_bytes("f", fake, 1));
         const Received r = read_messages(s.get(), 1);
         CHECK(r.eof);
         CHECK(r.messages.empty());
