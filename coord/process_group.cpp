@@ -384,7 +384,13 @@ Result<int> run_process_group(std::span<const ChildSpec> children, const Process
 
     Supervisor sup(children, options);
     TRY(sup.start_all());
-    return sup.run(signal_fd.get());
+    int rc = sup.run(signal_fd.get());
+    // A Ctrl-C that came after the last child ended was meant for the group:
+    // consume it instead of letting it kill the caller when the mask is restored.
+    signalfd_siginfo info;
+    while (::read(signal_fd.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+    }
+    return rc;
 }
 
 }  // namespace vvmm::coord

@@ -146,6 +146,20 @@ TEST_CASE("process_group: exec failure exits 127 with a clear line")
     CHECK(err.text() == "vvmm: x exited with status 127\n");
 }
 
+TEST_CASE("process_group: children get only stdin (/dev/null), stdout and stderr")
+{
+    // An fd of ours without O_CLOEXEC must not leak into the VMM.
+    UniqueFd leak(::open("/dev/null", O_RDONLY));
+    REQUIRE(leak.valid());
+    const std::vector<ChildSpec> children = {
+        // The glob's own directory fd is closed again by the time readlink runs.
+        sh("f", "for f in /proc/$$/fd/*; do readlink $f | cut -c1-5; done; read x && echo read-something")};
+    Capture out, err;
+    auto rc = run_process_group(children, {.out = out.file(), .err = err.file()});
+    REQUIRE(rc.ok());
+    CHECK(out.text() == "f| /dev/\nf| pipe:\nf| pipe:\n");
+}
+
 TEST_CASE("process_group: invalid specs start nothing")
 {
     auto bad = [](std::vector<ChildSpec> c) { return !run_process_group(c).ok(); };
