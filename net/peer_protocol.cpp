@@ -13,6 +13,10 @@
 #include "vmm/base/le.hpp"
 
 namespace vvmm::net {
+
+static_assert(kEpochSize + kMaxJsonSize <= kMaxFrameSize, "every message must fit kMaxMessageSize");
+static_assert(kMaxHelloPayload <= kMaxFrameSize);
+
 namespace {
 
 void append_header(std::vector<uint8_t>& out, MessageType type, size_t payload_length)
