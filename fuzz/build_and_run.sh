@@ -15,7 +15,7 @@ set -euo pipefail
 # repository root. Adding a target = adding its file and one line here.
 declare -A SOURCES=(
     [checkpoint_state]="ckpt/state_file.cpp ckpt/manifest.cpp devices/serial_16550.cpp devices/i8042.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp vmm/base/log.cpp"
-    [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp"
+    [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp net/sha256.cpp"
     [virtqueue]="devices/virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/kvm_vm.cpp vmm/kvm_system.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/log.cpp"
 )
 

@@ -13,6 +13,10 @@
 #include "vmm/base/le.hpp"
 
 namespace vvmm::net {
+
+static_assert(kEpochSize + kMaxJsonSize <= kMaxFrameSize, "every message must fit kMaxMessageSize");
+static_assert(kMaxHelloPayload <= kMaxFrameSize);
+
 namespace {
 
 void append_header(std::vector<uint8_t>& out, MessageType type, size_t payload_length)
@@ -96,6 +100,37 @@ Result<nlohmann::json> parse_json_object(std::span<const uint8_t> text)
     if (!body.is_object()) return Error(std::string("body is a JSON ") + body.type_name() + ", not an object");
     if (!all_numbers_finite(body)) return Error("body has a number out of range");
     return body;
+}
+
+// A name from the wire as it may appear in a log: bytes outside printable
+// ASCII (and the quote and backslash) as \xNN.
+std::string printable(std::string_view name)
+{
+    std::string out;
+    for (char c : name) {
+        const auto b = static_cast<uint8_t>(c);
+        if (b >= 0x20 && b < 0x7f && c != '\'' && c != '\\') {
+            out += c;
+        } else {
+            char escaped[8];
+            std::snprintf(escaped, sizeof escaped, "\\x%02x", b);
+            out += escaped;
+        }
+    }
+    return out;
+}
+
+// The rules of a peer id (validate_peer_id), also for cluster names, with
+// the offending name escaped: it comes from the wire and goes to a log.
+Result<void> check_name(std::string_view what, std::string_view name)
+{
+    if (name.empty() || name.size() > kMaxPeerIdLength)
+        return Error(std::string(what) + " '" + printable(name) + "' must be 1.." + std::to_string(kMaxPeerIdLength) +
+                     " characters");
+    if (!std::all_of(name.begin(), name.end(), [](char c) { return valid_name_char(static_cast<uint8_t>(c)); }))
+        return Error(std::string(what) + " '" + printable(name) +
+                     "' may only contain letters, digits, '.', '_' and '-'");
+    return ok();
 }
 
 std::string hex16(uint16_t v)
@@ -216,17 +251,7 @@ void append_ctl_reply(std::vector<uint8_t>& out, const nlohmann::json& body)
     out.insert(out.end(), text.begin(), text.end());
 }
 
-Result<void> validate_cluster_name(std::string_view name)
-{
-    if (name.empty() || name.size() > kMaxClusterNameLength)
-        return Error("cluster name '" + std::string(name) + "' must be 1.." + std::to_string(kMaxClusterNameLength) +
-                     " characters");
-    for (char c : name)
-        if (!valid_name_char(static_cast<uint8_t>(c)))
-            return Error("cluster name '" + std::string(name) +
-                         "' may only contain letters, digits, '.', '_' and '-'");
-    return ok();
-}
+Result<void> validate_cluster_name(std::string_view name) { return check_name("cluster name", name); }
 
 Result<Hello> parse_hello(std::span<const uint8_t> p)
 {
@@ -273,9 +298,9 @@ Result<Hello> parse_hello(std::span<const uint8_t> p)
     std::memcpy(hello.nonce.data(), p.data() + 36, hello.nonce.size());
     hello.id.assign(reinterpret_cast<const char*>(p.data() + kHelloFixedSize), id_length);
     hello.cluster.assign(reinterpret_cast<const char*>(p.data() + kHelloFixedSize + id_length), cluster_length);
-    auto valid = validate_peer_id(hello.id);
+    auto valid = check_name("id", hello.id);
     if (!valid) return valid.error().context("HELLO");
-    valid = validate_cluster_name(hello.cluster);
+    valid = check_name("cluster name", hello.cluster);
     if (!valid) return valid.error().context("HELLO");
     return hello;
 }

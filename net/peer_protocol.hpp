@@ -185,7 +185,7 @@ inline constexpr size_t kMaxFrameSize = 65535;
 // refused for its version, not for its size.
 inline constexpr size_t kMaxHelloPayload = 4096;
 inline constexpr size_t kHelloFixedSize = 68;
-inline constexpr size_t kMaxClusterNameLength = 64;
+inline constexpr size_t kMaxClusterNameLength = kMaxPeerIdLength;  // same rules as an id
 inline constexpr size_t kNonceSize = 32;
 inline constexpr size_t kAuthTagSize = 32;
 inline constexpr size_t kEpochSize = 8;

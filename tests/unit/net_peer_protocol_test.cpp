@@ -503,8 +503,20 @@ TEST_CASE("bad HELLOs are protocol errors")
             p[cluster_at + 2] = static_cast<uint8_t>(bad);
             CHECK(contains(decode(p), "cluster name"));
         }
-        // Empty id or cluster name.
+        // A name from the wire is escaped in the error (it ends up in a log).
         auto p = payload;
+        p[id_at + 1] = '\n';
+        CHECK(decode(p) == "HELLO: id 'a\\x0ac' may only contain letters, digits, '.', '_' and '-'");
+        p = payload;
+        p[cluster_at] = '\'';
+        p[cluster_at + 1] = 0xff;
+        CHECK(decode(p) == "HELLO: cluster name '\\x27\\xffb-1' may only contain letters, digits, '.', '_' and '-'");
+        CHECK(validate_cluster_name("lab-1.x_y").ok());
+        CHECK_FALSE(validate_cluster_name("").ok());
+        CHECK_FALSE(validate_cluster_name("a b").ok());
+        CHECK_FALSE(validate_cluster_name(std::string(65, 'a')).ok());
+        // Empty id or cluster name.
+        p = payload;
         p[17] = 0;
         p.erase(p.begin() + id_at, p.begin() + id_at + 3);
         CHECK(contains(decode(p), "1..64 characters"));
