@@ -1,5 +1,7 @@
 #include "ckpt/checkpointer.hpp"
 
+#include "vmm/base/time_text.hpp"
+
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -14,17 +16,6 @@ namespace vvmm::ckpt {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-std::string utc_now()
-{
-    char b[32];
-    const std::time_t t = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return b;
-}
 
 std::string canonical_root(const std::string& dir)
 {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 
+#include "cli/cluster_commands.hpp"
 #include "coord/control_client.hpp"
 #include "vmm/base/log.hpp"
 
@@ -43,8 +44,11 @@ struct ControlFlags {
     std::string api;
     bool json_output = false;
     std::string dir;
-    std::string mode = "stop";
+    std::string mode;  // default: stop (one VM), the cluster's mode (--all)
     bool incremental = false;
+    bool all = false;
+    std::string cluster;
+    unsigned timeout_s = 120;
 };
 
 constexpr auto kShortTimeout = std::chrono::seconds(10);
@@ -96,10 +100,12 @@ int run_request(const ControlFlags& f, const json& request, std::chrono::millise
     return 0;
 }
 
-CLI::App* add_control_subcommand(CLI::App& app, const char* name, const char* help, ControlFlags& f)
+CLI::App* add_control_subcommand(CLI::App& app, const char* name, const char* help, ControlFlags& f,
+                                 bool api_required = true)
 {
     CLI::App* sub = app.add_subcommand(name, help);
-    sub->add_option("--api", f.api, "control socket of the VMM (vvmm run --api PATH)")->required();
+    auto* api = sub->add_option("--api", f.api, "control socket of the VMM (vvmm run --api PATH)");
+    if (api_required) api->required();
     sub->add_flag("--json", f.json_output, "print the VMM's reply as JSON");
     return sub;
 }
@@ -170,16 +176,36 @@ std::function<int()> add_control_commands(CLI::App& app)
          state_or("stopped")},
     };
 
-    CLI::App* ckpt = add_control_subcommand(app, "checkpoint", "Checkpoint a running VMM into a directory", *f);
-    ckpt->add_option("--dir", f->dir, "directory that holds this VM's checkpoints (each one in DIR/<id>)")->required();
-    ckpt->add_option("--mode", f->mode, "stop: pause while saving; live: copy while running; cow: copy-on-write")
-        ->check(CLI::IsMember({"stop", "live", "cow"}))
-        ->capture_default_str();
+    CLI::App* ckpt = add_control_subcommand(
+        app, "checkpoint", "Checkpoint a running VMM into a directory, or a whole cluster (--all --cluster)", *f, false);
+    ckpt->add_option("--dir", f->dir, "directory that holds this VM's checkpoints (each one in DIR/<id>)");
+    ckpt->add_option("--mode", f->mode,
+                     "stop: pause while saving; live: copy while running; cow: copy-on-write (default: stop, or the cluster's mode)")
+        ->check(CLI::IsMember({"stop", "live", "cow"}));
     ckpt->add_flag("--incremental", f->incremental, "save only the pages written since the previous checkpoint");
+    ckpt->add_flag("--all", f->all, "a coordinated checkpoint of every VM of the cluster (with --cluster)");
+    ckpt->add_option("--cluster", f->cluster, "cluster configuration (cfg.toml); reached through any VMM's peer port");
+    ckpt->add_option("--timeout", f->timeout_s, "with --all: seconds before the epoch is aborted")->capture_default_str();
 
     return [f, simple, ckpt]() -> int {
+        if (ckpt->parsed() && (f->all || !f->cluster.empty())) {
+            if (!f->all || f->cluster.empty() || !f->api.empty() || !f->dir.empty()) {
+                log_error("a cluster checkpoint is `checkpoint --all --cluster FILE` (the directory is the cluster's; no --api or --dir)");
+                return 2;
+            }
+            if (f->timeout_s == 0 || f->timeout_s > 86400) {
+                log_error("--timeout: 1..86400 seconds");
+                return 2;
+            }
+            return checkpoint_cluster(f->cluster, {f->mode, f->incremental, f->timeout_s, f->json_output});
+        }
         if (ckpt->parsed()) {
-            const json request = {{"cmd", "checkpoint"}, {"dir", absolute_dir(f->dir)}, {"mode", f->mode}, {"incremental", f->incremental}};
+            if (f->api.empty() || f->dir.empty()) {
+                log_error("checkpoint needs --api and --dir (or --all --cluster FILE)");
+                return 2;
+            }
+            const json request = {{"cmd", "checkpoint"}, {"dir", absolute_dir(f->dir)},
+                                  {"mode", f->mode.empty() ? "stop" : f->mode}, {"incremental", f->incremental}};
             return run_request(*f, request, kCheckpointTimeout, describe_checkpoint);
         }
         for (const auto& s : simple)

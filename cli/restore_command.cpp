@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include "cli/cluster_commands.hpp"
 #include "cli/vm_session.hpp"
 #include "vmm/base/log.hpp"
 
@@ -13,8 +14,9 @@ std::function<int()> add_restore_command(CLI::App& app)
     auto verify = std::make_shared<std::string>("lazy");
     auto clock = std::make_shared<std::string>("keep");
     auto verbose = std::make_shared<bool>(false);
+    auto cluster = std::make_shared<ClusterFlags>();
     CLI::App* cmd = app.add_subcommand("restore", "Restart a VM from a checkpoint directory");
-    cmd->add_option("--dir", req->dir, "the checkpoint: DIR/<id>")->required();
+    cmd->add_option("--dir", req->dir, "the checkpoint: DIR/<id> (required without --cluster)");
     cmd->add_option("--api", req->api_socket, "control API socket for the restored VM");
     cmd->add_option("--console", req->console, "stdio or file:PATH (default: as when checkpointed)");
     cmd->add_option("--verify", *verify, "lazy: check each memory chunk when first used; full: check everything first")
@@ -24,9 +26,26 @@ std::function<int()> add_restore_command(CLI::App& app)
         ->check(CLI::IsMember({"keep", "advance"}))
         ->capture_default_str();
     cmd->add_flag("-v,--verbose", *verbose, "log debug messages");
-    return [cmd, req, verify, clock, verbose]() -> int {
+    add_cluster_options(cmd, *cluster, true);
+    return [cmd, req, verify, clock, verbose, cluster]() -> int {
         if (!cmd->parsed()) return -1;
         if (*verbose) set_log_level(LogLevel::debug);
+        cluster->verbose = *verbose;
+        if (!cluster->file.empty()) {
+            if (!req->dir.empty()) {
+                log_error("--cluster restores a committed epoch; --dir does not apply");
+                return 2;
+            }
+            return restore_cluster(*cluster, req->api_socket);
+        }
+        if (!cluster->node.empty() || !cluster->vm.empty() || cluster->epoch) {
+            log_error("--node, --vm and --epoch go with --cluster");
+            return 2;
+        }
+        if (req->dir.empty()) {
+            log_error("--dir is required (or --cluster FILE)");
+            return 2;
+        }
         req->verify_full = *verify == "full";
         req->clock = *clock == "advance" ? vmm::ClockMode::advance : vmm::ClockMode::keep;
         auto session = VmSession::restore(*req);

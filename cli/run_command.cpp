@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include "cli/cluster_commands.hpp"
 #include "cli/vm_session.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/size_parse.hpp"
@@ -18,6 +19,7 @@ struct RunFlags {
     std::vector<std::string> nets;
     std::string api;
     bool verbose = false;
+    ClusterFlags cluster;
 };
 
 Result<vmm::VmConfig> resolve(const RunFlags& f)
@@ -37,7 +39,7 @@ std::function<int()> add_run_command(CLI::App& app)
 {
     auto flags = std::make_shared<RunFlags>();
     CLI::App* run = app.add_subcommand("run", "Boot a VM from a Linux boot-protocol kernel");
-    run->add_option("--kernel", flags->config.kernel, "bzImage or uncompressed ELF vmlinux")->required();
+    run->add_option("--kernel", flags->config.kernel, "bzImage or uncompressed ELF vmlinux (required without --cluster)");
     run->add_option("--initrd", flags->initrd, "initial ramdisk");
     run->add_option("--cmdline", flags->config.cmdline_extra,
                     std::string("appended to the default command line: ") + vmm::kDefaultCmdline);
@@ -51,9 +53,26 @@ std::function<int()> add_run_command(CLI::App& app)
                   "back guest RAM with 2 MiB huge pages (reserve them in /proc/sys/vm/nr_hugepages); makes copy-on-write checkpoints pause far shorter");
     run->add_option("--api", flags->api, "control API socket (status, pause, resume, checkpoint, stop)");
     run->add_flag("-v,--verbose", flags->verbose, "log debug messages");
+    add_cluster_options(run, flags->cluster, false);
     return [run, flags]() -> int {
         if (!run->parsed()) return -1;
         if (flags->verbose) set_log_level(LogLevel::debug);
+        flags->cluster.verbose = flags->verbose;
+        if (!flags->cluster.file.empty()) {
+            if (!flags->config.kernel.empty() || !flags->disks.empty() || !flags->nets.empty()) {
+                log_error("--cluster: the VMs come from the cluster file; --kernel, --disk and --net do not apply");
+                return 2;
+            }
+            return run_cluster(flags->cluster, flags->api);
+        }
+        if (!flags->cluster.node.empty() || !flags->cluster.vm.empty()) {
+            log_error("--node and --vm go with --cluster");
+            return 2;
+        }
+        if (flags->config.kernel.empty()) {
+            log_error("--kernel is required (or --cluster FILE)");
+            return 2;
+        }
         auto config = resolve(*flags);
         if (!config) {
             log_error(config.error().message());

@@ -7,23 +7,37 @@
 #include <filesystem>
 #include <thread>
 
+#include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/checkpoint_loader.hpp"
 #include "devices/raw_terminal.hpp"
 #include "net/peer_mesh.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/signal_watcher.hpp"
+#include "vmm/base/time_text.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/linux_loader.hpp"
 
 namespace vvmm::cli {
 namespace {
 
-double ms_since(std::chrono::steady_clock::time_point t)
+
+// A cluster VM's interfaces may move (restore on other hosts), its MACs may not.
+Result<void> check_same_macs(const std::vector<std::string>& recorded, const std::vector<std::string>& now)
 {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+    if (recorded.size() != now.size()) return Error("the VM had " + std::to_string(recorded.size()) + " network interface(s), the cluster now gives it " + std::to_string(now.size()));
+    for (size_t i = 0; i < now.size(); ++i) {
+        TRY_ASSIGN(auto a, net::parse_net_spec(recorded[i]));
+        TRY_ASSIGN(auto b, net::parse_net_spec(now[i]));
+        if (a.mac != b.mac) return Error("the VM's MAC was " + a.mac.to_string() + ", the cluster now says " + b.mac.to_string());
+    }
+    return ok();
 }
 
-Result<std::vector<dev::NicConfig>> nic_configs(const std::vector<std::string>& specs)
+nlohmann::json error_reply(const Error& e) { return {{"ok", false}, {"error", e.message()}}; }
+
+}  // namespace
+
+Result<std::vector<dev::NicConfig>> VmSession::nics(const std::vector<std::string>& specs)
 {
     std::vector<dev::NicConfig> nics;
     for (const auto& n : specs) {
@@ -31,23 +45,46 @@ Result<std::vector<dev::NicConfig>> nic_configs(const std::vector<std::string>& 
         if (backend != "peer") return Error("--net: unknown backend '" + backend + "' (expected peer,...)");
         auto spec = net::parse_net_spec(n);
         if (!spec) return spec.error().context("--net");
-        auto mesh = net::PeerMesh::create(spec.value());
+        net::MeshCluster cluster;
+        if (cluster_)
+            cluster = {cluster_->config.name, cluster_->secret,
+                       cluster_->config.peer_names(*cluster_->config.vm(cluster_->vm))};
+        auto mesh = net::PeerMesh::create(spec.value(), {}, cluster);
         if (!mesh) return mesh.error().context("--net");
-        nics.push_back({spec->mac.bytes(), std::shared_ptr<net::NetBackend>(std::move(mesh).value())});
+        std::shared_ptr<net::PeerMesh> shared(std::move(mesh).value());
+        // A cluster VM has one interface, on the cluster's mesh.
+        if (cluster_ && !mesh_) mesh_ = shared;
+        nics.push_back({spec->mac.bytes(), shared});
     }
+    if (cluster_ && !mesh_) return Error("a cluster VM needs its network interface");
     return nics;
 }
 
-nlohmann::json error_reply(const Error& e) { return {{"ok", false}, {"error", e.message()}}; }
-
-}  // namespace
+// The frames that were in flight towards this VM at the epoch's cut: they
+// reach the guest before anything new.
+Result<void> VmSession::load_channel_state(const std::string& dir, const ckpt::Manifest& m)
+{
+    if (!cluster_ || !cluster_->restore_epoch) return ok();
+    if (!m.cluster || m.cluster->epoch != cluster_->restore_epoch)
+        return Error(dir + " is not part of epoch " + std::to_string(cluster_->restore_epoch));
+    constexpr uint64_t kMaxChannelState = 1ull << 30;
+    TRY_ASSIGN(auto bytes, ckpt::read_verified(dir, m.cluster->channels, kMaxChannelState));
+    TRY_ASSIGN(auto state, net::decode_channel_state(bytes));
+    if (state.epoch != m.cluster->epoch) return Error(dir + "/channels.bin belongs to another epoch");
+    mesh_->set_restore_backlog(state);
+    log_info("restore: " + std::to_string(state.frame_count()) + " frame(s) in flight at the cut go to the guest first");
+    return ok();
+}
 
 VmSession::~VmSession()
 {
     machine_for_signals_ = nullptr;
-    // The API may call into the checkpointer: it goes first; the board's
-    // threads stop before the machine they point into.
+    // The API and the cluster member call into the checkpointer: they go
+    // first (the mesh's thread, which calls the member, stops before it);
+    // the board's threads stop before the machine they point into.
     api_.reset();
+    if (mesh_) mesh_->stop();
+    member_.reset();
     checkpointer_.reset();
     board_.reset();
     lazy_.reset();
@@ -101,6 +138,9 @@ Result<void> VmSession::start_services(const std::string& api_socket)
     if (!api_socket.empty()) {
         TRY_ASSIGN(api_, coord::ControlServer::create(api_socket, *this));
     }
+    if (cluster_)
+        member_ = std::make_unique<coord::ClusterMember>(cluster_->config, cluster_->vm, *mesh_, *checkpointer_,
+                                                         [this] { return status(); });
     return ok();
 }
 
@@ -108,6 +148,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
 {
     const auto& c = req.config;
     std::unique_ptr<VmSession> s(new VmSession());
+    s->cluster_ = req.cluster;
     TRY(s->watch_signals());
     dev::BoardConfig board;
     TRY_ASSIGN(board.console, dev::parse_console_spec(c.console));
@@ -116,7 +157,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
         board.disks.push_back(std::move(spec));
     }
     TRY(vmm::check_kernel_file(c.kernel, c.mem_bytes));
-    TRY_ASSIGN(board.nics, nic_configs(req.net_specs));
+    TRY_ASSIGN(board.nics, s->nics(req.net_specs));
     ckpt::VmShape shape{c.cpus, c.mem_bytes, c.huge_pages, c.kernel, c.full_cmdline(), c.console, req.disk_specs, req.net_specs};
     TRY(s->build(shape));
     TRY(vmm::load_linux(*s->machine_, {c.kernel, c.initrd, c.full_cmdline()}));
@@ -133,6 +174,7 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     TRY_ASSIGN(auto loaded, ckpt::load_checkpoint(req.dir));
     const ckpt::Manifest m = loaded.manifest;
     std::unique_ptr<VmSession> s(new VmSession());
+    s->cluster_ = req.cluster;
     TRY(s->watch_signals());
     dev::BoardConfig board;
     TRY_ASSIGN(board.console, dev::parse_console_spec(req.console.empty() ? m.vm.console : req.console));
@@ -152,8 +194,14 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
         std::filesystem::create_directories(board.overlay_dir, ec);
         if (ec) return Error("cannot create " + board.overlay_dir + ": " + ec.message());
     }
-    TRY_ASSIGN(board.nics, nic_configs(m.vm.nets));
-    TRY(s->build(m.vm));
+    ckpt::VmShape shape = m.vm;
+    if (!req.net_specs.empty()) {
+        TRY(check_same_macs(m.vm.nets, req.net_specs));
+        shape.nets = req.net_specs;  // later checkpoints record where the VM is now
+    }
+    TRY_ASSIGN(board.nics, s->nics(shape.nets));
+    TRY(s->load_channel_state(loaded.dir, m));
+    TRY(s->build(shape));
     vmm::Machine* machine = s->machine_.get();
     // Guest memory is served from the checkpoint from now on.
     // A chunk that fails its check must never reach the guest, and a vCPU
@@ -189,23 +237,30 @@ vmm::MachineExit VmSession::run()
     if (restored_)
         for (auto* c : components_) c->unquiesce();
     if (restored_) log_debug("restored in " + std::to_string(restore_ms_) + " ms (memory loads lazily)");
+    if (member_ && cluster_->restore_epoch) {
+        auto r = member_->wait_restored(cluster_->restore_epoch, [this] { return signal_.load() != 0; });
+        if (!r) return {signal_ ? 128 + signal_.load() : 1, r.error().message()};
+    }
     return machine_->run();
+}
+
+nlohmann::json VmSession::status() const
+{
+    nlohmann::json j = {{"ok", true},
+                        {"state", checkpointer_->paused() ? "paused" : "running"},
+                        {"cpus", shape_.cpus},
+                        {"mem_bytes", shape_.mem_bytes},
+                        {"uptime_s", ms_since(created_) / 1000.0},
+                        {"checkpoints", checkpointer_->count()}};
+    if (restored_) j["restore_ms"] = restore_ms_;
+    if (auto last = checkpointer_->last()) j["last_checkpoint"] = last->to_json();
+    return j;
 }
 
 nlohmann::json VmSession::handle(const nlohmann::json& request)
 {
     const std::string cmd = request.value("cmd", "");
-    if (cmd == "status") {
-        nlohmann::json j = {{"ok", true},
-                            {"state", checkpointer_->paused() ? "paused" : "running"},
-                            {"cpus", shape_.cpus},
-                            {"mem_bytes", shape_.mem_bytes},
-                            {"uptime_s", ms_since(created_) / 1000.0},
-                            {"checkpoints", checkpointer_->count()}};
-        if (restored_) j["restore_ms"] = restore_ms_;
-        if (auto last = checkpointer_->last()) j["last_checkpoint"] = last->to_json();
-        return j;
-    }
+    if (cmd == "status") return status();
     if (cmd == "pause") {
         if (auto r = checkpointer_->pause(); !r) return error_reply(r.error());
         return {{"ok", true}, {"state", "paused"}};

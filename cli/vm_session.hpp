@@ -11,7 +11,10 @@
 
 #include "ckpt/checkpointer.hpp"
 #include "ckpt/lazy_memory.hpp"
+#include "coord/cluster_config.hpp"
+#include "coord/cluster_member.hpp"
 #include "coord/control_server.hpp"
+#include "net/peer_mesh.hpp"
 #include "devices/pc_board.hpp"
 #include "vmm/base/signal_watcher.hpp"
 #include "vmm/kvm_system.hpp"
@@ -22,10 +25,19 @@
 
 namespace vvmm::cli {
 
+// This VM is one of a cluster's (vvmm run/restore --cluster ... --vm NAME).
+struct ClusterRole {
+    coord::ClusterConfig config;
+    std::string vm;
+    std::vector<uint8_t> secret;
+    uint64_t restore_epoch = 0;  // restore: the epoch; resumes when every VM has loaded it
+};
+
 struct BootRequest {
     vmm::VmConfig config;
     std::vector<std::string> disk_specs, net_specs;  // as typed, recorded in checkpoints
     std::string api_socket;
+    std::optional<ClusterRole> cluster;
 };
 
 struct RestoreRequest {
@@ -34,6 +46,10 @@ struct RestoreRequest {
     std::string console;  // empty: as recorded in the checkpoint
     bool verify_full = false;
     vmm::ClockMode clock = vmm::ClockMode::keep;
+    std::optional<ClusterRole> cluster;
+    // The VM's network as the cluster places it now (it may have moved to
+    // other hosts); empty: as recorded. MACs must match the recorded ones.
+    std::vector<std::string> net_specs;
 };
 
 class VmSession : public coord::ControlHandler {
@@ -53,6 +69,9 @@ private:
     Result<void> build(const ckpt::VmShape& shape);
     Result<void> collect_components();
     Result<void> start_services(const std::string& api_socket);
+    Result<std::vector<dev::NicConfig>> nics(const std::vector<std::string>& specs);
+    Result<void> load_channel_state(const std::string& dir, const ckpt::Manifest& m);
+    nlohmann::json status() const;
 
     std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
     // SIGINT/SIGTERM/SIGHUP end the VM through the normal path; one that
@@ -70,6 +89,9 @@ private:
     std::vector<Snapshottable*> components_;
     std::unique_ptr<ckpt::Checkpointer> checkpointer_;
     std::unique_ptr<coord::ControlServer> api_;
+    std::optional<ClusterRole> cluster_;
+    std::shared_ptr<net::PeerMesh> mesh_;  // the cluster's mesh (also owned by the board)
+    std::unique_ptr<coord::ClusterMember> member_;
     bool restored_ = false;
     double restore_ms_ = 0;
 };

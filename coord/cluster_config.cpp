@@ -292,16 +292,26 @@ std::vector<net::SocketAddress> ClusterConfig::peers_of(const VmEntry& v) const
 
 std::string ClusterConfig::guest_cmdline(const VmEntry& v) const
 {
-    if (!v.ip) return v.cmdline;
     std::string out = v.cmdline;
     if (!out.empty()) out += ' ';
-    out += "vvmm.ip=" + *v.ip + " vvmm.peers=";
+    out += "vvmm.macs=";
+    for (size_t i = 0; i < vms.size(); ++i) out += (i ? "," : "") + vms[i].mac.to_string();
+    if (!v.ip) return out;
+    out += " vvmm.ip=" + *v.ip + " vvmm.peers=";
     bool first = true;
     for (const auto& other : vms) {
         if (other.name == v.name || !other.ip) continue;
         out += (first ? "" : ",") + other.ip->substr(0, other.ip->find('/'));
         first = false;
     }
+    return out;
+}
+
+std::vector<std::string> ClusterConfig::peer_names(const VmEntry& v) const
+{
+    std::vector<std::string> out;
+    for (const auto& other : vms)
+        if (other.name != v.name) out.push_back(other.name);
     return out;
 }
 
@@ -640,7 +650,7 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
     return cfg;
 }
 
-Result<ClusterConfig> load_cluster_config(const fs::path& file)
+Result<ClusterConfig> load_cluster_config(const fs::path& file, bool check_files)
 {
     std::ifstream in(file, std::ios::binary);
     if (!in) return errno_error(file.string() + ": cannot open cluster config");
@@ -650,7 +660,7 @@ Result<ClusterConfig> load_cluster_config(const fs::path& file)
     std::ostringstream text;
     text << in.rdbuf();
     if (in.bad()) return errno_error(file.string() + ": cannot read cluster config");
-    return parse_cluster_config(text.str(), file, true);
+    return parse_cluster_config(text.str(), file, check_files);
 }
 
 }  // namespace vvmm::coord

@@ -55,13 +55,15 @@ struct ClusterConfig {
     net::SocketAddress listen_address(const VmEntry& vm) const;
     // Every other VM's listen address, in file order.
     std::vector<net::SocketAddress> peers_of(const VmEntry& vm) const;
+    // Every other VM's name, in the same order.
+    std::vector<std::string> peer_names(const VmEntry& vm) const;
 
-    // The text for `vvmm run --cmdline`: the VM's own cmdline followed, when
-    // the VMs have guest IPs, by " vvmm.ip=A.B.C.D/LEN vvmm.peers=IP,IP,..."
-    // (the other VMs' addresses without prefix length, in file order; the
-    // list is empty — "vvmm.peers=" — for a VM alone). A guest parses these
-    // two parameters to configure its interface and learn its peers. Without
-    // guest IPs nothing is added: the guest only has its MAC.
+    // The text for `vvmm run --cmdline`: the VM's own cmdline followed by
+    // " vvmm.macs=M0,M1,..." (every VM's MAC, in file order, itself included)
+    // and, when the VMs have guest IPs, " vvmm.ip=A.B.C.D/LEN
+    // vvmm.peers=IP,IP,..." (the other VMs' addresses without prefix length,
+    // in file order; empty — "vvmm.peers=" — for a VM alone). A guest parses
+    // these to configure its interface and learn its peers.
     std::string guest_cmdline(const VmEntry& vm) const;
 
     // The text for `vvmm run --net`, accepted by net::parse_net_spec:
@@ -69,8 +71,9 @@ struct ClusterConfig {
     std::string net_spec(const VmEntry& vm) const;
 };
 
-// Reads and validates `file`, including the files it names (see below).
-Result<ClusterConfig> load_cluster_config(const std::filesystem::path& file);
+// Reads and validates `file`, including (with `check_files`) the files it
+// names (see below). Controllers on another machine skip those.
+Result<ClusterConfig> load_cluster_config(const std::filesystem::path& file, bool check_files = true);
 
 // Validates `text` as if read from `file` (used for error positions and to
 // resolve relative paths). Every mistake is one line "FILE:LINE:COL: what",

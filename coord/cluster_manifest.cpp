@@ -28,13 +28,6 @@ std::string epoch_name(uint64_t epoch)
     return b;
 }
 
-std::string hex(uint64_t v)
-{
-    char b[17];
-    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
-    return b;
-}
-
 Result<uint64_t> unhex(const std::string& s)
 {
     if (s.size() != 16 || s.find_first_not_of("0123456789abcdef") != std::string::npos)
@@ -85,11 +78,18 @@ Result<std::string> read_file(const std::string& path, uint64_t max)
 
 }  // namespace
 
+std::string hex_digest(uint64_t v)
+{
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
 json to_json(const ClusterManifest& m)
 {
     json vms = json::array();
     for (const auto& v : m.vms)
-        vms.push_back({{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", hex(v.manifest_xxh3)},
+        vms.push_back({{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", hex_digest(v.manifest_xxh3)},
                        {"bytes", v.bytes}, {"pause_ms", v.pause_ms}, {"total_ms", v.total_ms},
                        {"incremental", v.incremental}});
     return {{"format", kFormat}, {"format_version", kFormatVersion}, {"cluster", m.cluster}, {"epoch", m.epoch},

@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <array>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -12,9 +16,11 @@
 
 #include <asio.hpp>
 
+#include "net/channel_cut.hpp"
 #include "net/mac_table.hpp"
 #include "net/peer_protocol.hpp"
 #include "net/send_queue.hpp"
+#include "net/sha256.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vvmm::net {
@@ -49,7 +55,9 @@ std::string to_string(const tcp::endpoint& e)
 
 struct Peer;
 
-enum class Stage { connecting, awaiting_hello, established };
+// An accepted connection is tied to its peer (or counted as a controller)
+// only once it has authenticated, so an impostor cannot displace a peer.
+enum class Stage { connecting, awaiting_hello, awaiting_auth, established };
 
 // One TCP connection, from connect or accept until it is closed. Handlers
 // hold a shared_ptr to it, so its socket and buffers outlive every operation
@@ -62,6 +70,10 @@ struct Connection {
     asio::steady_timer deadline;  // for the connect, then for the HELLO
     Stage stage = Stage::connecting;
     Peer* peer = nullptr;  // null while an accepted connection is not identified yet
+    Peer* candidate = nullptr;  // accepted: the peer its HELLO claims to be, until AUTH
+    bool controller = false;    // accepted: a controller (vvmm checkpoint --all, list)
+    Nonce nonce = random_nonce();  // ours, for this connection
+    Hello hello;                   // theirs
     std::string remote;    // for logs about unidentified connections
     MessageDecoder decoder;
     std::array<uint8_t, kReadChunk> read_buffer;
@@ -89,7 +101,9 @@ struct Peer {
     std::chrono::milliseconds backoff{0};
     bool reported_unreachable = false;
     std::optional<std::vector<uint8_t>> held;  // refused by the sink; offered again before anything else
+    bool marker_held = false;                  // its MARKER came before our cut: not read until then
     std::string name;                          // "b at 127.0.0.1:7002" once its HELLO came
+    std::string id;                            // its VMM id: from the cluster, or its first HELLO
 
     // Guarded by State::mutex.
     SendQueue queue;
@@ -104,18 +118,23 @@ struct Peer {
 }  // namespace
 
 struct PeerMesh::State {
-    State(const PeerNetSpec& s, const PeerMeshLimits& l);
+    State(const PeerNetSpec& s, const PeerMeshLimits& l, MeshCluster c);
 
     Result<void> open_acceptor();
     void run();
-    // TODO(lead): the configured cluster name and a random_nonce() per
-    // connection, checked with AUTH (peer_protocol.hpp). Until then every
-    // VMM says it belongs to "default" and nothing is authenticated.
-    Hello own_hello() const
+    Hello own_hello(const Connection& conn) const
     {
         return Hello{.role = PeerRole::peer, .mac = spec.mac, .listen = spec.listen, .id = spec.id,
-                     .cluster = "default", .nonce = {}};
+                     .cluster = cluster.name, .nonce = conn.nonce};
     }
+    AuthTag own_tag(const Connection& conn) const
+    {
+        return auth_tag(cluster.secret, cluster.name, spec.id, conn.nonce, conn.hello.nonce);
+    }
+    // Runs `fn` on the network thread and waits for it (inline if this is
+    // the network thread, or if it is not running).
+    template <typename Fn>
+    auto on_network_thread(Fn fn) -> decltype(fn());
 
     // Connections (network thread).
     void start_accept();
@@ -130,9 +149,24 @@ struct PeerMesh::State {
     void start_read(std::shared_ptr<Connection> conn);
     void drain(std::shared_ptr<Connection> conn);
     void on_hello(std::shared_ptr<Connection> conn, const Hello& hello);
+    bool send_now(const std::shared_ptr<Connection>& conn, const std::vector<uint8_t>& bytes);
+    void on_auth(std::shared_ptr<Connection> conn, const AuthTag& tag);
+    void adopt(const std::shared_ptr<Connection>& conn);
     void establish(const std::shared_ptr<Connection>& conn, const Hello& hello);
+    void on_message(const std::shared_ptr<Connection>& conn, Message& message);
+    void on_request(const std::shared_ptr<Connection>& conn, const nlohmann::json& request);
     void on_frame(Peer& p, std::vector<uint8_t> frame);
+    void on_marker(Peer& p, uint64_t epoch);
     void resume_receive();
+    bool deliver_backlog();
+    bool blocked(const Peer& p) const { return p.held || p.marker_held || !backlog.empty(); }
+
+    // The cut (network thread).
+    void do_cut(uint64_t epoch);
+    void release(const std::vector<size_t>& peers);
+    void check_cut_complete();
+    void fail_epoch(const std::string& why);
+    void queue_bytes(Peer& p, const std::vector<uint8_t>& bytes);
 
     // Sending.
     bool try_send(std::span<const uint8_t> frame);  // any thread
@@ -171,16 +205,48 @@ struct PeerMesh::State {
     RateLimitedLog guest_log;
     RateLimitedLog drop_log;
     RateLimitedLog accept_log;
+
+    // Cluster (network thread, except where noted).
+    const MeshCluster cluster;
+    ClusterHandler* handler = nullptr;
+    std::vector<std::shared_ptr<Connection>> controllers;
+    std::deque<std::vector<uint8_t>> backlog;  // a restored VM's channel state, delivered first
+    ChannelCut cut;
+    bool delivery_held = false;
+    // What wait_channel_state() waits for; guarded by epoch_mutex.
+    std::mutex epoch_mutex;
+    std::condition_variable epoch_cv;
+    std::map<uint64_t, Result<ChannelState>> epoch_results;
 };
 
-PeerMesh::State::State(const PeerNetSpec& s, const PeerMeshLimits& l) : spec(s), limits(l)
+PeerMesh::State::State(const PeerNetSpec& s, const PeerMeshLimits& l, MeshCluster c)
+    : spec(s), limits(l), cluster(std::move(c)), cut(s.peers.size())
 {
     for (size_t i = 0; i < spec.peers.size(); ++i) {
         // The lower listen address dials: both sides compute the same answer.
         const bool we_dial = spec.listen < spec.peers[i];
         peers.push_back(std::make_unique<Peer>(io, i, spec.peers[i], we_dial, limits.send_queue_bytes));
         peers.back()->backoff = limits.backoff_initial;
+        if (i < cluster.peer_ids.size()) peers.back()->id = cluster.peer_ids[i];
     }
+}
+
+template <typename Fn>
+auto PeerMesh::State::on_network_thread(Fn fn) -> decltype(fn())
+{
+    {
+        std::lock_guard lifecycle(lifecycle_mutex);
+        if (!started || stopped || io.get_executor().running_in_this_thread()) return fn();
+    }
+    std::packaged_task<decltype(fn())()> task(std::move(fn));
+    auto result = task.get_future();
+    asio::post(io, [&task] { task(); });
+    // stop() may come first: the task then never runs, and nothing else will.
+    while (result.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+        std::lock_guard lifecycle(lifecycle_mutex);
+        if (stopped) return decltype(fn())();
+    }
+    return result.get();
 }
 
 Result<void> PeerMesh::State::open_acceptor()
@@ -268,7 +334,7 @@ void PeerMesh::State::dial(Peer& p)
         // write does not block; doing it synchronously keeps the handshake
         // free of a write-in-flight state.
         std::vector<uint8_t> hello;
-        append_hello(hello, own_hello());
+        append_hello(hello, own_hello(*conn));
         asio::write(conn->socket, asio::buffer(hello), ec);
         if (ec) {
             fail(conn, "sending HELLO: " + ec.message(), LogLevel::warn);
@@ -295,14 +361,16 @@ void PeerMesh::State::arm_deadline(const std::shared_ptr<Connection>& conn, std:
 {
     conn->deadline.expires_after(timeout);
     conn->deadline.async_wait([this, conn, what = std::move(what), timeout](std::error_code ec) {
-        if (ec || conn->closed || conn->stage == Stage::established) return;
+        if (ec || conn->closed || conn->stage == Stage::established) return;  // (controllers too)
         fail(conn, what + " within " + std::to_string(timeout.count()) + " ms", LogLevel::warn);
     });
 }
 
 std::string PeerMesh::State::describe(const Connection& conn)
 {
-    return conn.peer ? "peer " + conn.peer->name : "connection from " + conn.remote;
+    if (conn.peer) return "peer " + conn.peer->name;
+    if (conn.controller) return "controller '" + conn.hello.id + "' from " + conn.remote;
+    return "connection from " + conn.remote;
 }
 
 // Closes `conn` and, if it was its peer's current connection, puts the peer
@@ -323,11 +391,19 @@ void PeerMesh::State::fail(std::shared_ptr<Connection> conn, const std::string& 
     Peer* p = conn->peer;
     if (!p) {
         std::erase(inbound, conn);
-        log_line(level, describe(*conn) + ": " + reason);
+        std::erase(controllers, conn);
+        log_line(conn->controller && conn->stage == Stage::established ? LogLevel::debug : level,
+                 describe(*conn) + ": " + reason);
         return;
     }
     if (p->conn != conn) return;
     const bool was_established = conn->stage == Stage::established;
+    if (was_established) {
+        // Frames it had sent may be lost with the connection: no cut through it holds.
+        if (cut.epoch() && !cut.complete())
+            fail_epoch("lost the connection to " + p->id + " during epoch " + std::to_string(*cut.epoch()));
+        if (handler) handler->on_peer_lost(p->id);
+    }
     p->conn.reset();
     {
         std::lock_guard lock(mutex);
@@ -374,33 +450,58 @@ void PeerMesh::State::start_read(std::shared_ptr<Connection> conn)
 }
 
 // Handles every complete message the decoder holds, then reads more, unless
-// the sink refused a frame: then the connection stays unread (TCP pushes back
-// on the sender) until resume_receive().
+// the peer's frames cannot go on (the sink refused one, its MARKER came
+// before our cut, or a restored backlog is still being delivered): then the
+// connection stays unread (TCP pushes back on the sender) until that ends.
 void PeerMesh::State::drain(std::shared_ptr<Connection> conn)
 {
     for (;;) {
         if (conn->closed) return;
-        if (conn->stage == Stage::established && conn->peer->held) return;
+        if (conn->stage == Stage::established && conn->peer && blocked(*conn->peer)) return;
         auto next = conn->decoder.next();
         if (!next.ok()) {
             fail(conn, "protocol error: " + next.error().message() + "; closing the connection", LogLevel::error);
             return;
         }
         if (!next.value()) break;
-        Message& message = *next.value();
-        if (const Hello* hello = std::get_if<Hello>(&message)) {
-            on_hello(conn, *hello);
-        } else if (conn->stage != Stage::established) {
-            fail(conn, "protocol error: a " + std::string(message_name(message)) + " came before HELLO",
-                 LogLevel::error);
-        } else if (FrameMessage* frame = std::get_if<FrameMessage>(&message)) {
-            on_frame(*conn->peer, std::move(frame->frame));
-        } else {
-            fail(conn, "protocol error: " + std::string(message_name(message)) + " is not handled by this VMM yet",
-                 LogLevel::error);
-        }
+        on_message(conn, *next.value());
     }
     start_read(conn);
+}
+
+void PeerMesh::State::on_message(const std::shared_ptr<Connection>& conn, Message& message)
+{
+    if (const Hello* hello = std::get_if<Hello>(&message)) {
+        on_hello(conn, *hello);
+    } else if (const AuthMessage* auth = std::get_if<AuthMessage>(&message)) {
+        on_auth(conn, auth->tag);
+    } else if (conn->stage != Stage::established) {
+        fail(conn, "protocol error: a " + std::string(message_name(message)) + " came before authentication",
+             LogLevel::error);
+    } else if (conn->controller) {
+        if (const ControlRequest* request = std::get_if<ControlRequest>(&message)) on_request(conn, request->body);
+        else fail(conn, "protocol error: a controller sent " + std::string(message_name(message)), LogLevel::error);
+    } else if (FrameMessage* frame = std::get_if<FrameMessage>(&message)) {
+        on_frame(*conn->peer, std::move(frame->frame));
+    } else if (const MarkerMessage* marker = std::get_if<MarkerMessage>(&message)) {
+        on_marker(*conn->peer, marker->epoch);
+    } else if (const ControlMessage* control = std::get_if<ControlMessage>(&message)) {
+        if (handler) handler->on_control(conn->peer->id, control->type, control->epoch, control->body);
+        else log_warn("peer " + conn->peer->name + " sent " + std::string(message_name(message)) +
+                      ", but this VMM is not part of a cluster; ignored");
+    } else {
+        fail(conn, "protocol error: a peer sent " + std::string(message_name(message)), LogLevel::error);
+    }
+}
+
+// Writes a handshake message now: it fits in a fresh connection's empty
+// socket buffer, so this does not block in practice (see dial()).
+bool PeerMesh::State::send_now(const std::shared_ptr<Connection>& conn, const std::vector<uint8_t>& bytes)
+{
+    std::error_code ec;
+    asio::write(conn->socket, asio::buffer(bytes), ec);
+    if (ec) fail(conn, "sending during the handshake: " + ec.message(), LogLevel::warn);
+    return !ec;
 }
 
 void PeerMesh::State::on_hello(std::shared_ptr<Connection> conn, const Hello& hello)
@@ -409,43 +510,100 @@ void PeerMesh::State::on_hello(std::shared_ptr<Connection> conn, const Hello& he
         fail(conn, "protocol error: a second HELLO", LogLevel::error);
         return;
     }
-    const std::string who = "'" + hello.id + "' listening on " + hello.listen.to_string();
-    if (hello.id == spec.id) {
-        fail(conn, "refused: " + who + " has this VMM's own id", LogLevel::error);
-        return;
-    }
-    if (conn->peer) {  // we dialed: the peer must be the one we meant
-        if (hello.listen != conn->peer->address) {
-            fail(conn, "refused: the VMM there says it is " + who, LogLevel::error);
-            return;
-        }
-        establish(conn, hello);
-        return;
-    }
-    const auto it = std::find_if(peers.begin(), peers.end(), [&](const auto& p) { return p->address == hello.listen; });
-    if (it == peers.end()) {
-        fail(conn, "refused: " + who + " is not one of this VMM's peers", LogLevel::error);
-        return;
-    }
-    Peer& p = **it;
-    if (p.we_dial) {
-        fail(conn, "refused: " + who + " dialed this VMM, but this VMM dials it (the lower listen address dials)",
+    if (hello.cluster != cluster.name) {
+        fail(conn, "refused: '" + hello.id + "' belongs to cluster '" + hello.cluster + "', this VMM to '" +
+                       cluster.name + "'",
              LogLevel::error);
         return;
     }
+    conn->hello = hello;
+    if (hello.role == PeerRole::controller) {
+        if (conn->peer) {  // we dialed a peer and a controller answered
+            fail(conn, "refused: the VMM there answers as a controller", LogLevel::error);
+            return;
+        }
+        conn->controller = true;
+    } else {
+        const std::string who = "'" + hello.id + "' listening on " + hello.listen.to_string();
+        if (hello.id == spec.id) {
+            fail(conn, "refused: " + who + " has this VMM's own id", LogLevel::error);
+            return;
+        }
+        Peer* p = conn->peer;
+        if (p) {  // we dialed: the peer must be the one we meant
+            if (hello.listen != p->address) {
+                fail(conn, "refused: the VMM there says it is " + who, LogLevel::error);
+                return;
+            }
+        } else {
+            const auto it =
+                std::find_if(peers.begin(), peers.end(), [&](const auto& q) { return q->address == hello.listen; });
+            if (it == peers.end()) {
+                fail(conn, "refused: " + who + " is not one of this VMM's peers", LogLevel::error);
+                return;
+            }
+            p = it->get();
+            if (p->we_dial) {
+                fail(conn, "refused: " + who + " dialed this VMM, but this VMM dials it (the lower listen address dials)",
+                     LogLevel::error);
+                return;
+            }
+            conn->candidate = p;
+        }
+        if (!p->id.empty() && !cluster.peer_ids.empty() && hello.id != p->id) {
+            fail(conn, "refused: " + who + " should be '" + p->id + "' by the cluster configuration", LogLevel::error);
+            return;
+        }
+    }
+    conn->stage = Stage::awaiting_auth;
+    // The dialer proves itself first (peer_protocol.hpp, AUTH): the acceptor
+    // answers with its HELLO only, the dialer then sends its AUTH.
+    std::vector<uint8_t> bytes;
+    if (conn->peer) append_auth(bytes, own_tag(*conn));
+    else append_hello(bytes, own_hello(*conn));
+    send_now(conn, bytes);
+}
+
+void PeerMesh::State::on_auth(std::shared_ptr<Connection> conn, const AuthTag& tag)
+{
+    if (conn->stage != Stage::awaiting_auth) {
+        fail(conn, "protocol error: AUTH out of turn", LogLevel::error);
+        return;
+    }
+    const AuthTag expected = auth_tag(cluster.secret, cluster.name, conn->hello.id, conn->hello.nonce, conn->nonce);
+    if (!equal_constant_time(tag, expected)) {
+        fail(conn, "refused: '" + conn->hello.id + "' failed authentication (it does not hold cluster '" +
+                       cluster.name + "''s secret)",
+             LogLevel::error);
+        return;
+    }
+    if (conn->peer) {  // we dialed, proved ourselves, and now it has
+        establish(conn, conn->hello);
+        return;
+    }
+    std::vector<uint8_t> bytes;
+    append_auth(bytes, own_tag(*conn));
+    if (!send_now(conn, bytes)) return;
+    adopt(conn);
+}
+
+// An accepted connection that authenticated: a controller, or its peer's
+// connection from now on (replacing an older one: the peer restarted).
+void PeerMesh::State::adopt(const std::shared_ptr<Connection>& conn)
+{
     std::erase(inbound, conn);
+    if (conn->controller) {
+        conn->stage = Stage::established;
+        conn->deadline.cancel();
+        controllers.push_back(conn);
+        log_debug("controller '" + conn->hello.id + "' from " + conn->remote + " authenticated");
+        return;
+    }
+    Peer& p = *conn->candidate;
     if (p.conn) fail(p.conn, "replaced by a new connection from the same peer", LogLevel::info);
     conn->peer = &p;
     p.conn = conn;
-    std::vector<uint8_t> reply;
-    append_hello(reply, own_hello());
-    std::error_code ec;
-    asio::write(conn->socket, asio::buffer(reply), ec);  // non-blocking in practice: see dial()
-    if (ec) {
-        fail(conn, "sending HELLO: " + ec.message(), LogLevel::warn);
-        return;
-    }
-    establish(conn, hello);
+    establish(conn, conn->hello);
 }
 
 void PeerMesh::State::establish(const std::shared_ptr<Connection>& conn, const Hello& hello)
@@ -453,6 +611,7 @@ void PeerMesh::State::establish(const std::shared_ptr<Connection>& conn, const H
     Peer& p = *conn->peer;
     conn->stage = Stage::established;
     conn->deadline.cancel();
+    p.id = hello.id;
     p.name = "'" + hello.id + "' at " + p.address.to_string();
     p.backoff = limits.backoff_initial;
     p.reported_unreachable = false;
@@ -469,6 +628,28 @@ void PeerMesh::State::establish(const std::shared_ptr<Connection>& conn, const H
     start_write(p);  // frames queued while it was away
 }
 
+void PeerMesh::State::on_request(const std::shared_ptr<Connection>& conn, const nlohmann::json& request)
+{
+    if (!handler) {
+        std::vector<uint8_t> bytes;
+        append_ctl_reply(bytes, {{"ok", false}, {"error", "this VMM is not part of a cluster"}});
+        send_now(conn, bytes);
+        return;
+    }
+    // The reply may come from another thread, much later (a checkpoint):
+    // it is written on the network thread, if the controller is still there.
+    std::weak_ptr<Connection> weak = conn;
+    handler->on_request(request, [this, weak](nlohmann::json reply) {
+        asio::post(io, [this, weak, reply = std::move(reply)] {
+            auto c = weak.lock();
+            if (!c || c->closed) return;
+            auto bytes = std::make_shared<std::vector<uint8_t>>();
+            append_ctl_reply(*bytes, reply);
+            asio::async_write(c->socket, asio::buffer(*bytes), [bytes, c](std::error_code, size_t) {});
+        });
+    });
+}
+
 void PeerMesh::State::on_frame(Peer& p, std::vector<uint8_t> frame)
 {
     if (frame.size() < kEthernetHeaderSize) {
@@ -481,15 +662,49 @@ void PeerMesh::State::on_frame(Peer& p, std::vector<uint8_t> frame)
         std::lock_guard lock(mutex);
         mac_table.learn(source, p.index);
     }
-    if (!sink->deliver_to_guest(frame)) p.held = std::move(frame);
+    // In flight across a cut: recorded, and still delivered (the guest runs).
+    cut.on_frame(p.index, frame);
+    if (delivery_held || !sink->deliver_to_guest(frame)) p.held = std::move(frame);
+}
+
+void PeerMesh::State::on_marker(Peer& p, uint64_t epoch)
+{
+    switch (cut.on_marker(p.index, epoch)) {
+    case ChannelCut::MarkerAction::hold:
+        // It checkpointed before us: what follows on this connection is after its cut.
+        p.marker_held = true;
+        break;
+    case ChannelCut::MarkerAction::proceed: check_cut_complete(); break;
+    case ChannelCut::MarkerAction::ignore:
+        log_debug("peer " + p.name + ": MARKER of epoch " + std::to_string(epoch) + " ignored (not the running epoch)");
+        break;
+    }
+}
+
+// A restored VM's frames that were in flight at the cut go first; until they
+// are all in, no connection is read.
+bool PeerMesh::State::deliver_backlog()
+{
+    if (backlog.empty()) return true;
+    while (!backlog.empty()) {
+        if (delivery_held || !sink->deliver_to_guest(backlog.front())) return false;
+        backlog.pop_front();
+    }
+    for (auto& p : peers)
+        if (p->conn && p->conn->stage == Stage::established) drain(p->conn);
+    return true;
 }
 
 void PeerMesh::State::resume_receive()
 {
+    if (delivery_held || !deliver_backlog()) return;
     const size_t n = peers.size();
     for (size_t k = 0; k < n; ++k) {
         Peer& p = *peers[(resume_cursor + k) % n];
-        if (!p.held) continue;
+        if (!p.held) {
+            if (p.conn && p.conn->stage == Stage::established && !blocked(p)) drain(p.conn);
+            continue;
+        }
         if (!sink->deliver_to_guest(*p.held)) {
             resume_cursor = p.index;  // still no room; this peer goes first next time
             return;
@@ -501,6 +716,69 @@ void PeerMesh::State::resume_receive()
             return;
         }
     }
+}
+
+// ---- the cut of an epoch ---------------------------------------------------------
+
+// The VM is paused and its state captured: from now on, frames from a peer
+// whose MARKER has not come are in flight across the cut.
+void PeerMesh::State::do_cut(uint64_t epoch)
+{
+    if (cut.epoch() != epoch) {
+        log_warn("epoch " + std::to_string(epoch) + " ended before this VM's cut; no markers sent");
+        delivery_held = false;
+        resume_receive();
+        return;
+    }
+    const auto released = cut.captured();
+    // A frame the guest had no room for arrived before the cut but is not in the
+    // VM's state: it is in flight too.
+    for (auto& p : peers)
+        if (p->held) cut.on_frame(p->index, *p->held);
+    std::vector<uint8_t> marker;
+    append_marker(marker, epoch);
+    for (auto& p : peers) queue_bytes(*p, marker);
+    delivery_held = false;
+    release(released);
+    check_cut_complete();
+}
+
+// Queued behind everything already queued for `p`, whatever the queue's limit.
+void PeerMesh::State::queue_bytes(Peer& p, const std::vector<uint8_t>& bytes)
+{
+    std::lock_guard lock(mutex);
+    p.queue.push_bytes(bytes);
+    if (p.linked && !p.writer_active) {
+        p.writer_active = true;
+        asio::post(io, [this, &p] { start_write(p); });
+    }
+}
+
+void PeerMesh::State::release(const std::vector<size_t>& released)
+{
+    for (size_t i : released) peers[i]->marker_held = false;
+    resume_receive();
+}
+
+void PeerMesh::State::check_cut_complete()
+{
+    if (!cut.complete()) return;
+    const uint64_t epoch = *cut.epoch();
+    auto recorded = cut.finish();
+    ChannelState state;
+    state.epoch = epoch;
+    for (auto& p : peers) state.peers.push_back({p->id.empty() ? p->address.to_string() : p->id, std::move(recorded[p->index])});
+    std::lock_guard lock(epoch_mutex);
+    epoch_results.insert_or_assign(epoch, std::move(state));
+    epoch_cv.notify_all();
+}
+
+void PeerMesh::State::fail_epoch(const std::string& why)
+{
+    if (!cut.epoch()) return;
+    std::lock_guard lock(epoch_mutex);
+    epoch_results.insert_or_assign(*cut.epoch(), Error(why));
+    epoch_cv.notify_all();
 }
 
 // ---- sending ----------------------------------------------------------------
@@ -671,13 +949,18 @@ void PeerMesh::State::stop()
 
 // ---- PeerMesh ---------------------------------------------------------------
 
-Result<std::unique_ptr<PeerMesh>> PeerMesh::create(const PeerNetSpec& spec, const PeerMeshLimits& limits)
+Result<std::unique_ptr<PeerMesh>> PeerMesh::create(const PeerNetSpec& spec, const PeerMeshLimits& limits,
+                                                   MeshCluster cluster)
 {
+    TRY(validate_cluster_name(cluster.name));
+    if (!cluster.peer_ids.empty() && cluster.peer_ids.size() != spec.peers.size())
+        return Error("peer mesh: " + std::to_string(cluster.peer_ids.size()) + " peer ids for " +
+                     std::to_string(spec.peers.size()) + " peers");
     TRY(validate_peer_net_spec(spec));
     if (limits.send_queue_bytes < kMaxMessageSize)
         return Error("peer mesh send queue of " + std::to_string(limits.send_queue_bytes) +
                      " bytes cannot hold one maximum-size frame");
-    auto state = std::make_unique<State>(spec, limits);
+    auto state = std::make_unique<State>(spec, limits, std::move(cluster));
     TRY(state->open_acceptor());
     return std::unique_ptr<PeerMesh>(new PeerMesh(std::move(state)));
 }
@@ -695,6 +978,7 @@ Result<void> PeerMesh::start()
     if (s.started || s.stopped) return Error("peer mesh was already started");
     if (!s.sink) return Error("peer mesh has no frame sink attached");
     asio::post(s.io, [&s] {
+        s.deliver_backlog();
         s.start_accept();
         for (auto& p : s.peers)
             if (p->we_dial) s.dial(*p);
@@ -740,6 +1024,99 @@ void PeerMesh::end_batch()
 }
 
 void PeerMesh::stop() { state_->stop(); }
+
+std::vector<std::string> PeerMesh::connected_peer_ids() const
+{
+    std::lock_guard lock(state_->mutex);
+    std::vector<std::string> ids;
+    for (const auto& p : state_->peers)
+        if (p->linked) ids.push_back(p->id);
+    return ids;
+}
+
+void PeerMesh::set_cluster_handler(ClusterHandler* handler) { state_->handler = handler; }
+
+void PeerMesh::set_restore_backlog(const ChannelState& state)
+{
+    for (const auto& p : state.peers)
+        for (const auto& f : p.frames) state_->backlog.push_back(f);
+}
+
+void PeerMesh::send_control(const std::string& peer, MessageType type, uint64_t epoch, const nlohmann::json& body)
+{
+    std::vector<uint8_t> bytes;
+    append_control(bytes, type, epoch, body);
+    State& s = *state_;
+    bool sent = false;
+    for (auto& p : s.peers) {
+        // Ids of peers that never connected are only known in a cluster, from its configuration.
+        if (!peer.empty() && p->id != peer) continue;
+        s.queue_bytes(*p, bytes);
+        sent = true;
+    }
+    if (!sent) log_warn(std::string(message_type_name(type)) + " for unknown peer '" + peer + "' dropped");
+}
+
+Result<void> PeerMesh::begin_epoch(uint64_t epoch)
+{
+    State& s = *state_;
+    return s.on_network_thread([&s, epoch]() -> Result<void> {
+        {
+            std::lock_guard lock(s.epoch_mutex);
+            s.epoch_results.erase(epoch);
+        }
+        return s.cut.begin(epoch);
+    });
+}
+
+void PeerMesh::hold_delivery()
+{
+    State& s = *state_;
+    s.on_network_thread([&s] { s.delivery_held = true; });
+}
+
+void PeerMesh::cut(uint64_t epoch)
+{
+    State& s = *state_;
+    s.on_network_thread([&s, epoch] { s.do_cut(epoch); });
+}
+
+void PeerMesh::release_delivery()
+{
+    State& s = *state_;
+    s.on_network_thread([&s] {
+        s.delivery_held = false;
+        s.resume_receive();
+    });
+}
+
+void PeerMesh::abort_epoch(uint64_t epoch)
+{
+    State& s = *state_;
+    s.on_network_thread([&s, epoch] {
+        if (s.cut.epoch() == epoch) s.fail_epoch("epoch " + std::to_string(epoch) + " was aborted");
+        s.release(s.cut.abort(epoch));
+    });
+}
+
+Result<ChannelState> PeerMesh::wait_channel_state(uint64_t epoch, std::chrono::steady_clock::time_point deadline)
+{
+    State& s = *state_;
+    {
+        std::unique_lock lock(s.epoch_mutex);
+        s.epoch_cv.wait_until(lock, deadline, [&] { return s.epoch_results.count(epoch) > 0; });
+        if (auto it = s.epoch_results.find(epoch); it != s.epoch_results.end()) {
+            auto r = std::move(it->second);
+            s.epoch_results.erase(it);
+            return r;
+        }
+    }
+    // Nothing may stay held for an epoch this VMM gave up on.
+    const size_t missing = s.on_network_thread([&s] { return s.cut.missing_markers(); });
+    abort_epoch(epoch);
+    return Error("timed out waiting for the markers of epoch " + std::to_string(epoch) + " from " +
+                 std::to_string(missing) + " peer(s)");
+}
 
 size_t PeerMesh::connected_peers() const
 {

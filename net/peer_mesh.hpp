@@ -53,8 +53,16 @@
 #include <memory>
 #include <span>
 
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "net/channel_state.hpp"
 #include "net/net_backend.hpp"
 #include "net/net_spec.hpp"
+#include "net/peer_protocol.hpp"
 #include "vmm/base/result.hpp"
 
 namespace vvmm::net {
@@ -67,11 +75,38 @@ struct PeerMeshLimits {
     std::chrono::milliseconds handshake_timeout{5000};
 };
 
+// Who may join: peers and controllers prove they hold the cluster's secret
+// (peer_protocol.hpp, AUTH). Without a cluster (a bare `--net peer`), the
+// cluster name is "-" and the secret empty: anyone who can connect to the
+// port is a peer, as before.
+struct MeshCluster {
+    std::string name = "-";
+    std::vector<uint8_t> secret;
+    // The VMM id expected at each of spec.peers (same order); empty: any id,
+    // learned from HELLO.
+    std::vector<std::string> peer_ids;
+};
+
+// The cluster coordination on top of the mesh (coord/cluster_member).
+// Called on the network thread, never with the mesh's lock held; must not
+// block.
+class ClusterHandler {
+public:
+    virtual ~ClusterHandler() = default;
+    // PREPARE, DONE, COMMIT, ABORT or RESTORED from the peer with VMM id `peer`.
+    virtual void on_control(const std::string& peer, MessageType type, uint64_t epoch, const nlohmann::json& body) = 0;
+    virtual void on_peer_lost(const std::string& peer) = 0;
+    // A request from an authenticated controller. `reply` may be called
+    // later, from any thread, once.
+    virtual void on_request(const nlohmann::json& request, std::function<void(nlohmann::json)> reply) = 0;
+};
+
 class PeerMesh final : public NetBackend {
 public:
     // Binds the listen socket (so a busy port is reported here); connects
     // nothing until start().
-    static Result<std::unique_ptr<PeerMesh>> create(const PeerNetSpec& spec, const PeerMeshLimits& limits = {});
+    static Result<std::unique_ptr<PeerMesh>> create(const PeerNetSpec& spec, const PeerMeshLimits& limits = {},
+                                                    MeshCluster cluster = {});
     ~PeerMesh() override;
 
     void attach(FrameSink* sink) override;
@@ -88,6 +123,30 @@ public:
 
     // Peers whose HELLO exchange completed and whose connection is up.
     size_t connected_peers() const;
+    // The VMM ids of those peers.
+    std::vector<std::string> connected_peer_ids() const;
+
+    // ---- cluster ----
+    // Before start().
+    void set_cluster_handler(ClusterHandler* handler);
+    // Before start(): a restored VM's channel state; its frames reach the
+    // guest before any frame from the network.
+    void set_restore_backlog(const ChannelState& state);
+    // In-band, behind every frame queued before it; to one peer (by VMM id)
+    // or, with an empty id, to all. Queued while a peer is not connected.
+    void send_control(const std::string& peer, MessageType type, uint64_t epoch, const nlohmann::json& body);
+
+    // The cut of epoch E (net/channel_cut.hpp; ckpt/epoch_cut.hpp says when
+    // the checkpointer calls each). Safe from any thread, including the
+    // network thread's callbacks.
+    Result<void> begin_epoch(uint64_t epoch);
+    void hold_delivery();
+    void cut(uint64_t epoch);
+    void release_delivery();
+    // Waits for every peer's MARKER(E) after the cut; fails on abort_epoch(E),
+    // a lost peer, or the deadline.
+    Result<ChannelState> wait_channel_state(uint64_t epoch, std::chrono::steady_clock::time_point deadline);
+    void abort_epoch(uint64_t epoch);
 
 private:
     struct State;

@@ -275,17 +275,19 @@ TEST_CASE("cluster config: guest_cmdline tells the guest its address and its pee
     auto r = parse_cluster_config(kGood, "t/c.toml", false);
     REQUIRE_MESSAGE(r.ok(), why(r));
     const ClusterConfig& c = r.value();
-    CHECK(c.guest_cmdline(c.vms[0]) == "test=ring me=0 n=3 vvmm.ip=10.1.0.1/24 vvmm.peers=10.1.0.2,10.1.0.3");
-    CHECK(c.guest_cmdline(c.vms[1]) == "vvmm.ip=10.1.0.2/24 vvmm.peers=10.1.0.1,10.1.0.3");
+    const std::string macs = "vvmm.macs=52:54:00:aa:00:01,52:54:00:aa:00:02," + c.vms[2].mac.to_string();
+    CHECK(c.guest_cmdline(c.vms[0]) == "test=ring me=0 n=3 " + macs + " vvmm.ip=10.1.0.1/24 vvmm.peers=10.1.0.2,10.1.0.3");
+    CHECK(c.guest_cmdline(c.vms[1]) == macs + " vvmm.ip=10.1.0.2/24 vvmm.peers=10.1.0.1,10.1.0.3");
+    CHECK(c.peer_names(c.vms[1]) == std::vector<std::string>{"vm0", "vm2"});
 
-    // Without guest IPs the cmdline is passed through untouched.
+    // Without guest IPs the guest only learns every VM's MAC.
     std::string text = edit(kGood, "ip = \"10.1.0.1/24\"", "");
     text = edit(text, "ip = \"10.1.0.2/24\"", "");
     text = edit(text, "ip = \"10.1.0.3/24\"", "");
     auto no_ip = parse_cluster_config(text, "t/c.toml", false);
     REQUIRE_MESSAGE(no_ip.ok(), why(no_ip));
-    CHECK(no_ip->guest_cmdline(no_ip->vms[0]) == "test=ring me=0 n=3");
-    CHECK(no_ip->guest_cmdline(no_ip->vms[2]).empty());
+    CHECK(no_ip->guest_cmdline(no_ip->vms[0]) == "test=ring me=0 n=3 " + macs);
+    CHECK(no_ip->guest_cmdline(no_ip->vms[2]) == macs);
 }
 
 TEST_CASE("cluster config: TOML syntax errors carry toml++'s position")

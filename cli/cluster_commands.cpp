@@ -1,0 +1,280 @@
+#include "cli/cluster_commands.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "cli/vm_session.hpp"
+#include "coord/cluster_client.hpp"
+#include "coord/cluster_config.hpp"
+#include "coord/cluster_manifest.hpp"
+#include "coord/process_group.hpp"
+#include "vmm/base/log.hpp"
+
+namespace vvmm::cli {
+namespace {
+
+using nlohmann::json;
+
+std::string fixed(double v, int decimals)
+{
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    return buf;
+}
+
+std::string mib(double bytes) { return fixed(bytes / (1024.0 * 1024.0), 1) + " MiB"; }
+
+int fail(const Error& e)
+{
+    log_error(e.message());
+    return 1;
+}
+
+Result<std::string> self_exe()
+{
+    std::error_code ec;
+    const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) return Error("cannot find this program's path: " + ec.message());
+    return p.string();
+}
+
+// One VMM process per VM of the node (or of every node), supervised until
+// all have ended.
+int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std::string& subcommand,
+           std::optional<uint64_t> epoch)
+{
+    std::vector<const coord::VmEntry*> vms;
+    if (!f.node.empty()) {
+        if (!config.node(f.node)) return fail(Error("--node: no node '" + f.node + "' in " + config.file.string()));
+        vms = config.vms_on(f.node);
+        if (vms.empty()) return fail(Error("node '" + f.node + "' has no VMs in " + config.file.string()));
+    } else {
+        for (const auto& v : config.vms) vms.push_back(&v);
+    }
+    auto self = self_exe();
+    if (!self) return fail(self.error());
+    std::vector<coord::ChildSpec> children;
+    std::string names;
+    for (const auto* v : vms) {
+        std::vector<std::string> argv = {*self, subcommand, "--cluster", config.file.string(), "--vm", v->name};
+        if (epoch) argv.insert(argv.end(), {"--epoch", std::to_string(*epoch)});
+        if (f.verbose) argv.push_back("-v");
+        children.push_back({v->name, std::move(argv)});
+        names += (names.empty() ? "" : ", ") + v->name;
+    }
+    log_info("cluster '" + config.name + "': " + (subcommand == "run" ? "starting " : "restoring ") + names +
+             (epoch ? " from epoch " + std::to_string(*epoch) : "") + " (Ctrl-C stops them all)");
+    auto status = coord::run_process_group(children);
+    if (!status) return fail(status.error());
+    return status.value();
+}
+
+Result<ClusterRole> role_of(const coord::ClusterConfig& config, const std::string& vm, uint64_t epoch)
+{
+    if (!config.vm(vm)) return Error("--vm: no VM '" + vm + "' in " + config.file.string());
+    TRY_ASSIGN(auto secret, coord::read_cluster_secret(config));
+    return ClusterRole{config, vm, std::move(secret), epoch};
+}
+
+int run_member(const coord::ClusterConfig& config, const std::string& vm, const std::string& api)
+{
+    auto role = role_of(config, vm, 0);
+    if (!role) return fail(role.error());
+    const coord::VmEntry& v = *config.vm(vm);
+    vmm::VmConfig c;
+    c.kernel = v.kernel.string();
+    if (v.initrd) c.initrd = v.initrd->string();
+    c.cmdline_extra = config.guest_cmdline(v);
+    c.cpus = v.cpus;
+    c.mem_bytes = v.mem_bytes;
+    if (auto r = vmm::validate_vm_config(c); !r) return fail(r.error().context(vm));
+    auto session = VmSession::boot({c, v.disks, {config.net_spec(v)}, api, std::move(role).value()});
+    if (!session) return fail(session.error());
+    return run_session(**session);
+}
+
+// The committed epoch to restore: the one asked for, or the latest.
+Result<coord::ClusterManifest> epoch_to_restore(const coord::ClusterConfig& config, std::optional<uint64_t> epoch)
+{
+    const std::string dir = config.checkpoint_dir.string();
+    if (!epoch) {
+        const auto epochs = coord::committed_epochs(dir);
+        if (epochs.empty()) return Error("no committed epoch in " + dir + " (vvmm checkpoint --all --cluster ...)");
+        epoch = epochs.back();
+    }
+    TRY_ASSIGN(auto m, coord::read_cluster_manifest(dir, *epoch));
+    if (m.cluster != config.name)
+        return Error("epoch " + std::to_string(*epoch) + " belongs to cluster '" + m.cluster + "', not '" + config.name + "'");
+    for (const auto& v : config.vms) {
+        const bool listed = std::any_of(m.vms.begin(), m.vms.end(), [&](const auto& e) { return e.name == v.name; });
+        if (!listed) return Error("epoch " + std::to_string(*epoch) + " has no checkpoint of VM '" + v.name + "'");
+    }
+    if (m.vms.size() != config.vms.size())
+        return Error("epoch " + std::to_string(*epoch) + " has VMs that " + config.file.string() + " does not");
+    return m;
+}
+
+int restore_member(const coord::ClusterConfig& config, const std::string& vm, const coord::ClusterManifest& epoch,
+                   const std::string& api)
+{
+    auto role = role_of(config, vm, epoch.epoch);
+    if (!role) return fail(role.error());
+    const auto entry = std::find_if(epoch.vms.begin(), epoch.vms.end(), [&](const auto& e) { return e.name == vm; });
+    const std::string dir = coord::vm_checkpoint_root(config.checkpoint_dir.string(), vm) + "/" + entry->id;
+    auto digest = coord::vm_manifest_digest(dir);
+    if (!digest) return fail(digest.error().context("restore"));
+    if (digest.value() != entry->manifest_xxh3)
+        return fail(Error("restore: " + dir + " is not the checkpoint epoch " + std::to_string(epoch.epoch) +
+                          " recorded for " + vm + " (its manifest digest differs)"));
+    RestoreRequest req;
+    req.dir = dir;
+    req.api_socket = api;
+    req.console = "stdio";
+    req.net_specs = {config.net_spec(*config.vm(vm))};
+    req.cluster = std::move(role).value();
+    auto session = VmSession::restore(req);
+    if (!session) return fail(session.error().context("restore"));
+    return run_session(**session);
+}
+
+std::string describe_epoch(const json& m)
+{
+    std::string out = "epoch " + std::to_string(m.value("epoch", 0ull)) + " committed in " +
+                      fixed(m.value("epoch_ms", 0.0), 1) + " ms (" + m.value("mode", std::string("?")) +
+                      (m.value("incremental", false) ? ", incremental" : "") + "):";
+    for (const auto& v : m.value("vms", json::array()))
+        out += "\n  " + v.value("name", std::string("?")) + "  " + v.value("id", std::string("?")) + "  pause " +
+               fixed(v.value("pause_ms", 0.0), 1) + " ms  total " + fixed(v.value("total_ms", 0.0), 0) + " ms  " +
+               mib(v.value("bytes", 0.0)) + (v.value("incremental", false) ? "  incremental" : "");
+    return out;
+}
+
+}  // namespace
+
+void add_cluster_options(CLI::App* cmd, ClusterFlags& f, bool with_epoch)
+{
+    cmd->add_option("--cluster", f.file, "cluster configuration (cfg.toml): every VM of it, one VMM process each");
+    cmd->add_option("--node", f.node, "with --cluster: only this node's VMs (run it on each host)");
+    cmd->add_option("--vm", f.vm, "with --cluster: run this one VM in this process (what the launcher starts)");
+    if (with_epoch) cmd->add_option("--epoch", f.epoch, "with --cluster: the committed epoch (default: the latest)");
+}
+
+int run_cluster(const ClusterFlags& f, const std::string& api_socket)
+{
+    auto config = coord::load_cluster_config(f.file);
+    if (!config) return fail(config.error());
+    if (!f.vm.empty()) return run_member(config.value(), f.vm, api_socket);
+    if (!api_socket.empty()) return fail(Error("--api goes with --vm: each VM of a cluster has its own"));
+    return launch(config.value(), f, "run", std::nullopt);
+}
+
+int restore_cluster(const ClusterFlags& f, const std::string& api_socket)
+{
+    auto config = coord::load_cluster_config(f.file);
+    if (!config) return fail(config.error());
+    auto epoch = epoch_to_restore(config.value(), f.epoch);
+    if (!epoch) return fail(epoch.error().context("restore"));
+    if (!f.vm.empty()) {
+        if (!config->vm(f.vm)) return fail(Error("--vm: no VM '" + f.vm + "' in " + f.file));
+        return restore_member(config.value(), f.vm, epoch.value(), api_socket);
+    }
+    if (!api_socket.empty()) return fail(Error("--api goes with --vm: each VM of a cluster has its own"));
+    return launch(config.value(), f, "restore", epoch->epoch);
+}
+
+int checkpoint_cluster(const std::string& file, const ClusterCheckpointFlags& f)
+{
+    // The checkpoint runs on the VMMs' hosts: their files need not exist here.
+    auto config = coord::load_cluster_config(file, false);
+    if (!config) return fail(config.error());
+    auto secret = coord::read_cluster_secret(config.value());
+    if (!secret) return fail(secret.error());
+    json request = {{"cmd", "checkpoint"},
+                    {"mode", f.mode.empty() ? config->mode : f.mode},
+                    {"incremental", f.incremental},
+                    {"timeout_s", f.timeout_s}};
+    auto reply = coord::ask_any_vm(config.value(), secret.value(), request, std::chrono::seconds(f.timeout_s + 30));
+    if (!reply) return fail(reply.error());
+    const json& body = reply->body;
+    const bool ok = body.value("ok", false);
+    if (f.json_output) {
+        std::printf("%s\n", body.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+        return ok ? 0 : 1;
+    }
+    if (!ok) return fail(Error(body.value("error", std::string("the epoch failed"))));
+    std::printf("%s\n", describe_epoch(body).c_str());
+    return 0;
+}
+
+std::function<int()> add_list_command(CLI::App& app)
+{
+    auto file = std::make_shared<std::string>();
+    auto json_output = std::make_shared<bool>(false);
+    CLI::App* cmd = app.add_subcommand("list", "List a cluster's VMs and its committed checkpoint epochs");
+    cmd->add_option("--cluster", *file, "cluster configuration (cfg.toml)")->required();
+    cmd->add_flag("--json", *json_output, "print JSON");
+    return [cmd, file, json_output]() -> int {
+        if (!cmd->parsed()) return -1;
+        auto config = coord::load_cluster_config(*file, false);
+        if (!config) return fail(config.error());
+        auto secret = coord::read_cluster_secret(config.value());
+        if (!secret) return fail(secret.error());
+        json vms = json::array();
+        std::optional<json> epochs;
+        for (const auto& v : config->vms) {
+            json row = {{"name", v.name}, {"node", v.node}, {"address", config->listen_address(v).to_string()}};
+            auto reply = coord::ask_vm(config.value(), secret.value(), v.name, {{"cmd", "list"}}, std::chrono::seconds(5));
+            if (reply && reply->body.value("ok", false)) {
+                row["state"] = reply->body["status"].value("state", std::string("?"));
+                row["status"] = reply->body["status"];
+                if (!epochs) epochs = reply->body.value("epochs", json::array());
+            } else {
+                row["state"] = "not reachable";
+                row["error"] = reply ? reply->body.value("error", std::string("?")) : reply.error().message();
+            }
+            vms.push_back(row);
+        }
+        const bool local = !epochs;
+        if (local) {  // no VMM is up: what this host's checkpoint directory holds
+            epochs = json::array();
+            for (uint64_t e : coord::committed_epochs(config->checkpoint_dir.string())) {
+                auto m = coord::read_cluster_manifest(config->checkpoint_dir.string(), e);
+                epochs->push_back(m ? coord::to_json(m.value()) : json{{"epoch", e}, {"error", m.error().message()}});
+            }
+        }
+        if (*json_output) {
+            const json out = {{"cluster", config->name}, {"vms", vms}, {"epochs", *epochs}, {"epochs_from_local_files", local}};
+            std::printf("%s\n", out.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+            return 0;
+        }
+        std::printf("cluster %s: %zu VM(s)\n", config->name.c_str(), config->vms.size());
+        for (const auto& row : vms) {
+            std::string line = "  " + row["name"].get<std::string>() + "  node " + row["node"].get<std::string>() + "  " +
+                               row["address"].get<std::string>() + "  " + row["state"].get<std::string>();
+            if (row.contains("status")) line += "  checkpoints=" + std::to_string(row["status"].value("checkpoints", 0));
+            std::printf("%s\n", line.c_str());
+        }
+        std::printf("committed epochs%s:\n", local ? " (from local files: no VMM reachable)" : "");
+        if (epochs->empty()) std::printf("  none\n");
+        for (const auto& m : *epochs) {
+            if (m.contains("error")) {
+                std::printf("  %llu  unreadable: %s\n", m.value("epoch", 0ull), m["error"].get<std::string>().c_str());
+                continue;
+            }
+            double bytes = 0, max_pause = 0;
+            for (const auto& v : m["vms"]) {
+                bytes += v.value("bytes", 0.0);
+                max_pause = std::max(max_pause, v.value("pause_ms", 0.0));
+            }
+            std::printf("  %llu  %s  %s%s  %zu VMs  %s  epoch %s ms  max pause %s ms\n", m.value("epoch", 0ull),
+                        m.value("created", std::string()).c_str(), m.value("mode", std::string()).c_str(),
+                        m.value("incremental", false) ? " incremental" : "", m["vms"].size(), mib(bytes).c_str(),
+                        fixed(m.value("epoch_ms", 0.0), 1).c_str(), fixed(max_pause, 1).c_str());
+        }
+        return 0;
+    };
+}
+
+}  // namespace vvmm::cli

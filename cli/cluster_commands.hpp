@@ -1,0 +1,39 @@
+// The cluster side of the CLI (cfg.toml): run and restore every VM of a node
+// as one VMM process each, one VM of the cluster in this process (--vm, what
+// the launcher runs), the coordinated checkpoint and the listing.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace vvmm::cli {
+
+struct ClusterFlags {
+    std::string file;   // cfg.toml
+    std::string node;   // only this node's VMs (default: every node)
+    std::string vm;     // run this one VM in this process
+    std::optional<uint64_t> epoch;
+    bool verbose = false;
+};
+
+// Adds --node and --vm (and --epoch with `with_epoch`) to `cmd`.
+void add_cluster_options(CLI::App* cmd, ClusterFlags& f, bool with_epoch);
+
+int run_cluster(const ClusterFlags& f, const std::string& api_socket);
+int restore_cluster(const ClusterFlags& f, const std::string& api_socket);
+
+struct ClusterCheckpointFlags {
+    std::string mode;  // empty: the cluster's default
+    bool incremental = false;
+    unsigned timeout_s = 120;
+    bool json_output = false;
+};
+int checkpoint_cluster(const std::string& file, const ClusterCheckpointFlags& f);
+
+// `vvmm list --cluster cfg.toml [--json]`.
+std::function<int()> add_list_command(CLI::App& app);
+
+}  // namespace vvmm::cli

@@ -1,0 +1,203 @@
+#include "coord/cluster_client.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <optional>
+
+#include "net/peer_protocol.hpp"
+#include "vmm/base/unique_fd.hpp"
+
+namespace vvmm::coord {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+int remaining_ms(Clock::time_point deadline)
+{
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
+}
+
+Result<void> wait_fd(int fd, short events, Clock::time_point deadline, const char* what)
+{
+    for (;;) {
+        pollfd p{fd, events, 0};
+        const int n = ::poll(&p, 1, remaining_ms(deadline));
+        if (n > 0) return ok();
+        if (n == 0) return Error(std::string("timed out ") + what);
+        if (errno != EINTR) return errno_error("poll");
+    }
+}
+
+Result<UniqueFd> connect_to(const net::SocketAddress& a, Clock::time_point deadline)
+{
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (a.family() == net::SocketAddress::Family::ipv4) {
+        auto* s = reinterpret_cast<sockaddr_in*>(&ss);
+        s->sin_family = AF_INET;
+        s->sin_port = htons(a.port());
+        std::memcpy(&s->sin_addr, a.address().data(), 4);
+        len = sizeof *s;
+    } else {
+        auto* s = reinterpret_cast<sockaddr_in6*>(&ss);
+        s->sin6_family = AF_INET6;
+        s->sin6_port = htons(a.port());
+        std::memcpy(&s->sin6_addr, a.address().data(), 16);
+        len = sizeof *s;
+    }
+    UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (fd.get() < 0) return errno_error("socket");
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0) {
+        if (errno != EINPROGRESS) return errno_error("cannot connect to " + a.to_string());
+        TRY(wait_fd(fd.get(), POLLOUT, deadline, ("connecting to " + a.to_string()).c_str()));
+        int err = 0;
+        socklen_t el = sizeof err;
+        ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) return errno_error("cannot connect to " + a.to_string(), err);
+    }
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+Result<void> send_all(int fd, const std::vector<uint8_t>& bytes, Clock::time_point deadline)
+{
+    size_t off = 0;
+    while (off < bytes.size()) {
+        const ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += static_cast<size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) return errno_error("send");
+        TRY(wait_fd(fd, POLLOUT, deadline, "sending"));
+    }
+    return ok();
+}
+
+// One controller connection: reads whole messages with a deadline.
+class Link {
+public:
+    Link(UniqueFd fd, std::string who) : fd_(std::move(fd)), who_(std::move(who)) {}
+
+    Result<net::Message> next(Clock::time_point deadline, const char* waiting_for)
+    {
+        for (;;) {
+            auto m = decoder_.next();
+            if (!m) return m.error().context("protocol error from " + who_);
+            if (m.value()) return std::move(*m.value());
+            TRY(wait_fd(fd_.get(), POLLIN, deadline, (std::string("waiting for ") + waiting_for + " from " + who_).c_str()));
+            uint8_t buf[16384];
+            const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
+            if (n == 0)
+                return Error(who_ + " closed the connection while this waited for " + waiting_for +
+                             " (wrong cluster secret or name? see that VMM's log)");
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR) continue;
+                return errno_error("receiving from " + who_);
+            }
+            decoder_.feed({buf, static_cast<size_t>(n)});
+        }
+    }
+    int fd() const { return fd_.get(); }
+
+private:
+    UniqueFd fd_;
+    std::string who_;
+    net::MessageDecoder decoder_;
+};
+
+// Handshake, request, reply on a connected socket.
+Result<json> exchange(const ClusterConfig& config, const std::vector<uint8_t>& secret, const VmEntry& vm,
+                      UniqueFd fd, const json& request, Clock::time_point deadline)
+{
+    const std::string who = vm.name + " (" + config.listen_address(vm).to_string() + ")";
+    Link link(std::move(fd), who);
+
+    net::Hello mine;
+    mine.role = net::PeerRole::controller;
+    mine.id = "ctl-" + std::to_string(::getpid());
+    mine.cluster = config.name;
+    mine.nonce = net::random_nonce();
+    std::vector<uint8_t> out;
+    net::append_hello(out, mine);
+    TRY(send_all(link.fd(), out, deadline));
+
+    TRY_ASSIGN(net::Message m, link.next(deadline, "HELLO"));
+    const auto* theirs = std::get_if<net::Hello>(&m);
+    if (!theirs) return Error(who + " did not answer with HELLO");
+    if (theirs->role != net::PeerRole::peer || theirs->id != vm.name)
+        return Error(who + " says it is '" + theirs->id + "', not VM '" + vm.name + "'");
+    // The dialer proves itself first, then checks the VMM's proof before
+    // sending it anything that matters.
+    out.clear();
+    net::append_auth(out, net::auth_tag(secret, config.name, mine.id, mine.nonce, theirs->nonce));
+    TRY(send_all(link.fd(), out, deadline));
+    TRY_ASSIGN(net::Message a, link.next(deadline, "AUTH"));
+    const auto* auth = std::get_if<net::AuthMessage>(&a);
+    if (!auth) return Error(who + " did not authenticate itself");
+    const auto expected = net::auth_tag(secret, config.name, theirs->id, theirs->nonce, mine.nonce);
+    if (auth->tag != expected) return Error(who + " does not hold this cluster's secret; not sending it anything");
+    out.clear();
+    net::append_ctl_request(out, request);
+    TRY(send_all(link.fd(), out, deadline));
+    TRY_ASSIGN(net::Message r, link.next(deadline, "its reply"));
+    const auto* reply = std::get_if<net::ControlReply>(&r);
+    if (!reply) return Error(who + " answered with " + std::string(net::message_name(r)) + ", not a reply");
+    if (!reply->body.is_object() || !reply->body.contains("ok") || !reply->body.at("ok").is_boolean())
+        return Error(who + " sent a reply without \"ok\"");
+    return reply->body;
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> read_cluster_secret(const ClusterConfig& config)
+{
+    std::ifstream in(config.secret_file, std::ios::binary);
+    if (!in) return errno_error("cannot read the cluster secret " + config.secret_file.string());
+    std::vector<uint8_t> secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (secret.empty()) return Error("the cluster secret " + config.secret_file.string() + " is empty");
+    return secret;
+}
+
+Result<ClusterReply> ask_vm(const ClusterConfig& config, const std::vector<uint8_t>& secret, const std::string& vm,
+                            const json& request, std::chrono::milliseconds timeout)
+{
+    const VmEntry* entry = config.vm(vm);
+    if (!entry) return Error("no VM '" + vm + "' in " + config.file.string());
+    const auto deadline = Clock::now() + timeout;
+    TRY_ASSIGN(UniqueFd fd, connect_to(config.listen_address(*entry), deadline));
+    TRY_ASSIGN(auto body, exchange(config, secret, *entry, std::move(fd), request, deadline));
+    return ClusterReply{vm, std::move(body)};
+}
+
+Result<ClusterReply> ask_any_vm(const ClusterConfig& config, const std::vector<uint8_t>& secret, const json& request,
+                                std::chrono::milliseconds timeout)
+{
+    std::string why;
+    // The next VMM is tried only when this one cannot be reached: once a
+    // request is sent (it may have started an epoch) its answer is final.
+    for (const auto& vm : config.vms) {
+        auto fd = connect_to(config.listen_address(vm), Clock::now() + std::chrono::seconds(2));
+        if (!fd) {
+            why += "; " + fd.error().message();
+            continue;
+        }
+        TRY_ASSIGN(auto body, exchange(config, secret, vm, std::move(fd).value(), request, Clock::now() + timeout));
+        return ClusterReply{vm.name, std::move(body)};
+    }
+    return Error("no VMM of cluster '" + config.name + "' is reachable: " + why.substr(2));
+}
+
+}  // namespace vvmm::coord

@@ -1,0 +1,406 @@
+#include "coord/cluster_member.hpp"
+
+#include <algorithm>
+
+#include "coord/cluster_manifest.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/base/time_text.hpp"
+
+namespace vvmm::coord {
+namespace {
+
+using net::MessageType;
+using nlohmann::json;
+
+constexpr unsigned kDefaultTimeoutS = 120;
+constexpr unsigned kMaxTimeoutS = 24 * 3600;
+
+json failure(const std::string& message) { return {{"ok", false}, {"error", message}}; }
+
+// The network cut of one epoch, taken by the peer mesh for the checkpointer.
+class MeshEpochCut final : public ckpt::EpochCut {
+public:
+    MeshEpochCut(net::PeerMesh& mesh, uint64_t epoch, std::chrono::steady_clock::time_point deadline)
+        : mesh_(mesh), epoch_(epoch), deadline_(deadline)
+    {
+    }
+    uint64_t epoch() const override { return epoch_; }
+    void hold_delivery() override { mesh_.hold_delivery(); }
+    void cut() override { mesh_.cut(epoch_); }
+    void release() override { mesh_.release_delivery(); }
+    Result<std::vector<uint8_t>> channel_state() override
+    {
+        TRY_ASSIGN(auto state, mesh_.wait_channel_state(epoch_, deadline_));
+        return net::encode_channel_state(state);
+    }
+
+private:
+    net::PeerMesh& mesh_;
+    uint64_t epoch_;
+    std::chrono::steady_clock::time_point deadline_;
+};
+
+// A checkpoint request's options: mode, incremental, timeout.
+struct EpochOptions {
+    ckpt::CheckpointMode mode;
+    bool incremental;
+    unsigned timeout_ms;
+};
+
+Result<EpochOptions> epoch_options(const json& j, const std::string& default_mode, const char* timeout_key,
+                                   unsigned timeout_scale)
+{
+    EpochOptions o{};
+    const json mode = j.contains("mode") ? j.at("mode") : json(default_mode);
+    if (!mode.is_string()) return Error("'mode' must be a string");
+    TRY_ASSIGN(o.mode, ckpt::parse_mode(mode.get<std::string>()));
+    const json inc = j.contains("incremental") ? j.at("incremental") : json(false);
+    if (!inc.is_boolean()) return Error("'incremental' must be true or false");
+    o.incremental = inc.get<bool>();
+    uint64_t t = kDefaultTimeoutS * 1000ull / timeout_scale;
+    if (j.contains(timeout_key)) {
+        const json& v = j.at(timeout_key);
+        if (!v.is_number_unsigned() || v.get<uint64_t>() == 0 || v.get<uint64_t>() > kMaxTimeoutS * 1000ull / timeout_scale)
+            return Error(std::string("'") + timeout_key + "' is out of range");
+        t = v.get<uint64_t>();
+    }
+    o.timeout_ms = static_cast<unsigned>(t * timeout_scale);
+    return o;
+}
+
+}  // namespace
+
+ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::PeerMesh& mesh,
+                             ckpt::Checkpointer& checkpointer, std::function<json()> status)
+    : config_(config), vm_(std::move(vm)), node_(config.vm(vm_) ? config.vm(vm_)->node : ""),
+      vm_root_(vm_checkpoint_root(config.checkpoint_dir.string(), vm_)), mesh_(mesh), checkpointer_(checkpointer),
+      status_(std::move(status))
+{
+    const auto epochs = committed_epochs(config_.checkpoint_dir.string());
+    if (!epochs.empty()) last_epoch_ = epochs.back();
+    mesh_.set_cluster_handler(this);
+}
+
+ClusterMember::~ClusterMember()
+{
+    {
+        std::lock_guard lock(mutex_);
+        quit_ = true;
+        if (epoch_) mesh_.abort_epoch(epoch_->number);  // a waiting checkpoint gives up
+    }
+    cv_.notify_all();
+    if (epoch_thread_.joinable()) epoch_thread_.join();
+}
+
+std::vector<std::string> ClusterMember::peers() const
+{
+    std::vector<std::string> out;
+    for (const auto& v : config_.vms)
+        if (v.name != vm_) out.push_back(v.name);
+    return out;
+}
+
+// ---- requests from controllers -----------------------------------------------
+
+void ClusterMember::on_request(const json& request, std::function<void(json)> reply)
+{
+    const std::string cmd = request.is_object() ? request.value("cmd", "") : "";
+    if (cmd == "status") {
+        json s = status_();
+        s["vm"] = vm_;
+        s["node"] = node_;
+        reply(s);
+    } else if (cmd == "list") {
+        reply(list());
+    } else if (cmd == "checkpoint") {
+        start_epoch(request, std::move(reply));
+    } else {
+        reply(failure("unknown command '" + cmd + "' (status, list, checkpoint)"));
+    }
+}
+
+json ClusterMember::list() const
+{
+    json epochs = json::array();
+    for (uint64_t e : committed_epochs(config_.checkpoint_dir.string())) {
+        auto m = read_cluster_manifest(config_.checkpoint_dir.string(), e);
+        if (!m) {
+            epochs.push_back({{"epoch", e}, {"error", m.error().message()}});
+            continue;
+        }
+        epochs.push_back(to_json(m.value()));
+    }
+    json s = status_();
+    s["vm"] = vm_;
+    s["node"] = node_;
+    return {{"ok", true}, {"cluster", config_.name}, {"epochs", epochs}, {"peers_connected", mesh_.connected_peer_ids()},
+            {"status", s}};
+}
+
+void ClusterMember::start_epoch(const json& request, std::function<void(json)> reply)
+{
+    auto options = epoch_options(request, config_.mode, "timeout_s", 1000);
+    if (!options) {
+        reply(failure(options.error().message()));
+        return;
+    }
+    std::unique_lock lock(mutex_);
+    if (epoch_) {
+        reply(failure("busy: epoch " + std::to_string(epoch_->number) + " is running"));
+        return;
+    }
+    const auto connected = mesh_.connected_peer_ids();
+    std::string missing;
+    for (const auto& p : peers())
+        if (std::find(connected.begin(), connected.end(), p) == connected.end()) missing += (missing.empty() ? "" : ", ") + p;
+    if (!missing.empty()) {
+        reply(failure("not every VM is connected to " + vm_ + " (missing: " + missing + "); no epoch was started"));
+        return;
+    }
+    Epoch e;
+    e.number = last_epoch_ + 1;
+    e.initiator = vm_;
+    e.mode = options->mode;
+    e.incremental = options->incremental;
+    e.started = Clock::now();
+    e.deadline = e.started + std::chrono::milliseconds(options->timeout_ms);
+    std::vector<std::string> all;
+    for (const auto& v : config_.vms) all.push_back(v.name);
+    e.tally.emplace(e.number, all);
+    e.reply = reply;
+    const uint64_t number = e.number;
+    // PREPARE goes out before this VMM's own markers (sent at its cut, later).
+    mesh_.send_control("", MessageType::prepare, number,
+                       {{"mode", ckpt::mode_name(e.mode)}, {"incremental", e.incremental}, {"initiator", vm_},
+                        {"timeout_ms", options->timeout_ms}});
+    if (auto r = begin(std::move(e)); !r) {
+        // The peers got PREPARE: tell them it is off.
+        mesh_.send_control("", MessageType::abort, number, {{"reason", r.error().message()}});
+        reply(failure(r.error().message()));
+        epoch_.reset();
+        return;
+    }
+    log_info("epoch " + std::to_string(number) + ": started by " + vm_ + " (" + ckpt::mode_name(options->mode) +
+             (options->incremental ? ", incremental" : "") + ")");
+}
+
+// ---- epoch messages from peers ------------------------------------------------
+
+void ClusterMember::on_control(const std::string& peer, MessageType type, uint64_t epoch, const json& body)
+{
+    switch (type) {
+    case MessageType::prepare: on_prepare(peer, epoch, body); return;
+    case MessageType::done: on_done(peer, epoch, body); return;
+    case MessageType::commit: on_commit(epoch, body); return;
+    case MessageType::abort: on_abort(epoch, body.value("reason", std::string("no reason given"))); return;
+    case MessageType::restored: {
+        std::lock_guard lock(mutex_);
+        if (epoch == restore_epoch_ || restore_epoch_ == 0) restored_.insert(peer + "@" + std::to_string(epoch));
+        cv_.notify_all();
+        return;
+    }
+    default: return;
+    }
+}
+
+void ClusterMember::on_prepare(const std::string& peer, uint64_t epoch, const json& body)
+{
+    auto refuse = [&](const std::string& why) {
+        log_warn("epoch " + std::to_string(epoch) + " from " + peer + " refused: " + why);
+        mesh_.send_control(peer, MessageType::done, epoch, failure(vm_ + " " + why));
+    };
+    auto options = epoch_options(body, config_.mode, "timeout_ms", 1);
+    if (!options) return refuse("got a bad PREPARE: " + options.error().message());
+    if (body.value("initiator", std::string()) != peer) return refuse("got a PREPARE whose initiator is not its sender");
+    std::unique_lock lock(mutex_);
+    if (epoch_ && epoch_->number == epoch) return;  // a repeat
+    if (epoch_) return refuse("is busy with epoch " + std::to_string(epoch_->number));
+    if (epoch <= last_epoch_) return refuse("has seen epoch " + std::to_string(last_epoch_) + " already");
+    Epoch e;
+    e.number = epoch;
+    e.initiator = peer;
+    e.mode = options->mode;
+    e.incremental = options->incremental;
+    e.started = Clock::now();
+    e.deadline = e.started + std::chrono::milliseconds(options->timeout_ms);
+    if (auto r = begin(std::move(e)); !r) {
+        epoch_.reset();
+        lock.unlock();
+        refuse(r.error().message());
+    }
+}
+
+Result<void> ClusterMember::begin(Epoch e)
+{
+    if (quit_) return Error("is shutting down");
+    // Joining on the network thread is only safe once the thread is done:
+    // a running checkpoint needs the network thread for its cut.
+    if (epoch_thread_busy_) return Error("is still finishing the checkpoint of an earlier epoch");
+    if (epoch_thread_.joinable()) epoch_thread_.join();
+    const uint64_t number = e.number;
+    last_epoch_ = std::max(last_epoch_, number);
+    epoch_ = std::move(e);
+    TRY(mesh_.begin_epoch(number));
+    epoch_thread_busy_ = true;
+    epoch_thread_ = std::thread([this, number] {
+        run_epoch(number);
+        std::lock_guard lock(mutex_);
+        epoch_thread_busy_ = false;
+    });
+    return ok();
+}
+
+json ClusterMember::local_checkpoint(const Epoch& e)
+{
+    MeshEpochCut cut(mesh_, e.number, e.deadline);
+    auto r = checkpointer_.checkpoint({vm_root_, e.mode, e.incremental, &cut});
+    if (!r) return failure(vm_ + ": " + r.error().message());
+    auto digest = vm_manifest_digest(r->path);
+    if (!digest) return failure(vm_ + ": " + digest.error().message());
+    return {{"ok", true},       {"node", node_},          {"id", r->id},
+            {"manifest_xxh3", hex_digest(digest.value())}, {"bytes", r->bytes_written},
+            {"pause_ms", r->pause_ms}, {"total_ms", r->total_ms}, {"incremental", r->incremental}};
+}
+
+// The epoch thread: this VM's checkpoint, DONE, then waiting for the outcome.
+void ClusterMember::run_epoch(uint64_t number)
+{
+    Epoch e;
+    {
+        std::lock_guard lock(mutex_);
+        if (!epoch_ || epoch_->number != number) return;
+        e.number = epoch_->number;
+        e.initiator = epoch_->initiator;
+        e.mode = epoch_->mode;
+        e.incremental = epoch_->incremental;
+        e.deadline = epoch_->deadline;
+    }
+    const json done = local_checkpoint(e);
+    if (!done.value("ok", false)) log_warn("epoch " + std::to_string(number) + ": " + done.value("error", std::string()));
+    if (e.initiator == vm_) on_done(vm_, number, done);
+    else mesh_.send_control(e.initiator, MessageType::done, number, done);
+
+    std::unique_lock lock(mutex_);
+    cv_.wait_until(lock, e.deadline, [&] { return quit_ || !epoch_ || epoch_->number != number || epoch_->decided; });
+    if (!epoch_ || epoch_->number != number || epoch_->decided) return;
+    if (epoch_->tally) {
+        epoch_->tally->on_deadline();
+        finish_if_decided(lock);
+        return;
+    }
+    log_warn("epoch " + std::to_string(number) + ": no COMMIT or ABORT from " + e.initiator +
+             " in time; the epoch is not committed here");
+    mesh_.abort_epoch(number);
+    epoch_.reset();
+}
+
+void ClusterMember::on_done(const std::string& vm, uint64_t epoch, const json& body)
+{
+    std::unique_lock lock(mutex_);
+    if (!epoch_ || epoch_->number != epoch || !epoch_->tally || epoch_->decided) return;
+    epoch_->tally->on_done(vm, body);
+    finish_if_decided(lock);
+}
+
+void ClusterMember::on_peer_lost(const std::string& peer)
+{
+    std::unique_lock lock(mutex_);
+    if (!epoch_ || !epoch_->tally || epoch_->decided) return;
+    epoch_->tally->on_vm_lost(peer);
+    finish_if_decided(lock);
+}
+
+void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>&)
+{
+    Epoch& e = *epoch_;
+    if (e.tally->outcome() == EpochInitiator::Outcome::pending) return;
+    e.decided = true;
+    const std::string name = "epoch " + std::to_string(e.number);
+    std::string reason = e.tally->abort_reason();
+    if (e.tally->outcome() == EpochInitiator::Outcome::commit) {
+        ClusterManifest m{config_.name, e.number, ckpt::mode_name(e.mode), e.incremental, utc_now(),
+                          ms_since(e.started), e.tally->results()};
+        if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m); w) {
+            mesh_.send_control("", MessageType::commit, e.number, {{"manifest", to_json(m)}});
+            log_info(name + ": committed in " + std::to_string(m.epoch_ms) + " ms");
+            json reply = to_json(m);
+            reply["ok"] = true;
+            e.reply(reply);
+            epoch_.reset();
+            cv_.notify_all();
+            return;
+        } else {
+            reason = "cannot write the cluster manifest: " + w.error().message();
+        }
+    }
+    mesh_.send_control("", MessageType::abort, e.number, {{"reason", reason}});
+    mesh_.abort_epoch(e.number);
+    log_warn(name + " aborted: " + reason + "; every VM keeps running");
+    e.reply(failure(name + " aborted: " + reason + " (every VM keeps running)"));
+    epoch_.reset();
+    cv_.notify_all();
+}
+
+void ClusterMember::on_commit(uint64_t epoch, const json& body)
+{
+    auto m = body.is_object() && body.contains("manifest") ? cluster_manifest_from_json(body.at("manifest"))
+                                                            : Result<ClusterManifest>(Error("no manifest"));
+    std::lock_guard lock(mutex_);
+    if (!m || m->epoch != epoch || m->cluster != config_.name) {
+        log_error("epoch " + std::to_string(epoch) + ": malformed COMMIT ignored" + (m ? "" : ": " + m.error().message()));
+        return;
+    }
+    if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m.value()); !w)
+        log_error("epoch " + std::to_string(epoch) + " committed, but this node cannot record it: " + w.error().message());
+    last_epoch_ = std::max(last_epoch_, epoch);
+    if (epoch_ && epoch_->number == epoch) {
+        epoch_->decided = true;
+        epoch_.reset();
+    }
+    cv_.notify_all();
+}
+
+void ClusterMember::on_abort(uint64_t epoch, const std::string& reason)
+{
+    mesh_.abort_epoch(epoch);
+    std::lock_guard lock(mutex_);
+    last_epoch_ = std::max(last_epoch_, epoch);
+    if (epoch_ && epoch_->number == epoch && !epoch_->tally) {
+        log_warn("epoch " + std::to_string(epoch) + " aborted: " + reason + "; the VM keeps running");
+        epoch_->decided = true;
+        epoch_.reset();
+    }
+    cv_.notify_all();
+}
+
+// ---- restore ---------------------------------------------------------------------
+
+Result<void> ClusterMember::wait_restored(uint64_t epoch, const std::function<bool()>& stop)
+{
+    {
+        std::lock_guard lock(mutex_);
+        restore_epoch_ = epoch;
+        last_epoch_ = std::max(last_epoch_, epoch);
+    }
+    mesh_.send_control("", MessageType::restored, epoch, json::object());
+    const auto start = Clock::now();
+    auto next_report = start + std::chrono::seconds(10);
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        std::string missing;
+        for (const auto& p : peers())
+            if (!restored_.count(p + "@" + std::to_string(epoch))) missing += (missing.empty() ? "" : ", ") + p;
+        if (missing.empty()) break;
+        if (stop()) return Error("stopped while waiting for " + missing + " to restore");
+        if (Clock::now() >= next_report) {
+            log_info("restore: waiting for " + missing + " to restore epoch " + std::to_string(epoch));
+            next_report += std::chrono::seconds(10);
+        }
+        cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    log_info("restore: every VM restored epoch " + std::to_string(epoch) + " in " +
+             std::to_string(ms_since(start)) + " ms; resuming");
+    return ok();
+}
+
+}  // namespace vvmm::coord

@@ -1,0 +1,97 @@
+// One VMM's part in its cluster: the coordinated checkpoint of epochs
+// (DESIGN.md, "Coordinated checkpoint of a cluster"; wire format and
+// sequence diagram in net/peer_protocol.hpp) and the restore barrier.
+//
+// Any VMM initiates an epoch when a controller (`vvmm checkpoint --all`)
+// asks it: it sends PREPARE(E) to every peer and checkpoints its own VM. A
+// VMM that gets PREPARE(E) checkpoints its VM with the network cut taken at
+// the state capture (ckpt::EpochCut), waits for its channel state, and
+// answers DONE(E) with the checkpoint's id and digest. When every VM is
+// done, the initiator writes the cluster manifest and sends COMMIT(E) with
+// it; every VMM writes it too. Any failure, a lost peer or the deadline
+// makes the initiator send ABORT(E): the VMs never stopped running, and E
+// is not a committed epoch (its VM checkpoints stay as plain checkpoints).
+//
+// One epoch at a time: a PREPARE while another epoch runs is answered with
+// a failed DONE, and a controller request with "busy".
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "ckpt/checkpointer.hpp"
+#include "coord/cluster_config.hpp"
+#include "coord/epoch_initiator.hpp"
+#include "net/peer_mesh.hpp"
+
+namespace vvmm::coord {
+
+class ClusterMember final : public net::ClusterHandler {
+public:
+    // `status` answers a controller's "status" for this VM.
+    ClusterMember(const ClusterConfig& config, std::string vm, net::PeerMesh& mesh, ckpt::Checkpointer& checkpointer,
+                  std::function<nlohmann::json()> status);
+    ~ClusterMember() override;
+
+    // Restore barrier: tells every peer this VM is restored from `epoch` and
+    // waits until every peer said the same (or `stop` returns true).
+    Result<void> wait_restored(uint64_t epoch, const std::function<bool()>& stop);
+
+    void on_control(const std::string& peer, net::MessageType type, uint64_t epoch,
+                    const nlohmann::json& body) override;
+    void on_peer_lost(const std::string& peer) override;
+    void on_request(const nlohmann::json& request, std::function<void(nlohmann::json)> reply) override;
+
+private:
+    using Clock = std::chrono::steady_clock;
+    struct Epoch {
+        uint64_t number = 0;
+        std::string initiator;
+        ckpt::CheckpointMode mode = ckpt::CheckpointMode::stop;
+        bool incremental = false;
+        Clock::time_point started, deadline;
+        std::optional<EpochInitiator> tally;                // this VMM initiated it
+        std::function<void(nlohmann::json)> reply;          // the controller's, at the initiator
+        bool decided = false;                               // COMMIT or ABORT seen / sent
+    };
+
+    void start_epoch(const nlohmann::json& request, std::function<void(nlohmann::json)> reply);
+    void on_prepare(const std::string& peer, uint64_t epoch, const nlohmann::json& body);
+    Result<void> begin(Epoch e);  // mutex_ held
+    void run_epoch(uint64_t number);  // the epoch thread
+    nlohmann::json local_checkpoint(const Epoch& e);
+    void on_done(const std::string& vm, uint64_t epoch, const nlohmann::json& body);
+    // Initiator: acts on a decided tally. mutex_ held.
+    void finish_if_decided(std::unique_lock<std::mutex>& lock);
+    void on_commit(uint64_t epoch, const nlohmann::json& body);
+    void on_abort(uint64_t epoch, const std::string& reason);
+    nlohmann::json list() const;
+    std::vector<std::string> peers() const;
+
+    const ClusterConfig& config_;
+    const std::string vm_;
+    const std::string node_;
+    const std::string vm_root_;  // this VM's checkpoint directory
+    net::PeerMesh& mesh_;
+    ckpt::Checkpointer& checkpointer_;
+    std::function<nlohmann::json()> status_;
+
+    mutable std::mutex mutex_;
+    std::condition_variable cv_;
+    uint64_t last_epoch_ = 0;  // the highest epoch seen, committed or not
+    std::optional<Epoch> epoch_;
+    std::thread epoch_thread_;
+    bool epoch_thread_busy_ = false;
+    bool quit_ = false;
+    std::set<std::string> restored_;  // peers that sent RESTORED(restore_epoch_)
+    uint64_t restore_epoch_ = 0;
+};
+
+}  // namespace vvmm::coord
