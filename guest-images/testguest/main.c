@@ -364,6 +364,8 @@ NORETURN void bsp_main(void)
 		test_net();
 	} else if (streq(test, "netbench")) {
 		test_netbench();
+	} else if (streq(test, "ring")) {
+		test_ring();
 	}
 	tg_printf("tg: error unknown test=%s\n", test);
 	reboot();

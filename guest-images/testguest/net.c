@@ -13,40 +13,25 @@
 
 #define VIRTIO_NET_F_MAC (1ull << 5)
 #define VIRTIO_NET_F_STATUS (1ull << 16)
-#define NET_HDR 12
-#define BUFSZ 2048
-#define ETHERTYPE 0x88b5
-#define MAGIC 0x746e6774u               /* "tgnt" */
-#define MIN_FRAME 60
-#define MAX_FRAME 1514
-#define PAYLOAD 48                      /* offset of the payload */
 
-/* frame kinds */
-#define K_DATA 1
-#define K_HELLO 2
-#define K_HELLO_ACK 3
-#define K_BENCH 4
-#define K_END 5
-#define K_PING 6
-#define K_PONG 7
-
-static struct virtio_dev nvd;
-static struct vq rxq, txq;
+/* shared with ring.c through tg.h */
+struct virtio_dev nvd;
+struct vq rxq, txq;
 static u8 *rxbufs;
 static u8 **txfree;
-static int ntxfree, ntxbufs;
-static u64 mymac, devmac;
-static int link_up;
-static u64 tx_frames, rx_frames;
+int ntxfree, ntxbufs;
+u64 mymac, devmac;
+int link_up;
+u64 tx_frames, rx_frames;
 
 /* ---- helpers ---- */
-static void put_mac(u8 *p, u64 mac)
+void put_mac(u8 *p, u64 mac)
 {
 	for (int i = 0; i < 6; i++)
 		p[i] = (u8)(mac >> (40 - 8 * i));
 }
 
-static u64 get_mac(const u8 *p)
+u64 get_mac(const u8 *p)
 {
 	u64 m = 0;
 	for (int i = 0; i < 6; i++)
@@ -55,7 +40,7 @@ static u64 get_mac(const u8 *p)
 }
 
 /* "52:54:00:12:34:56" -> 0x525400123456; returns -1 if malformed */
-static int parse_mac(const char *s, u64 *out)
+int parse_mac(const char *s, u64 *out)
 {
 	u64 m = 0;
 	for (int i = 0; i < 6; i++) {
@@ -77,19 +62,15 @@ static int parse_mac(const char *s, u64 *out)
 	return *s && *s != ',' ? -1 : 0;
 }
 
-static char *fmt_mac(char *buf, u64 m)
+char *fmt_mac(char *buf, u64 m)
 {
 	snprintf(buf, 18, "%02x:%02x:%02x:%02x:%02x:%02x", (u32)(m >> 40) & 0xff, (u32)(m >> 32) & 0xff,
 		 (u32)(m >> 24) & 0xff, (u32)(m >> 16) & 0xff, (u32)(m >> 8) & 0xff, (u32)m & 0xff);
 	return buf;
 }
 
-static inline void st16(u8 *p, u16 v) { __builtin_memcpy(p, &v, 2); }
-static inline void st32(u8 *p, u32 v) { __builtin_memcpy(p, &v, 4); }
-static inline void st64(u8 *p, u64 v) { __builtin_memcpy(p, &v, 8); }
-
 /* FNV-1a 32 over frame bytes [14, len) with the checksum field as zero. */
-static u32 frame_csum(const u8 *f, u32 len)
+u32 frame_csum(const u8 *f, u32 len)
 {
 	u32 h = 0x811c9dc5u;
 	for (u32 i = 14; i < len; i++) {
@@ -101,9 +82,9 @@ static u32 frame_csum(const u8 *f, u32 len)
 
 /* DATA frames: key and total length derived from (sender MAC, seq) */
 static u64 data_key(u64 mac, u64 seq) { return splitmix64(splitmix64(mac) ^ seq); }
-static u32 data_len(u64 key) { return MIN_FRAME + (u32)(key % (MAX_FRAME - MIN_FRAME + 1)); }
+u32 data_len(u64 key) { return MIN_FRAME + (u32)(key % (MAX_FRAME - MIN_FRAME + 1)); }
 
-static void fill_payload(u8 *f, u32 len, u64 key)
+void fill_payload(u8 *f, u32 len, u64 key)
 {
 	u32 off = PAYLOAD;
 	for (u64 m = 0; off < len; m++, off += 8) {
@@ -116,7 +97,7 @@ static void fill_payload(u8 *f, u32 len, u64 key)
 	}
 }
 
-static int check_payload(const u8 *f, u32 len, u64 key)
+int check_payload(const u8 *f, u32 len, u64 key)
 {
 	u32 off = PAYLOAD;
 	for (u64 m = 0; off < len; m++, off += 8) {
@@ -134,7 +115,7 @@ static int check_payload(const u8 *f, u32 len, u64 key)
 }
 
 /* Frame header; the payload (if any) must be in place before the checksum. */
-static void build_hdr(u8 *f, u64 dst, u16 kind, u64 seq, u64 aux, u32 len)
+void build_hdr(u8 *f, u64 dst, u16 kind, u64 seq, u64 aux, u32 len)
 {
 	put_mac(f, dst);
 	put_mac(f + 6, mymac);
@@ -149,10 +130,11 @@ static void build_hdr(u8 *f, u64 dst, u16 kind, u64 seq, u64 aux, u32 len)
 	st32(f + 44, 0);
 }
 
-static void seal(u8 *f, u32 len) { st32(f + 44, frame_csum(f, len)); }
+void seal(u8 *f, u32 len) { st32(f + 44, frame_csum(f, len)); }
 
 /* ---- device ---- */
-static int nic_init(void)
+/* me_is_mac: the "me=" option, if given, is our MAC (test=net, netbench). */
+int nic_init(int me_is_mac)
 {
 	char v[24];
 	pci_scan(opt("pci", v, sizeof(v)) && streq(v, "verbose"));
@@ -194,7 +176,7 @@ static int nic_init(void)
 	if (virtio_driver_ok(&nvd))
 		return -1;
 	vq_kick(&rxq);
-	if (opt("me", v, sizeof(v))) {
+	if (me_is_mac && opt("me", v, sizeof(v))) {
 		if (parse_mac(v, &mymac)) {
 			tg_printf("tg: error net bad me=%s\n", v);
 			return -1;
@@ -210,7 +192,7 @@ static int nic_init(void)
 	return 0;
 }
 
-static void poll_link(void)
+void poll_link(void)
 {
 	static u64 last;
 	if (link_up)
@@ -222,7 +204,7 @@ static void poll_link(void)
 	link_up = virtio_cfg16(&nvd, 6) & 1;
 }
 
-static int tx_reap(void)
+int tx_reap(void)
 {
 	u8 *b;
 	int n = 0;
@@ -235,7 +217,7 @@ static int tx_reap(void)
 }
 
 /* msix=1: nothing to do, wait for an RX or TX interrupt (or `until`). */
-static void net_sleep(u64 until)
+void net_sleep(u64 until)
 {
 	struct vq *qs[2] = { &rxq, &txq };
 	vq_sleep(qs, 2, until);
@@ -248,14 +230,14 @@ static void rx_sleep(u64 until)
 }
 
 /* A free TX buffer; the frame goes at +NET_HDR.  0 if none free. */
-static u8 *tx_buf(void)
+u8 *tx_buf(void)
 {
 	if (!ntxfree)
 		tx_reap();
 	return ntxfree ? txfree[--ntxfree] : 0;
 }
 
-static void tx_queue(u8 *b, u32 len, int split)
+void tx_queue(u8 *b, u32 len, int split)
 {
 	struct sg sg[2];
 	int n;
@@ -271,7 +253,7 @@ static void tx_queue(u8 *b, u32 len, int split)
 		tg_printf("tg: error net tx ring full\n");
 }
 
-static void tx_drain(u64 limit_cycles)
+void tx_drain(u64 limit_cycles)
 {
 	u64 t0 = rdtsc();
 	vq_kick(&txq);
@@ -286,7 +268,7 @@ static void tx_drain(u64 limit_cycles)
 
 /* Polls RX: calls fn(frame, len) for each received frame, reposts the
  * buffers.  Returns the number of frames. */
-static int rx_poll(void (*fn)(const u8 *f, u32 len))
+int rx_poll(void (*fn)(const u8 *f, u32 len))
 {
 	u8 *b;
 	u32 len;
@@ -306,7 +288,7 @@ static int rx_poll(void (*fn)(const u8 *f, u32 len))
 }
 
 /* Is this one of our frames (ethertype, magic, length fields)? */
-static int ours(const u8 *f, u32 len)
+int ours(const u8 *f, u32 len)
 {
 	return len >= PAYLOAD && f[12] == (ETHERTYPE >> 8) && f[13] == (ETHERTYPE & 0xff) &&
 	       rd32(f + 14) == MAGIC;
@@ -314,7 +296,7 @@ static int ours(const u8 *f, u32 len)
 
 /* A small control frame.  Waits for a TX buffer only if `block` (callers
  * that also receive must not block: the peer may be waiting for us). */
-static int send_ctl(u64 dst, u16 kind, u64 seq, u64 aux, u32 len, int block)
+int send_ctl(u64 dst, u16 kind, u64 seq, u64 aux, u32 len, int block)
 {
 	u8 *b;
 	while (!(b = tx_buf())) {
@@ -405,7 +387,7 @@ static void net_rx(const u8 *f, u32 len)
 
 NORETURN void test_net(void)
 {
-	if (nic_init())
+	if (nic_init(1))
 		goto fail;
 	count = opt_u64("count", 1000);
 	u64 timeout = opt_u64("timeout", 60) * 1000 * tsc_khz;
@@ -594,7 +576,7 @@ static u64 pct(const u32 *hist, u32 nb, u64 n, u64 num, u64 den)
 NORETURN void test_netbench(void)
 {
 	char role[16], v[24];
-	if (nic_init())
+	if (nic_init(1))
 		goto fail;
 	if (!opt("role", role, sizeof(role)) ||
 	    !(streq(role, "send") || streq(role, "recv") || streq(role, "ping") || streq(role, "pong"))) {

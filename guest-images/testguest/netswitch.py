@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A tiny Ethernet learning switch for QEMU `-netdev stream` (unix socket).
 
-usage: netswitch.py SOCKET_PATH [--ports N] [--timeout S]
+usage: netswitch.py SOCKET_PATH [--ports N] [--timeout S] [--drop K] [--dup K]
 
 Listens on SOCKET_PATH; each QEMU connects with
   -netdev stream,id=n0,server=off,addr.type=unix,addr.path=SOCKET_PATH
@@ -12,6 +12,10 @@ down (back-pressure) instead of losing frames.  Exits when every port that
 connected has disconnected again (after at least --ports connected), or
 after --timeout seconds.  Used by qemu_check.py to run test=net with three
 guests; needs no network access, only a unix socket.
+
+Fault injection (for test=ring, which must notice): --drop K loses, --dup K
+delivers twice, the K-th (from 1) unicast test frame (ethertype 0x88B5)
+that goes to a known port.
 """
 import argparse
 import os
@@ -27,6 +31,8 @@ def main():
     ap.add_argument('path')
     ap.add_argument('--ports', type=int, default=2)
     ap.add_argument('--timeout', type=float, default=600)
+    ap.add_argument('--drop', type=int, default=0)
+    ap.add_argument('--dup', type=int, default=0)
     args = ap.parse_args()
     try:
         os.unlink(args.path)
@@ -39,6 +45,7 @@ def main():
     fdb = {}                    # MAC -> socket
     seen = 0
     frames = 0
+    test_frames = 0             # unicast 0x88B5 frames to a known port
     t_end = time.monotonic() + args.timeout
     while time.monotonic() < t_end:
         if seen >= args.ports and not ports:
@@ -73,6 +80,14 @@ def main():
                     fdb[frame[6:12]] = s
                     dst = fdb.get(frame[0:6]) if not frame[0] & 1 else None
                     targets = [dst] if dst is not None else [p for p in ports if p is not s]
+                    if dst is not None and frame[12:14] == b'\x88\xb5':
+                        test_frames += 1
+                        if test_frames == args.drop:
+                            print(f'netswitch: dropped test frame {test_frames}', file=sys.stderr)
+                            targets = []
+                        elif test_frames == args.dup:
+                            print(f'netswitch: doubled test frame {test_frames}', file=sys.stderr)
+                            targets = [dst, dst]
                     for t in targets:
                         if t is not s:
                             out.setdefault(t, []).append(rec)

@@ -2,13 +2,13 @@
 """Boots the test guest under QEMU/KVM and checks its output.
 
 usage: qemu_check.py BZIMAGE [--machines microvm,pc] [--smp 1,2,4]
-                             [--tests boot,smp,count,countall,dirty,shell[,panic][,pci,blk,blkseq,net,net3,netbench,msix]] [-v]
+                             [--tests boot,smp,count,countall,dirty,shell[,panic][,pci,blk,blkseq,net,net3,netbench,msix,ring]] [-v]
 
 Exit status 0 if every run produced the expected lines, the numbers match
 reference.py and QEMU exited by itself.  Needs /dev/kvm and
 qemu-system-x86_64.
 
-The device tests (pci, blk, net, net3, netbench, msix; not in the default set) run
+The device tests (pci, blk, net, net3, netbench, msix, ring; not in the default set) run
 once, on -M pc with the first --smp value, with virtio-pci modern devices:
   pci       test=pci lists the virtio devices and their capabilities
   blk       test=blk on a scratch image + a read-only disk, image checked from
@@ -25,6 +25,10 @@ once, on -M pc with the first --smp value, with virtio-pci modern devices:
             test, interrupts counted on both disks), inject=badhead with
             evidx=1 qd=1 (config-change interrupt on NEEDS_RESET), test=net
             between two VMs, netbench send/recv and ping/pong
+  ring      test=ring count=3000 on three VMs (netswitch.py), consoles
+            checked with reference.ring_check; again with msix=1; then with
+            netswitch dropping one test frame and doubling one (runs that
+            must fail with "tg: ring error")
 """
 import argparse
 import os
@@ -149,7 +153,7 @@ def expect(test, smp, out):
     return errs
 
 
-DEVICE_TESTS = ('pci', 'blk', 'blkseq', 'net', 'net3', 'netbench', 'msix')
+DEVICE_TESTS = ('pci', 'blk', 'blkseq', 'net', 'net3', 'netbench', 'msix', 'ring')
 
 
 def tg_lines(out):
@@ -340,6 +344,56 @@ def dev_net(image, smp, timeout, n, count, extra=''):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def switch(tmp, n, timeout, extra=()):
+    path = os.path.join(tmp, 'sw.sock')
+    sw = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(
+        os.path.abspath(__file__)), 'netswitch.py'), path, '--ports', str(n),
+        '--timeout', str(timeout), *extra], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(path):
+            break
+        time.sleep(0.05)
+    return sw, f'stream,id=n0,server=off,addr.type=unix,addr.path={path}'
+
+
+def dev_ring(image, smp, timeout, n=3, count=3000):
+    """test=ring on n VMs: clean runs must pass ring_check, runs with a
+    dropped or doubled frame must fail."""
+    macs = ','.join(mac(i) for i in range(1, n + 1))
+    for name, extra, fault in (('ring', '', ()), ('ring-msix', 'msix=1', ()),
+                               ('ring-drop', 'timeout=15', ('--drop', '3000')),
+                               ('ring-dup', 'timeout=15', ('--dup', '3000'))):
+        tmp = tempfile.mkdtemp(prefix='tg-ring-')
+        sw = None
+        try:
+            sw, nd = switch(tmp, n, timeout, fault)
+            cmds = [qemu_cmd(image, 'pc', smp,
+                             f'console=ttyS0 reboot=k panic=-1 acpi=off test=ring me={i} n={n} '
+                             f'vvmm.macs={macs} count={count} report=500 {extra}'.strip()) +
+                    ['-netdev', nd, '-device', f'virtio-net-pci,netdev=n0,disable-legacy=on,mac={mac(i + 1)}']
+                    for i in range(n)]
+            outs = run_many(cmds, timeout)
+            problems = reference.ring_check({f'vm{i}': out for i, (out, _) in enumerate(outs)})
+            for i, (out, rc) in enumerate(outs):
+                if not fault:
+                    errs = want_lines(out, [f'tg: ring ready me={i} n={n}']) + common_errs(out, rc)
+                    if not any(re.fullmatch(rf'tg: ring ok ms=\d+ msgs={count * (n - 1)}', l) for l in tg_lines(out)):
+                        errs.append('no "tg: ring ok" line')
+                    errs += [p for p in problems if p.startswith(f'vm{i}:') or p.startswith('stream')]
+                    if 'msix=1' in extra:
+                        errs += want_msix(out, ['00:02.0'])
+                else:
+                    errs = [f'qemu exit status {rc}'] if rc != 0 else []
+                    if i == n - 1 and not any(re.match(r'tg: ring error from=\d+ ', l)
+                                              for o, _ in outs for l in tg_lines(o)):
+                        errs.append(f'{fault[0]}: no VM reported "tg: ring error from=..."')
+                yield f'{name}-vm{i}', cmds[i], out, errs
+        finally:
+            if sw:
+                sw.wait(10)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def dev_netbench(image, smp, timeout, extra=''):
     for a, b in (('send', 'recv'), ('ping', 'pong')):
         port = free_port()
@@ -421,6 +475,7 @@ def main():
             'net': lambda: dev_net(args.image, smp, args.timeout, 2, 100000),
             'net3': lambda: dev_net(args.image, smp, args.timeout, 3, 20000),
             'netbench': lambda: dev_netbench(args.image, smp, args.timeout),
+            'ring': lambda: dev_ring(args.image, smp, args.timeout),
             'msix': lambda: (r for g in (dev_blk(args.image, smp, args.timeout, msix=True),
                                          dev_net(args.image, smp, args.timeout, 2, 20000, 'msix=1'),
                                          dev_netbench(args.image, smp, args.timeout, 'msix=1'))

@@ -19,6 +19,10 @@
                                       write the pattern into a disk image (for
                                       test=blkverify without a test=blk run)
   reference.py netframe SRC DST SEQ   a test=net DATA frame (SRC sends to DST), as hex
+  reference.py ringsum SRC DST K      expected "sum=" after K test=ring messages SRC -> DST
+  reference.py ringcheck LOG...       check test=ring consoles (one per VM process): no
+                                      errors, progress, tx/rx sums agree and are right,
+                                      token hops increasing (exit status 1 on problems)
   reference.py selftest               compare the fast and the naive algorithms
 
 smp:   x = INDEX + 1, then ITERS times x = xorshift64(x) (13, 7, 17); ITERS
@@ -32,6 +36,8 @@ blkseq: block k (4 KiB at sector 8k) = "BLKSEQ01", u64 k, u64 tag, then
 blk:   sector s = 64 little-endian 64-bit words, word w =
        splitmix64(SEED * 2**40 + s * 64 + w) mod 2**64.
 net:   see README.md ("test=net frame format") and net_frame() below.
+ring:  key of message seq = splitmix64(splitmix64(src ^ splitmix64(dst)) ^ seq)
+       (MACs as 48-bit integers); sum_0 = 0, sum_{k+1} = splitmix64(sum_k ^ key_k).
 
 xorshift64 is linear over GF(2), so both values are computed with 64x64 bit
 matrices (powers and a geometric series by repeated squaring): milliseconds
@@ -257,6 +263,170 @@ def net_frame(src_mac, dst_mac, seq):
     return bytes(f)
 
 
+# ---- test=ring ----
+RING_LINE = re.compile(r'tg: ring (tx to|rx from)=(\d+) n=(\d+) sum=0x([0-9a-f]{16})$')
+RING_ERRORS = ('tg: ring error', 'tg: ring fail', 'tg: error', 'tg: panic', 'tg: msix fail')
+
+
+def ring_stream_base(src_mac, dst_mac):
+    return splitmix64(src_mac ^ splitmix64(dst_mac))
+
+
+def ring_key(src_mac, dst_mac, seq):
+    """Payload key of DATA message seq from src_mac to dst_mac (the payload
+    and the length 60 + key % 1455 follow from it as in test=net)."""
+    return splitmix64(ring_stream_base(src_mac, dst_mac) ^ seq)
+
+
+def ring_sums(src_mac, dst_mac, ks):
+    """{K: running sum after K messages} for every K in ks: sum_0 = 0,
+    sum_{k+1} = splitmix64(sum_k ^ key_k)."""
+    want = sorted(set(ks))
+    base = ring_stream_base(src_mac, dst_mac)
+    out, s, k = {}, 0, 0
+    for target in want:
+        while k < target:
+            s = splitmix64(s ^ splitmix64(base ^ k))
+            k += 1
+        out[target] = s
+    return out
+
+
+def ring_sum(src_mac, dst_mac, k):
+    """Expected "sum=" of "tg: ring tx to=.. n=K" on src and "tg: ring rx from=.. n=K" on dst."""
+    return ring_sums(src_mac, dst_mac, [k])[k]
+
+
+def ring_check(logs, macs=None, index=None):
+    """Checks test=ring consoles.  logs: {name: console text}.  A log's VM
+    index is taken from its "tg: ring ready me=I" line, else from
+    index[name] (a console that starts after a restore has no ready line);
+    the MACs from the cmdline on "tg: ready", else from macs (list in
+    cluster order).  Returns a list of problems (empty = fine): error or
+    fail lines; a log without any tx/rx report (no progress); a (src -> dst,
+    K) whose tx and rx sums (over all logs, repeats included) differ or
+    differ from ring_sum(); token hops not strictly increasing within a log
+    or not = me mod n.  Pass each process's console as its own log: a VM
+    restored from an earlier checkpoint prints some lines again."""
+    problems = []
+    seen = {}                           # (src, dst, K) -> {sum: [where]}
+    n_vms = None
+    for name, text in logs.items():
+        lines = [l.rstrip('\r') for l in text.splitlines()]
+        lines = [l[l.index('tg: '):] for l in lines if 'tg: ' in l]
+        me = index.get(name) if index else None
+        progress = 0
+        last_hop = None
+        for l in lines:
+            if l.startswith(RING_ERRORS):
+                problems.append(f'{name}: {l}')
+            m = re.fullmatch(r'tg: ring ready me=(\d+) n=(\d+)', l)
+            if m:
+                me, n_vms = int(m.group(1)), int(m.group(2))
+                continue
+            m = re.search(r'tg: ready .* cmdline=".*\bvvmm\.macs=([0-9a-fA-F:,]+)', l)
+            if m and macs is None:
+                macs = [parse_mac(x) for x in m.group(1).split(',')]
+                continue
+            m = RING_LINE.fullmatch(l)
+            if m:
+                if me is None:
+                    problems.append(f'{name}: report before knowing which VM this is: {l}')
+                    continue
+                other, k, s = int(m.group(2)), int(m.group(3)), int(m.group(4), 16)
+                pair = (me, other) if m.group(1) == 'tx to' else (other, me)
+                seen.setdefault(pair + (k,), {}).setdefault(s, []).append(f'{name} {m.group(1).split()[0]}')
+                progress += 1
+                continue
+            m = re.fullmatch(r'tg: ring token hops=(\d+)', l)
+            if m:
+                hop = int(m.group(1))
+                if last_hop is not None and hop <= last_hop:
+                    problems.append(f'{name}: token hops={hop} after hops={last_hop}')
+                if me is not None and n_vms and hop % n_vms != me:
+                    problems.append(f'{name}: token hops={hop} is not {me} mod {n_vms}')
+                last_hop = hop
+        if me is None:
+            problems.append(f'{name}: no "tg: ring ready" line and no index given')
+        if not progress:
+            problems.append(f'{name}: no progress (no "tg: ring tx/rx" report)')
+    expected = {}
+    if macs:
+        streams = {}
+        for (src, dst, k) in seen:
+            streams.setdefault((src, dst), []).append(k)
+        for (src, dst), ks in streams.items():
+            if src >= len(macs) or dst >= len(macs):
+                problems.append(f'stream {src}->{dst}: VM index outside vvmm.macs')
+                continue
+            for k, s in ring_sums(macs[src], macs[dst], ks).items():
+                expected[(src, dst, k)] = s
+    for key in sorted(seen):
+        sums = seen[key]
+        src, dst, k = key
+        if len(sums) > 1:
+            problems.append(f'stream {src}->{dst} n={k}: sums differ: ' +
+                            ', '.join(f'0x{s:016x} ({" ".join(w)})' for s, w in sums.items()))
+        elif key in expected and expected[key] not in sums:
+            (s, w), = sums.items()
+            problems.append(f'stream {src}->{dst} n={k}: sum 0x{s:016x} ({" ".join(w)}), '
+                            f'expected 0x{expected[key]:016x}')
+    return problems
+
+
+def ring_selftest():
+    macs = [0x525400AA0000 + i for i in range(3)]
+    assert ring_sum(macs[0], macs[1], 0) == 0
+    assert ring_sum(macs[0], macs[1], 2) == splitmix64(splitmix64(ring_key(macs[0], macs[1], 0)) ^
+                                                       ring_key(macs[0], macs[1], 1))
+    cmd = 'tg: ready cpus=1 ram=1 cmdline="test=ring vvmm.macs=' + ','.join(
+        ':'.join(f'{m:012x}'[i:i + 2] for i in range(0, 12, 2)) for m in macs) + '"'
+
+    def logs(mutate=None):
+        out = {}
+        for i in range(3):
+            ls = [cmd, f'tg: ring ready me={i} n=3']
+            for k in (100, 200):
+                for j in range(3):
+                    if j != i:
+                        ls.append(f'tg: ring tx to={j} n={k} sum=0x{ring_sum(macs[i], macs[j], k):016x}')
+                        ls.append(f'tg: ring rx from={j} n={k} sum=0x{ring_sum(macs[j], macs[i], k):016x}')
+                ls.append(f'tg: ring token hops={i + 3 * k}')
+            out[f'vm{i}'] = '\n'.join(ls) + '\n'
+        if mutate:
+            mutate(out)
+        return out
+    assert ring_check(logs()) == [], ring_check(logs())
+
+    def bad_sum(o):
+        o['vm1'] = o['vm1'].replace(f'rx from=0 n=200 sum=0x{ring_sum(macs[0], macs[1], 200):016x}',
+                                    f'rx from=0 n=200 sum=0x{ring_sum(macs[0], macs[1], 199):016x}')
+
+    def bad_both(o):        # tx and rx agree but are not the stream's sum
+        for name, i, j in (('vm0', 0, 1), ('vm1', 1, 0)):
+            word = 'tx to=1' if i == 0 else 'rx from=0'
+            o[name] = o[name].replace(f'{word} n=100 sum=0x{ring_sum(macs[0], macs[1], 100):016x}',
+                                      f'{word} n=100 sum=0x{1:016x}')
+
+    def token_back(o):
+        o['vm2'] += 'tg: ring token hops=5\n'
+
+    def error_line(o):
+        o['vm0'] += 'tg: ring error from=2 expected=7 got=8\ntg: ring fail\n'
+
+    def no_progress(o):
+        o['vm2'] = cmd + '\ntg: ring ready me=2 n=3\n'
+    for mut, want in ((bad_sum, 'sums differ'), (bad_both, 'expected'), (token_back, 'token hops=5'),
+                      (error_line, 'ring error'), (no_progress, 'no progress')):
+        p = ring_check(logs(mut))
+        assert any(want in x for x in p), (mut.__name__, p)
+    # a restored console: no ready line, VM known from index
+    o = logs()
+    o['vm0-restored'] = '\n'.join(l for l in o['vm0'].splitlines() if 'n=200' in l or 'hops=600' in l)
+    assert ring_check(o, index={'vm0-restored': 0}) == []
+    assert any('no "tg: ring ready"' in x for x in ring_check(o))
+
+
 def check(lines):
     """Verifies smp/count lines against the parameters on the ready line."""
     params = {}
@@ -320,6 +490,19 @@ def main(argv):
         print(blkseq_block(int(argv[1], 0), int(argv[2], 16)).hex())
     elif len(argv) >= 4 and argv[0] == 'netframe':
         print(net_frame(parse_mac(argv[1]), parse_mac(argv[2]), int(argv[3], 0)).hex())
+    elif len(argv) >= 4 and argv[0] == 'ringsum':
+        print(f'0x{ring_sum(parse_mac(argv[1]), parse_mac(argv[2]), int(argv[3], 0)):016x}')
+    elif len(argv) >= 2 and argv[0] == 'ringcheck':
+        logs = {}
+        for path in argv[1:]:
+            with open(path, errors='replace') as f:
+                logs[path] = f.read()
+        problems = ring_check(logs)
+        for p in problems:
+            print('ringcheck error:', p)
+        if problems:
+            return 1
+        print(f'ringcheck ok logs={len(logs)}')
     elif argv and argv[0] == 'selftest':
         for idx in range(4):
             for iters in (0, 1, 2, 3, 1000, 4321):
@@ -327,6 +510,7 @@ def main(argv):
         for n in (1, 2, 3, 77):
             for words in (0, 1, 2, 5, 1000, 4099):
                 assert apply(xs_series(words), count_seed(n)) == count_sum_naive(n, words)
+        ring_selftest()
         print('selftest ok')
     else:
         print(__doc__)

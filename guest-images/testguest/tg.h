@@ -234,12 +234,67 @@ void virtio_msix_mask(struct virtio_dev *vd, int entry, int masked);
 int virtio_msix_pending(struct virtio_dev *vd, int entry);  /* PBA bit */
 int virtio_msix_report(struct virtio_dev *vd);  /* tg: msix dev=... line; -1 = test must fail */
 
-/* blk.c, net.c */
+/* blk.c, net.c, ring.c */
 NORETURN void test_blk(int verify_only);
 NORETURN void test_blkbench(void);
 NORETURN void test_blkseq(void);
 NORETURN void test_net(void);
 NORETURN void test_netbench(void);
+NORETURN void test_ring(void);
+
+/* net.c: the virtio-net driver and the frame format (README.md, "net frame"),
+ * shared by test=net, test=netbench and test=ring. */
+#define NET_HDR 12                      /* virtio-net header (VERSION_1) */
+#define BUFSZ 2048
+#define ETHERTYPE 0x88b5
+#define MAGIC 0x746e6774u               /* "tgnt" */
+#define MIN_FRAME 60
+#define MAX_FRAME 1514
+#define PAYLOAD 48                      /* offset of the payload */
+/* frame kinds (u16 at offset 26) */
+#define K_DATA 1
+#define K_HELLO 2
+#define K_HELLO_ACK 3
+#define K_BENCH 4
+#define K_END 5
+#define K_PING 6
+#define K_PONG 7
+#define K_RDATA 8                       /* test=ring (ring.c) */
+#define K_RACK 9
+#define K_RTOKEN 10
+#define K_RPROBE 11
+#define K_RPROBE_REPLY 12
+
+static inline void st16(u8 *p, u16 v) { __builtin_memcpy(p, &v, 2); }
+static inline void st32(u8 *p, u32 v) { __builtin_memcpy(p, &v, 4); }
+static inline void st64(u8 *p, u64 v) { __builtin_memcpy(p, &v, 8); }
+
+extern struct virtio_dev nvd;
+extern struct vq rxq, txq;
+extern int ntxfree, ntxbufs;            /* free / all TX buffers */
+extern u64 mymac, devmac;               /* 48-bit MACs in the low bits */
+extern int link_up;
+extern u64 tx_frames, rx_frames;
+int nic_init(int me_is_mac);            /* 0 ok; errors printed */
+void put_mac(u8 *p, u64 mac);
+u64 get_mac(const u8 *p);
+int parse_mac(const char *s, u64 *out); /* stops at NUL or ','; -1 if malformed */
+char *fmt_mac(char *buf, u64 m);        /* buf: 18 bytes */
+u32 frame_csum(const u8 *f, u32 len);
+u32 data_len(u64 key);                  /* 60..1514 from a payload key */
+void fill_payload(u8 *f, u32 len, u64 key);
+int check_payload(const u8 *f, u32 len, u64 key);
+void build_hdr(u8 *f, u64 dst, u16 kind, u64 seq, u64 aux, u32 len);
+void seal(u8 *f, u32 len);              /* checksum, after the payload is in place */
+int ours(const u8 *f, u32 len);         /* ethertype + magic */
+void poll_link(void);
+int tx_reap(void);
+u8 *tx_buf(void);                       /* frame at +NET_HDR; 0 if none free */
+void tx_queue(u8 *b, u32 len, int split);
+void tx_drain(u64 limit_cycles);
+int rx_poll(void (*fn)(const u8 *f, u32 len));
+int send_ctl(u64 dst, u16 kind, u64 seq, u64 aux, u32 len, int block);
+void net_sleep(u64 until);              /* msix=1: wait for an RX/TX interrupt */
 
 /* head.S */
 extern char _end[], exc_stubs[], sys_entry[], irq_stubs[], irq_spurious[], ap_tramp[], ap_tramp_end[];
