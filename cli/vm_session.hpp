@@ -61,6 +61,7 @@ public:
     // Runs the VM until it ends.
     vmm::MachineExit run();
     nlohmann::json handle(const nlohmann::json& request) override;
+    bool stopped_by_signal() const { return signal_.load() != 0; }
 
 private:
     VmSession() = default;

@@ -341,11 +341,13 @@ private:
         const bool stopping = stop_requests_ > 0;
         if (WIFEXITED(status)) {
             int code = WEXITSTATUS(status);
-            if (code == 0 && stopping)
+            // A VMM ends with 128 + the signal that stopped it, like a shell.
+            if (stopping && (code == 0 || code == 128 + options_.stop_signal)) {
                 std::fprintf(options_.err, "vvmm: %s stopped\n", name);
-            else
+            } else {
                 std::fprintf(options_.err, "vvmm: %s exited with status %d\n", name, code);
-            if (code != 0) failed_ = true;
+                if (code != 0) failed_ = true;
+            }
         } else if (WIFSIGNALED(status)) {
             int sig = WTERMSIG(status);
             if (stopping && sig == options_.stop_signal) {

@@ -178,6 +178,8 @@ TEST_CASE("process_group: a stop request reaches every child as the stop signal"
     const std::vector<ChildSpec> children = {
         sh("a", "trap 'echo got-term; exit 0' TERM; echo > " + ready.path + "; sleep 10 & wait"),
         {"b", {"/bin/sleep", "10"}},
+        // A VMM ends with 128 + the signal, as vvmm does.
+        sh("c", "trap 'exit 143' TERM; sleep 10 & wait"),
     };
     Capture out, err;
     auto t0 = std::chrono::steady_clock::now();
@@ -190,6 +192,8 @@ TEST_CASE("process_group: a stop request reaches every child as the stop signal"
     CHECK(e.rfind("vvmm: stopping all VMs\n", 0) == 0);
     CHECK(contains(e, "vvmm: a stopped\n"));
     CHECK(contains(e, "vvmm: b stopped by signal 15\n"));
+    CHECK(contains(e, "vvmm: c stopped"));  // by its trap's exit 143, or by TERM if that came first
+    CHECK_FALSE(contains(e, "status 143"));
 }
 
 TEST_CASE("process_group: a child that ignores the stop signal is killed after kill_after")
