@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: install dependencies, build everything, boot the
-# test guest with 4 vCPUs on /dev/kvm and let it reboot.
+# test guest with 4 vCPUs on /dev/kvm and let it reboot, checkpoint and restore
+# one VM, then run a small cluster, checkpoint it, kill it and restore it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,4 +14,7 @@ echo "== demo: the guest rebooted and vvmm exited with status $? =="
 echo
 echo "== demo: checkpoint a running VM, kill -9 it, restore it =="
 examples/checkpoint-demo.sh
+echo
+echo "== demo: a cluster of 3 VMs passing messages: checkpoint all, kill -9 all, restore all =="
+examples/cluster-demo.sh
 echo "== demo: done =="
