@@ -1,5 +1,6 @@
 /*
  * virtio-net driver and the network workloads: test=net, test=netbench
+ * (test=ring in ring.c uses the driver through tg.h)
  * (see README.md for the output contract and the frame format).
  *
  * One RX queue (0) and one TX queue (1), no offloads, no control queue.
