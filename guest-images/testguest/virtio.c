@@ -543,10 +543,20 @@ static void report_missed(struct vq *q)
  * they were off, for the duration) and the used rings re-checked after
  * taking the counters, so a completion that raced with that returns at
  * once.  Once a new used entry shows up, its interrupt is waited for even
- * past `until`; if none comes within 20 ms that is a missed interrupt:
+ * past `until`; if none comes within irqwait= ms (default 20; longer on a
+ * crowded host, where the VMM's I/O thread may wait that long for a CPU
+ * between publishing a used entry and signalling it) that is a missed interrupt:
  * "tg: msix fail reason=missed-interrupt" (once per device), and the
  * caller goes on polling.
  */
+static u64 irq_wait_ms(void)
+{
+	static u64 ms;
+	if (!ms)
+		ms = opt_u64("irqwait", 20) ?: 20;
+	return ms;
+}
+
 int vq_sleep(struct vq *const *qs, int n, u64 until)
 {
 	u32 seen[VIRTIO_MSIX_MAX];
@@ -575,7 +585,7 @@ int vq_sleep(struct vq *const *qs, int n, u64 until)
 				for (int i = 0; i < n; i++)
 					if (vq_pending(qs[i]))
 						t_pend = now;
-			} else if (now - t_pend > 20 * tsc_khz) {
+			} else if (now - t_pend > irq_wait_ms() * tsc_khz) {
 				for (int i = 0; i < n; i++)
 					if (vq_pending(qs[i]) && vq_irqs(qs[i]) == seen[i])
 						report_missed(qs[i]);

@@ -87,7 +87,7 @@ def main():
         f.write(os.urandom(32))
     os.chmod(secret, 0o600)
     ckpt = os.path.join(workdir, "ckpt")
-    cmdlines = [f"test=ring me={i} n=3 msix=1" for i in range(3)]
+    cmdlines = [f"test=ring me={i} n=3 msix=1 irqwait=500" for i in range(3)]
     cfg = os.path.join(workdir, "cluster.toml")
     c.write_config(cfg, "ringtest", nodes, [0, 1, 2], cmdlines, ckpt, "secret.key")
     macs = [0x525400CC0001 + i for i in range(3)]

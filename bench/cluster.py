@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""bench/cluster: coordinated checkpoints of a cluster, vvmm vs QEMU/KVM, on
+the same test guest and workload: N VMs (default 4 x 512 MiB) running
+`test=ring work=K` (every VM streams numbered messages to every other and
+does K rounds of computation per message sent: compute plus communication).
+
+Per configuration, medians of --runs, each run measuring the workload's
+message rate over --duration seconds after a warm-up:
+  vvmm, no checkpoints;
+  vvmm, `checkpoint --all` (cow; the later ones incremental) every
+        --interval seconds: per-VM pause, epoch time, the slowest VM's own
+        checkpoint time (epoch / slowest = the coordination overhead),
+        checkpoint bytes, and the slowdown of the workload vs no checkpoints;
+  QEMU, no checkpoints (-M pc, the VMs on netswitch.py, the guests' own
+        virtio-net driver);
+  QEMU, the stop-the-world equivalent every --interval seconds: QMP stop on
+        every VM, migrate each to a file (in parallel), cont every VM.
+Ratios are vvmm/QEMU.
+
+    bench/cluster.py [--vms 4] [--mem 512M] [--work 2000] [--duration 60]
+                     [--interval 30] [--runs 3] [--mode cow] [--no-qemu] [--json OUT]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qmp import QMP  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RX = re.compile(r"tg: ring rx from=(\d+) n=(\d+)")
+PROCS = []
+
+
+def mac(i):
+    return "52:54:00:bb:00:%02x" % (i + 1)
+
+
+def cmdline(args, i):
+    return "test=ring me=%d n=%d msix=1 irqwait=500 work=%d report=%d" % (i, args.vms, args.work, args.report)
+
+
+def progress(texts):
+    """Messages received so far, over all VMs and streams (from the reports)."""
+    total = 0
+    for text in texts:
+        best = {}
+        for m in RX.finditer(text):
+            best[m.group(1)] = max(best.get(m.group(1), 0), int(m.group(2)))
+        total += sum(best.values())
+    return total
+
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def kill_all():
+    for p in PROCS:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    PROCS.clear()
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+def measure(args, texts, checkpoint):
+    """Warm up, then count messages over the duration, checkpointing every interval."""
+    wait_for(lambda: progress(texts()) > 0, 120, "no ring traffic")
+    time.sleep(args.warmup)
+    t0, m0 = time.monotonic(), progress(texts())
+    epochs, next_ckpt = [], t0 + args.interval
+    while time.monotonic() < t0 + args.duration:
+        if checkpoint and time.monotonic() >= next_ckpt:
+            epochs.append(checkpoint(len(epochs)))
+            next_ckpt += args.interval
+        time.sleep(0.05)
+    t1, m1 = time.monotonic(), progress(texts())
+    if m1 <= m0:
+        raise RuntimeError("the workload made no progress")
+    return {"rate": (m1 - m0) / (t1 - t0), "epochs": epochs}
+
+
+# ---------------------------------------------------------------- vvmm
+
+def vvmm_run(args, work, with_checkpoints):
+    ckpt = os.path.join(work, "ckpt")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    key = os.path.join(work, "bench.key")
+    with open(key, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(key, 0o600)
+    cfg = os.path.join(work, "cluster.toml")
+    with open(cfg, "w") as f:
+        f.write('[cluster]\nname = "bench"\nsecret_file = "%s"\ncheckpoint_dir = "%s"\nmode = "%s"\n\n'
+                '[[node]]\nname = "n0"\naddress = "127.0.0.1"\n' % (key, ckpt, args.mode))
+        for i in range(args.vms):
+            f.write('\n[[vm]]\nname = "vm%d"\nnode = "n0"\nport = %d\nmem = "%s"\nkernel = "%s"\ncmdline = "%s"\n'
+                    'mac = "%s"\n' % (i, args.port + i, args.mem, args.image, cmdline(args, i), mac(i)))
+    out = os.path.join(work, "vvmm.out")
+    with open(out, "w") as o:
+        PROCS.append(subprocess.Popen([args.vvmm, "run", "--cluster", cfg], stdin=subprocess.DEVNULL, stdout=o,
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+
+    def texts():
+        per_vm = {}
+        for line in read(out).splitlines():
+            m = re.match(r"(vm\d+)\s*\| (.*)", line)
+            if m:
+                per_vm.setdefault(m.group(1), []).append(m.group(2))
+        return ["\n".join(v) for v in per_vm.values()]
+
+    def checkpoint(k):
+        argv = [args.vvmm, "checkpoint", "--all", "--cluster", cfg, "--mode", args.mode, "--json"]
+        if k > 0:
+            argv.append("--incremental")
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        reply = json.loads(r.stdout) if r.stdout.strip() else {}
+        if r.returncode != 0 or not reply.get("ok"):
+            raise RuntimeError("checkpoint --all failed: %s %s" % (r.stdout, r.stderr))
+        vms = reply["vms"]
+        return {"epoch_ms": reply["epoch_ms"], "max_pause_ms": max(v["pause_ms"] for v in vms),
+                "pauses_ms": [v["pause_ms"] for v in vms], "slowest_vm_ms": max(v["total_ms"] for v in vms),
+                "bytes": sum(v["bytes"] for v in vms), "incremental": k > 0}
+
+    try:
+        return measure(args, texts, checkpoint if with_checkpoints else None)
+    finally:
+        kill_all()
+        if "ring error" in read(out) or "ring fail" in read(out):
+            raise RuntimeError("the ring workload failed under vvmm:\n" + read(out)[-2000:])
+
+
+# ---------------------------------------------------------------- QEMU
+
+def qemu_run(args, work, with_checkpoints):
+    sw_path = os.path.join(work, "sw.sock")
+    if os.path.exists(sw_path):
+        os.unlink(sw_path)
+    PROCS.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "guest-images/testguest/netswitch.py"), sw_path,
+                                   "--ports", str(args.vms), "--timeout", str(args.duration * 4 + 300)],
+                                  stderr=subprocess.DEVNULL, start_new_session=True))
+    wait_for(lambda: os.path.exists(sw_path), 10, "netswitch did not start")
+    macs = ",".join(mac(i) for i in range(args.vms))
+    logs, socks = [], []
+    for i in range(args.vms):
+        log, sock = os.path.join(work, "q%d.log" % i), os.path.join(work, "q%d.sock" % i)
+        for f in (log, sock):
+            if os.path.exists(f):
+                os.unlink(f)
+        logs.append(log)
+        socks.append(sock)
+        append = "console=ttyS0 reboot=k panic=-1 acpi=off %s vvmm.macs=%s" % (cmdline(args, i), macs)
+        PROCS.append(subprocess.Popen(
+            ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,arch-capabilities=off", "-M", "pc", "-m", args.mem,
+             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-no-reboot",
+             "-serial", "file:" + log, "-qmp", "unix:%s,server=on,wait=off" % sock, "-kernel", args.image,
+             "-append", append, "-netdev", "stream,id=n0,server=off,addr.type=unix,addr.path=" + sw_path,
+             "-device", "virtio-net-pci,netdev=n0,disable-legacy=on,mac=" + mac(i)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    wait_for(lambda: all(os.path.exists(s) for s in socks), 30, "QEMU did not start")
+    qmps = [QMP(s) for s in socks]
+
+    def checkpoint(k):
+        # Stop the world, save every VM (in parallel), resume every VM.
+        t0 = time.monotonic()
+        for q in qmps:
+            q.execute("stop")
+        sizes, errors = [0] * len(qmps), []
+
+        def save(i):  # one thread per VM, each with its own QMP connection
+            path = os.path.join(work, "q%d.state" % i)
+            try:
+                qmps[i].execute("migrate", uri="exec:cat > " + path)
+                while True:
+                    info = qmps[i].execute("query-migrate")
+                    if info.get("status") == "completed":
+                        break
+                    if info.get("status") in ("failed", "cancelled"):
+                        raise RuntimeError(str(info))
+                    time.sleep(0.001)
+                fd = os.open(path, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+                sizes[i] = os.path.getsize(path)
+            except Exception as e:  # noqa: BLE001 -- reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=save, args=(i,)) for i in range(len(qmps))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for q in qmps:
+            q.execute("cont")
+        ms = (time.monotonic() - t0) * 1000
+        if errors:
+            raise RuntimeError("QEMU save failed: %s" % errors[0])
+        return {"epoch_ms": ms, "max_pause_ms": ms, "pauses_ms": [ms] * len(qmps), "slowest_vm_ms": ms,
+                "bytes": sum(sizes), "incremental": False}
+
+    try:
+        return measure(args, lambda: [read(l) for l in logs], checkpoint if with_checkpoints else None)
+    finally:
+        for q in qmps:
+            try:
+                q.close()
+            except Exception:  # noqa: BLE001
+                pass
+        kill_all()
+        text = "".join(read(l) for l in logs)
+        if "ring error" in text or "ring fail" in text:
+            raise RuntimeError("the ring workload failed under QEMU:\n" + text[-2000:])
+
+
+# ---------------------------------------------------------------- report
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(runs):
+    epochs = [e for r in runs for e in r["epochs"]]
+    return {"rate": med([r["rate"] for r in runs]), "epochs": len(epochs),
+            "epoch_ms": med([e["epoch_ms"] for e in epochs]),
+            "max_pause_ms": med([e["max_pause_ms"] for e in epochs]),
+            "all_pauses_ms": med([p for e in epochs for p in e["pauses_ms"]]),
+            "slowest_vm_ms": med([e["slowest_vm_ms"] for e in epochs]),
+            "coordination": med([e["epoch_ms"] / e["slowest_vm_ms"] for e in epochs if e["slowest_vm_ms"] > 0]),
+            "full_mib": med([e["bytes"] / 2**20 for e in epochs if not e["incremental"]]),
+            "incremental_mib": med([e["bytes"] / 2**20 for e in epochs if e["incremental"]])}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vms", type=int, default=4)
+    ap.add_argument("--mem", default="512M")
+    ap.add_argument("--work", type=int, default=2000, help="splitmix64 rounds per message sent")
+    ap.add_argument("--report", type=int, default=200)
+    ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--interval", type=float, default=30)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mode", default="cow", choices=["stop", "live", "cow"])
+    ap.add_argument("--port", type=int, default=7400)
+    ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--vvmm", default=os.path.join(ROOT, "build/vvmm"))
+    ap.add_argument("--image", default=os.path.join(ROOT, "build/guest/testguest.bzImage"))
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="vvmm-bench-cluster-", dir="/var/tmp")
+    configs = [("vvmm", False), ("vvmm", True)] + ([] if args.no_qemu else [("qemu", False), ("qemu", True)])
+    results = {}
+    try:
+        for run in range(args.runs):  # interleaved, so drift hits every configuration alike
+            for vmm, ck in configs:
+                r = (vvmm_run if vmm == "vvmm" else qemu_run)(args, work, ck)
+                results.setdefault((vmm, ck), []).append(r)
+                print("run %d %s %s: %.0f msg/s, %d epochs %s" % (
+                    run + 1, vmm, "checkpoint every %gs" % args.interval if ck else "no checkpoints", r["rate"],
+                    len(r["epochs"]), ["%.1f ms" % e["epoch_ms"] for e in r["epochs"]]), flush=True)
+    finally:
+        kill_all()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    s = {k: summarize(v) for k, v in results.items()}
+    print("\n%d VMs x %s, test=ring work=%d, %s mode, %gs measured after %gs warm-up, medians of %d runs"
+          % (args.vms, args.mem, args.work, args.mode, args.duration, args.warmup, args.runs))
+    for vmm in ("vvmm", "qemu"):
+        if (vmm, False) not in s:
+            continue
+        base, ck = s[(vmm, False)], s[(vmm, True)]
+        print("%-5s rate %.0f msg/s without, %.0f msg/s with a checkpoint every %gs: slowdown %.2f%%"
+              % (vmm, base["rate"], ck["rate"], args.interval, 100 * (1 - ck["rate"] / base["rate"])))
+        print("      %d epochs: epoch %.1f ms, slowest VM %.1f ms (epoch/slowest %.2fx), per-VM pause %.1f ms "
+              "(max per epoch %.1f ms), full %.1f MiB, incremental %.1f MiB"
+              % (ck["epochs"], ck["epoch_ms"], ck["slowest_vm_ms"], ck["coordination"], ck["all_pauses_ms"],
+                 ck["max_pause_ms"], ck["full_mib"], ck["incremental_mib"]))
+    if ("qemu", True) in s:
+        v, q = s[("vvmm", True)], s[("qemu", True)]
+        print("ratios vvmm/QEMU: rate without checkpoints %.2fx, epoch time %.3fx, per-VM pause %.3fx"
+              % (s[("vvmm", False)]["rate"] / s[("qemu", False)]["rate"], v["epoch_ms"] / q["epoch_ms"],
+                 v["all_pauses_ms"] / q["all_pauses_ms"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"%s-%s" % (k[0], "ckpt" if k[1] else "plain"): v for k, v in s.items()}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
