@@ -118,10 +118,14 @@
 //   |--COMMIT(E)--------------------------------------->|
 //
 // Rules, for each VMM, about each connection from a peer X:
-//  1. Capture: on PREPARE(E) or the first MARKER(E) from anyone, whichever
-//     comes first (the initiator captures when it starts E). Right after its
-//     capture a VMM queues MARKER(E) on every connection to a peer, behind
-//     the frames already queued there and before any later frame.
+//  1. Capture: the initiator captures when it starts E; every other VMM
+//     when PREPARE(E) (which carries the mode) arrives. A MARKER(E) that
+//     comes first (it travels on another connection than PREPARE) begins E
+//     at that VMM and falls under rule 2. At its capture a VMM pauses its
+//     VM, saves the VM's state, and while the VM is still paused queues
+//     MARKER(E) on every connection to a peer, behind the frames already
+//     queued there and before any later frame; no frame reaches its guest
+//     between the state capture and that instant.
 //  2. A connection whose MARKER(E) arrives before this VMM's capture is held
 //     (not read) until the capture is done: what follows the marker was sent
 //     after X's cut and must not reach this guest before its own cut. That
@@ -151,8 +155,9 @@
 //   |<-RESTORED(E)--------------------------------------|
 //   resume                    resume                    resume
 //
-//  6. Every VMM loads paused and sends RESTORED(E) to every peer, as the
-//     first message after AUTH (before any FRAME).
+//  6. Every VMM loads paused and then sends RESTORED(E) to every peer (its
+//     guest sends nothing new before it resumes; a frame its card had
+//     pending at the cut may go out first, which changes nothing).
 //  7. The channel frames recorded for a connection are delivered to the
 //     guest before any new frame read from that connection's peer.
 //  8. A VMM resumes its guest once it has RESTORED(E) from every peer.
