@@ -11,6 +11,8 @@ PACKAGES=(
   qemu-system-x86
   # fuzz targets (libFuzzer) and the ext4 image of the Linux device test
   clang libclang-rt-14-dev e2fsprogs
+  # the cluster test runs its nodes as network namespaces (ip netns, veth, bridge)
+  iproute2 procps
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
