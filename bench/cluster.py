@@ -4,21 +4,23 @@ the same test guest and workload: N VMs (default 4 x 512 MiB) running
 `test=ring work=K` (every VM streams numbered messages to every other and
 does K rounds of computation per message sent: compute plus communication).
 
-Per configuration, medians of --runs, each run measuring the workload's
-message rate over --duration seconds after a warm-up:
-  vvmm, no checkpoints;
-  vvmm, `checkpoint --all` (cow; the later ones incremental) every
-        --interval seconds: per-VM pause, epoch time, the slowest VM's own
-        checkpoint time (epoch / slowest = the coordination overhead),
-        checkpoint bytes, and the slowdown of the workload vs no checkpoints;
-  QEMU, no checkpoints (-M pc, the VMs on netswitch.py, the guests' own
-        virtio-net driver);
-  QEMU, the stop-the-world equivalent every --interval seconds: QMP stop on
+The cost of one checkpoint on this noisy 2-core machine is far below the run
+to run spread of the message rate, so the slowdown is measured in pairs of
+windows inside one running cluster: --window seconds without checkpoints,
+then --window seconds with a checkpoint every --every seconds, --pairs times.
+The messages lost per checkpoint, (rate without - rate with) x window /
+checkpoints, give the slowdown for a checkpoint every --interval (30) seconds:
+lost per checkpoint / (rate without x interval). Medians over the pairs.
+  vvmm: `checkpoint --all` (cow; all but the first incremental): per-VM pause,
+        epoch time, the slowest VM's own checkpoint time (epoch / slowest =
+        the coordination overhead), bytes, and the slowdown;
+  QEMU: -M pc, the VMs on netswitch.py, the guests' own virtio-net driver,
+        and the stop-the-world equivalent of a cluster checkpoint: QMP stop on
         every VM, migrate each to a file (in parallel), cont every VM.
 Ratios are vvmm/QEMU.
 
-    bench/cluster.py [--vms 4] [--mem 512M] [--work 2000] [--duration 60]
-                     [--interval 30] [--runs 3] [--mode cow] [--no-qemu] [--json OUT]
+    bench/cluster.py [--vms 4] [--mem 512M] [--work 2000] [--pairs 5] [--window 12]
+                     [--every 3] [--interval 30] [--mode cow] [--no-qemu] [--json OUT]
 """
 import argparse
 import json
@@ -88,25 +90,34 @@ def wait_for(cond, timeout, what):
 
 
 def measure(args, texts, checkpoint):
-    """Warm up, then count messages over the duration, checkpointing every interval."""
+    """Warm up, then pairs of windows: without checkpoints, with one every args.every s."""
     wait_for(lambda: progress(texts()) > 0, 120, "no ring traffic")
     time.sleep(args.warmup)
-    t0, m0 = time.monotonic(), progress(texts())
-    epochs, next_ckpt = [], t0 + args.interval
-    while time.monotonic() < t0 + args.duration:
-        if checkpoint and time.monotonic() >= next_ckpt:
-            epochs.append(checkpoint(len(epochs)))
-            next_ckpt += args.interval
-        time.sleep(0.05)
-    t1, m1 = time.monotonic(), progress(texts())
-    if m1 <= m0:
-        raise RuntimeError("the workload made no progress")
-    return {"rate": (m1 - m0) / (t1 - t0), "epochs": epochs}
+    pairs, epochs = [], []
+    for _ in range(args.pairs):
+        t0, m0 = time.monotonic(), progress(texts())
+        time.sleep(args.window)
+        t1, m1 = time.monotonic(), progress(texts())
+        n, next_ckpt = 0, t1
+        while time.monotonic() < t1 + args.window:
+            if time.monotonic() >= next_ckpt:
+                epochs.append(checkpoint(len(epochs)))
+                n += 1
+                next_ckpt += args.every
+            time.sleep(0.02)
+        t2, m2 = time.monotonic(), progress(texts())
+        if m1 <= m0 or m2 <= m1:
+            raise RuntimeError("the workload made no progress")
+        without, with_ = (m1 - m0) / (t1 - t0), (m2 - m1) / (t2 - t1)
+        lost = (without - with_) * (t2 - t1) / n
+        pairs.append({"without": without, "with": with_, "checkpoints": n, "lost_per_checkpoint": lost,
+                      "slowdown_pct": 100 * lost / (without * args.interval)})
+    return {"pairs": pairs, "epochs": epochs}
 
 
 # ---------------------------------------------------------------- vvmm
 
-def vvmm_run(args, work, with_checkpoints):
+def vvmm_run(args, work):
     ckpt = os.path.join(work, "ckpt")
     shutil.rmtree(ckpt, ignore_errors=True)
     key = os.path.join(work, "bench.key")
@@ -147,7 +158,7 @@ def vvmm_run(args, work, with_checkpoints):
                 "bytes": sum(v["bytes"] for v in vms), "incremental": k > 0}
 
     try:
-        return measure(args, texts, checkpoint if with_checkpoints else None)
+        return measure(args, texts, checkpoint)
     finally:
         kill_all()
         if "ring error" in read(out) or "ring fail" in read(out):
@@ -156,12 +167,12 @@ def vvmm_run(args, work, with_checkpoints):
 
 # ---------------------------------------------------------------- QEMU
 
-def qemu_run(args, work, with_checkpoints):
+def qemu_run(args, work):
     sw_path = os.path.join(work, "sw.sock")
     if os.path.exists(sw_path):
         os.unlink(sw_path)
     PROCS.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "guest-images/testguest/netswitch.py"), sw_path,
-                                   "--ports", str(args.vms), "--timeout", str(args.duration * 4 + 300)],
+                                   "--ports", str(args.vms), "--timeout", str(args.pairs * args.window * 2 + 600)],
                                   stderr=subprocess.DEVNULL, start_new_session=True))
     wait_for(lambda: os.path.exists(sw_path), 10, "netswitch did not start")
     macs = ",".join(mac(i) for i in range(args.vms))
@@ -223,7 +234,7 @@ def qemu_run(args, work, with_checkpoints):
                 "bytes": sum(sizes), "incremental": False}
 
     try:
-        return measure(args, lambda: [read(l) for l in logs], checkpoint if with_checkpoints else None)
+        return measure(args, lambda: [read(l) for l in logs], checkpoint)
     finally:
         for q in qmps:
             try:
@@ -242,12 +253,16 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def summarize(runs):
-    epochs = [e for r in runs for e in r["epochs"]]
-    return {"rate": med([r["rate"] for r in runs]), "epochs": len(epochs),
+def summarize(r):
+    epochs, pairs = r["epochs"], r["pairs"]
+    return {"rate": med([p["without"] for p in pairs]), "epochs": len(epochs),
+            "lost_per_checkpoint": med([p["lost_per_checkpoint"] for p in pairs]),
+            "slowdown_pct": med([p["slowdown_pct"] for p in pairs]),
+            "slowdown_pcts": [round(p["slowdown_pct"], 3) for p in pairs],
             "epoch_ms": med([e["epoch_ms"] for e in epochs]),
             "max_pause_ms": med([e["max_pause_ms"] for e in epochs]),
             "all_pauses_ms": med([p for e in epochs for p in e["pauses_ms"]]),
+            "p90_pause_ms": sorted([p for e in epochs for p in e["pauses_ms"]])[int(0.9 * sum(len(e["pauses_ms"]) for e in epochs))],
             "slowest_vm_ms": med([e["slowest_vm_ms"] for e in epochs]),
             "coordination": med([e["epoch_ms"] / e["slowest_vm_ms"] for e in epochs if e["slowest_vm_ms"] > 0]),
             "full_mib": med([e["bytes"] / 2**20 for e in epochs if not e["incremental"]]),
@@ -260,10 +275,11 @@ def main():
     ap.add_argument("--mem", default="512M")
     ap.add_argument("--work", type=int, default=2000, help="splitmix64 rounds per message sent")
     ap.add_argument("--report", type=int, default=200)
-    ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--warmup", type=float, default=5)
-    ap.add_argument("--interval", type=float, default=30)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--window", type=float, default=12)
+    ap.add_argument("--every", type=float, default=3, help="seconds between checkpoints in a measuring window")
+    ap.add_argument("--interval", type=float, default=30, help="the checkpoint interval the slowdown is given for")
     ap.add_argument("--mode", default="cow", choices=["stop", "live", "cow"])
     ap.add_argument("--port", type=int, default=7400)
     ap.add_argument("--no-qemu", action="store_true")
@@ -273,41 +289,37 @@ def main():
     ap.add_argument("--image", default=os.path.join(ROOT, "build/guest/testguest.bzImage"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vvmm-bench-cluster-", dir="/var/tmp")
-    configs = [("vvmm", False), ("vvmm", True)] + ([] if args.no_qemu else [("qemu", False), ("qemu", True)])
     results = {}
     try:
-        for run in range(args.runs):  # interleaved, so drift hits every configuration alike
-            for vmm, ck in configs:
-                r = (vvmm_run if vmm == "vvmm" else qemu_run)(args, work, ck)
-                results.setdefault((vmm, ck), []).append(r)
-                print("run %d %s %s: %.0f msg/s, %d epochs %s" % (
-                    run + 1, vmm, "checkpoint every %gs" % args.interval if ck else "no checkpoints", r["rate"],
-                    len(r["epochs"]), ["%.1f ms" % e["epoch_ms"] for e in r["epochs"]]), flush=True)
+        for vmm in ["vvmm"] + ([] if args.no_qemu else ["qemu"]):
+            r = (vvmm_run if vmm == "vvmm" else qemu_run)(args, work)
+            results[vmm] = r
+            for p in r["pairs"]:
+                print("%s: %.0f msg/s without, %.0f with %d checkpoints: %.1f messages lost per checkpoint" % (
+                    vmm, p["without"], p["with"], p["checkpoints"], p["lost_per_checkpoint"]), flush=True)
     finally:
         kill_all()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     s = {k: summarize(v) for k, v in results.items()}
-    print("\n%d VMs x %s, test=ring work=%d, %s mode, %gs measured after %gs warm-up, medians of %d runs"
-          % (args.vms, args.mem, args.work, args.mode, args.duration, args.warmup, args.runs))
-    for vmm in ("vvmm", "qemu"):
-        if (vmm, False) not in s:
-            continue
-        base, ck = s[(vmm, False)], s[(vmm, True)]
-        print("%-5s rate %.0f msg/s without, %.0f msg/s with a checkpoint every %gs: slowdown %.2f%%"
-              % (vmm, base["rate"], ck["rate"], args.interval, 100 * (1 - ck["rate"] / base["rate"])))
-        print("      %d epochs: epoch %.1f ms, slowest VM %.1f ms (epoch/slowest %.2fx), per-VM pause %.1f ms "
-              "(max per epoch %.1f ms), full %.1f MiB, incremental %.1f MiB"
-              % (ck["epochs"], ck["epoch_ms"], ck["slowest_vm_ms"], ck["coordination"], ck["all_pauses_ms"],
-                 ck["max_pause_ms"], ck["full_mib"], ck["incremental_mib"]))
-    if ("qemu", True) in s:
-        v, q = s[("vvmm", True)], s[("qemu", True)]
-        print("ratios vvmm/QEMU: rate without checkpoints %.2fx, epoch time %.3fx, per-VM pause %.3fx"
-              % (s[("vvmm", False)]["rate"] / s[("qemu", False)]["rate"], v["epoch_ms"] / q["epoch_ms"],
-                 v["all_pauses_ms"] / q["all_pauses_ms"]))
+    print("\n%d VMs x %s, test=ring work=%d, %s mode; %d pairs of %gs windows (checkpoint every %gs in the second)"
+          % (args.vms, args.mem, args.work, args.mode, args.pairs, args.window, args.every))
+    for vmm, r in s.items():
+        print("%-5s %.0f msg/s; %.1f messages lost per checkpoint = slowdown %.2f%% with a checkpoint every %gs "
+              "(per pair: %s)" % (vmm, r["rate"], r["lost_per_checkpoint"], r["slowdown_pct"], args.interval,
+                                  r["slowdown_pcts"]))
+        print("      %d epochs: epoch %.1f ms, slowest VM %.1f ms (epoch/slowest %.2fx), per-VM pause median %.1f ms, "
+              "p90 %.1f ms, max per epoch %.1f ms; full %.1f MiB, incremental %.1f MiB"
+              % (r["epochs"], r["epoch_ms"], r["slowest_vm_ms"], r["coordination"], r["all_pauses_ms"],
+                 r["p90_pause_ms"], r["max_pause_ms"], r["full_mib"], r["incremental_mib"]))
+    if "qemu" in s:
+        v, q = s["vvmm"], s["qemu"]
+        print("ratios vvmm/QEMU: rate %.2fx, epoch time %.3fx, per-VM pause %.3fx, slowdown %.3fx"
+              % (v["rate"] / q["rate"], v["epoch_ms"] / q["epoch_ms"], v["all_pauses_ms"] / q["all_pauses_ms"],
+                 v["slowdown_pct"] / q["slowdown_pct"] if q["slowdown_pct"] else float("nan")))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"%s-%s" % (k[0], "ckpt" if k[1] else "plain"): v for k, v in s.items()}, f, indent=1)
+            json.dump({"summary": s, "raw": results}, f, indent=1)
 
 
 if __name__ == "__main__":
