@@ -143,9 +143,9 @@ Result<void> CheckpointRun::prepare()
 
 Result<void> CheckpointRun::pause()
 {
-    pause_start_ = Clock::now();
     EpochCut* cut = req_.epoch;
-    if (cut) cut->hold_delivery();
+    if (cut) cut->hold_delivery();  // the VM still runs: not part of its pause
+    pause_start_ = Clock::now();
     if (cp_.user_pause_ && !cut) {
         sections_ = cp_.user_pause_->sections;
         return ok();

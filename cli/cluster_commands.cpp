@@ -89,6 +89,7 @@ int run_member(const coord::ClusterConfig& config, const std::string& vm, const 
     c.cmdline_extra = config.guest_cmdline(v);
     c.cpus = v.cpus;
     c.mem_bytes = v.mem_bytes;
+    c.huge_pages = v.huge_pages;
     if (auto r = vmm::validate_vm_config(c); !r) return fail(r.error().context(vm));
     auto session = VmSession::boot({c, v.disks, {config.net_spec(v)}, api, std::move(role).value()});
     if (!session) return fail(session.error());

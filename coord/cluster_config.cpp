@@ -154,6 +154,7 @@ public:
         }
         if (n->type() != type) {
             const std::string want = type == toml::node_type::string    ? "a string"
+                                     : type == toml::node_type::boolean ? "true or false"
                                      : type == toml::node_type::integer ? "an integer"
                                      : type == toml::node_type::array   ? "an array of strings"
                                                                         : "a table";
@@ -177,6 +178,13 @@ public:
         const toml::node* n = get(t, key, what, required, toml::node_type::integer);
         if (!n) return std::nullopt;
         return n->as_integer()->get();
+    }
+
+    std::optional<bool> get_bool(const toml::table& t, std::string_view key, const std::string& what)
+    {
+        const toml::node* n = get(t, key, what, false, toml::node_type::boolean);
+        if (!n) return std::nullopt;
+        return n->as_boolean()->get();
     }
 
     // A non-empty string naming a file; resolved.
@@ -434,7 +442,8 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
             auto name = c.get_string(t, "name", "[[vm]] #" + std::to_string(index), true);
             const std::string what = name ? "[[vm]] '" + *name + "'" : "[[vm]] #" + std::to_string(index);
             c.check_keys(t, what,
-                         {"name", "node", "port", "cpus", "mem", "kernel", "initrd", "cmdline", "mac", "disks", "ip"});
+                         {"name", "node", "port", "cpus", "mem", "huge_pages", "kernel", "initrd", "cmdline", "mac", "disks",
+                          "ip"});
             VmEntry vm;
             VmPositions pos;
             pos.table = t.source().begin;
@@ -476,6 +485,7 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
             } else {
                 good = false;
             }
+            if (auto huge = c.get_bool(t, "huge_pages", what)) vm.huge_pages = *huge;
             if (auto cpus = c.get_int(t, "cpus", what, false)) {
                 if (*cpus < int64_t{vmm::kMinCpus} || *cpus > int64_t{vmm::kMaxCpus})
                     c.error(at("cpus"), "cpus " + std::to_string(*cpus) + " of " + what + " is out of range (1.." +

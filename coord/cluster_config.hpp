@@ -27,6 +27,7 @@ struct VmEntry {
     uint16_t port = 0;  // peer-mesh port on the node's address
     unsigned cpus = 1;
     uint64_t mem_bytes = 512ull << 20;
+    bool huge_pages = false;  // like `vvmm run --huge-pages`
     // Every path below is resolved: a relative path in the file is taken
     // relative to the config file's directory, and made absolute.
     std::filesystem::path kernel;

@@ -1,10 +1,12 @@
-// A checkpoint is user input: state.bin and manifest.json must be refused,
+// A checkpoint is user input: state.bin, manifest.json and channels.bin must be refused,
 // never crash or over-read, whatever their bytes. The first byte chooses the
-// decoder; state sections go into real device models.
+// decoder (bit 0: manifest JSON, bit 1: channels.bin, else state.bin); state
+// sections go into real device models.
 #include <cstdint>
 #include <cstddef>
 
 #include "ckpt/manifest.hpp"
+#include "net/channel_state.hpp"
 #include "ckpt/state_file.hpp"
 #include "devices/i8042.hpp"
 #include "devices/pci/pci_bus.hpp"
@@ -19,6 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     if (data[0] & 1) {
         auto j = nlohmann::json::parse(rest.begin(), rest.end(), nullptr, false);
         if (!j.is_discarded()) (void)ckpt::manifest_from_json(j);
+        return 0;
+    }
+    if (data[0] & 2) {  // channels.bin of a cluster epoch
+        (void)net::decode_channel_state(rest);
         return 0;
     }
     auto sections = ckpt::decode_state(rest);

@@ -333,6 +333,14 @@ TEST_CASE("cluster config: missing required keys point at their table")
                  "t/c.toml:1:1: ", "no [[vm]] defined");
 }
 
+TEST_CASE("cluster config: huge_pages")
+{
+    auto r = parse_cluster_config(edit(kGood, "cpus = 2", "cpus = 2\nhuge_pages = true"), "t/c.toml", false);
+    REQUIRE_MESSAGE(r.ok(), why(r));
+    CHECK(r->vms[0].huge_pages);
+    CHECK_FALSE(r->vms[1].huge_pages);
+}
+
 TEST_CASE("cluster config: wrong types")
 {
     expect_error(edit(kGood, "port = 7101", "port = \"7101\""), "t/c.toml:30:8: ",
@@ -341,6 +349,8 @@ TEST_CASE("cluster config: wrong types")
                  "'cpus' in [[vm]] 'vm0' must be an integer, not a floating-point number");
     expect_error(edit(kGood, "name = \"demo\"", "name = 5"), "t/c.toml:2:8: ",
                  "'name' in [cluster] must be a string, not an integer");
+    expect_error(edit(kGood, "cpus = 2", "cpus = 2\nhuge_pages = 1"), "t/c.toml:20:14: ",
+                 "'huge_pages' in [[vm]] 'vm0' must be true or false, not an integer");
     expect_error(edit(kGood, "disks = [\"path=vm0.img\",", "disks = [1,"), "t/c.toml:24:10: ",
                  "disks of [[vm]] 'vm0' must be strings");
     expect_error(edit(kGood, "ip = \"10.1.0.3/24\"", "disks = \"path=x\"\nip = \"10.1.0.3/24\""), "t/c.toml:42:9: ",
