@@ -329,12 +329,43 @@ Received read_messages(int fd, size_t want)
     return r;
 }
 
-std::vector<uint8_t> hello_bytes(const std::string& id, const SocketAddress& listen, uint16_t version = kProtocolVersion)
+// A mesh created without a MeshCluster: cluster "-", empty secret.
+const std::vector<uint8_t> kNoSecret;
+constexpr const char* kNoCluster = "-";
+
+std::vector<uint8_t> hello_bytes(const std::string& id, const SocketAddress& listen, uint16_t version = kProtocolVersion,
+                                 const Nonce& nonce = Nonce{}, const std::string& cluster = kNoCluster)
 {
     std::vector<uint8_t> out;
-    append_hello(out, Hello{.mac = MacAddress::derived_from_id(id), .listen = listen, .id = id, .cluster = "default"});
+    append_hello(out, Hello{.mac = MacAddress::derived_from_id(id), .listen = listen, .id = id, .cluster = cluster,
+                            .nonce = nonce});
     store_le<uint16_t>(out.data() + kHeaderSize + 4, version);
     return out;
+}
+
+std::vector<uint8_t> auth_bytes(const AuthTag& tag)
+{
+    std::vector<uint8_t> out;
+    append_auth(out, tag);
+    return out;
+}
+
+// Reads the HELLO the mesh sends (REQUIREd).
+Hello read_hello(int fd)
+{
+    Received r = read_messages(fd, 1);
+    REQUIRE_FALSE(r.eof);
+    REQUIRE(std::holds_alternative<Hello>(r.messages[0]));
+    return std::get<Hello>(r.messages[0]);
+}
+
+// Reads the AUTH the mesh sends (REQUIREd).
+AuthTag read_auth(int fd)
+{
+    Received r = read_messages(fd, 1);
+    REQUIRE_FALSE(r.eof);
+    REQUIRE(std::holds_alternative<AuthMessage>(r.messages[0]));
+    return std::get<AuthMessage>(r.messages[0]).tag;
 }
 
 }  // namespace
@@ -596,17 +627,69 @@ TEST_CASE("mesh: the accepting side checks the dialer's HELLO")
         write_all(s.get(), hello_bytes("m", fake));
         CHECK(read_messages(s.get(), 1).eof);
     }
-    SUBCASE("a good HELLO is answered; short frames are dropped; a second HELLO closes")
+    SUBCASE("a wrong AUTH tag closes, never connected")
     {
         UniqueFd s = connect_to(listen);
-        write_all(s.get(), hello_bytes("f", fake));
-        Received r = read_messages(s.get(), 1);
-        REQUIRE_FALSE(r.eof);
-        const Hello& answer = std::get<Hello>(r.messages[0]);
+        const Nonce nonce = random_nonce();
+        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
+        const Hello answer = read_hello(s.get());
+        // Signed with a secret the mesh does not have; then a frame it must not take.
+        const std::vector<uint8_t> wrong{'x'};
+        std::vector<uint8_t> bytes = auth_bytes(auth_tag(wrong, kNoCluster, "f", nonce, answer.nonce));
+        append_frame(bytes, make_frame(node->mac(), MacAddress::derived_from_id("f"), 1));
+        write_all(s.get(), bytes);
+        CHECK(read_messages(s.get(), 1).eof);
+        CHECK(node->mesh->connected_peers() == 0);
+    }
+    SUBCASE("a tag for another nonce (a replay) closes")
+    {
+        UniqueFd s = connect_to(listen);
+        const Nonce nonce = random_nonce();
+        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
+        (void)read_hello(s.get());
+        write_all(s.get(), auth_bytes(auth_tag(kNoSecret, kNoCluster, "f", nonce, random_nonce())));
+        CHECK(read_messages(s.get(), 1).eof);
+        CHECK(node->mesh->connected_peers() == 0);
+    }
+    SUBCASE("a frame after HELLO but before AUTH closes")
+    {
+        UniqueFd s = connect_to(listen);
+        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, random_nonce()));
+        (void)read_hello(s.get());
+        std::vector<uint8_t> bytes;
+        append_frame(bytes, make_frame(node->mac(), MacAddress::derived_from_id("f"), 1));
+        write_all(s.get(), bytes);
+        CHECK(read_messages(s.get(), 1).eof);
+        CHECK(node->mesh->connected_peers() == 0);
+    }
+    SUBCASE("another cluster name: closed without an answer")
+    {
+        UniqueFd s = connect_to(listen);
+        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, random_nonce(), "default"));
+        const Received r = read_messages(s.get(), 1);
+        CHECK(r.eof);
+        CHECK(r.messages.empty());
+    }
+    SUBCASE("a good handshake connects; short frames are dropped; a second HELLO closes")
+    {
+        UniqueFd s = connect_to(listen);
+        const Nonce nonce = random_nonce();
+        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
+        const Hello answer = read_hello(s.get());
+        CHECK(answer.role == PeerRole::peer);
         CHECK(answer.id == "m");
+        CHECK(answer.cluster == kNoCluster);
         CHECK(answer.listen == listen);
         CHECK(answer.mac == node->mac());
+        CHECK(answer.nonce != nonce);
+        CHECK(answer.nonce != Nonce{});
+        // Not a peer before it proved itself.
+        CHECK(node->mesh->connected_peers() == 0);
+        // The dialer proves first; the acceptor answers with its own tag.
+        write_all(s.get(), auth_bytes(auth_tag(kNoSecret, kNoCluster, "f", nonce, answer.nonce)));
+        CHECK(read_auth(s.get()) == auth_tag(kNoSecret, kNoCluster, "m", answer.nonce, nonce));
         REQUIRE(wait_until([&] { return node->mesh->connected_peers() == 1; }));
+        CHECK(node->mesh->connected_peer_ids() == std::vector<std::string>{"f"});
 
         std::vector<uint8_t> bytes;
         append_frame(bytes, std::vector<uint8_t>(13, 0xff));
@@ -617,18 +700,18 @@ TEST_CASE("mesh: the accepting side checks the dialer's HELLO")
 
         // The mesh's guest answers; the fake peer receives it.
         node->send(make_frame(MacAddress::derived_from_id("f"), node->mac(), 43));
-        r = read_messages(s.get(), 1);
+        Received r = read_messages(s.get(), 1);
         REQUIRE(r.messages.size() == 1);
         CHECK(seq_of(std::get<FrameMessage>(r.messages[0]).frame) == 43);
 
-        write_all(s.get(), hello_bytes("f", fake));
+        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
         CHECK(read_messages(s.get(), 1).eof);
         CHECK(wait_until([&] { return node->mesh->connected_peers() == 0; }));
     }
     CHECK(node->sink.frames().size() <= 1);
 }
 
-TEST_CASE("mesh: the dialing side refuses a peer that answers with another version, and retries")
+TEST_CASE("mesh: the dialing side refuses a peer that answers with another version or a wrong AUTH, and retries")
 {
     const SocketAddress fake = fresh_address("127.0.0.2");
     UniqueFd listener = listen_on(fake);
@@ -637,30 +720,44 @@ TEST_CASE("mesh: the dialing side refuses a peer that answers with another versi
 
     UniqueFd first = accept_within(listener.get(), 3000);
     REQUIRE(first.valid());
-    Received r = read_messages(first.get(), 1);
-    REQUIRE(r.messages.size() == 1);
-    CHECK(std::get<Hello>(r.messages[0]).id == "m");
+    CHECK(read_hello(first.get()).id == "m");
     write_all(first.get(), hello_bytes("f", fake, 7));
     CHECK(read_messages(first.get(), 1).eof);
     CHECK(node->mesh->connected_peers() == 0);
 
-    // It dials again (after its backoff) and this time gets a good answer.
+    // It dials again (after its backoff); this answer's AUTH is wrong.
     UniqueFd second = accept_within(listener.get(), 3000);
     REQUIRE(second.valid());
-    r = read_messages(second.get(), 1);
-    REQUIRE(r.messages.size() == 1);
-    write_all(second.get(), hello_bytes("f", fake));
+    Hello dialer = read_hello(second.get());
+    Nonce nonce = random_nonce();
+    write_all(second.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
+    CHECK(read_auth(second.get()) == auth_tag(kNoSecret, kNoCluster, "m", dialer.nonce, nonce));
+    // Its own tag reflected back: the tag covers the sender's id and nonce first, so this fails.
+    write_all(second.get(), auth_bytes(auth_tag(kNoSecret, kNoCluster, "m", dialer.nonce, nonce)));
+    CHECK(read_messages(second.get(), 1).eof);
+    CHECK(node->mesh->connected_peers() == 0);
+
+    // And again; this time the answer is good.
+    UniqueFd third = accept_within(listener.get(), 3000);
+    REQUIRE(third.valid());
+    dialer = read_hello(third.get());
+    CHECK(dialer.nonce != nonce);
+    nonce = random_nonce();
+    write_all(third.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
+    CHECK(read_auth(third.get()) == auth_tag(kNoSecret, kNoCluster, "m", dialer.nonce, nonce));
+    CHECK(node->mesh->connected_peers() == 0);  // not before it has checked our AUTH
+    write_all(third.get(), auth_bytes(auth_tag(kNoSecret, kNoCluster, "f", nonce, dialer.nonce)));
     CHECK(wait_until([&] { return node->mesh->connected_peers() == 1; }));
 
     // A peer that answers as somebody else is refused too.
     node.reset();
     node = create_node(make_spec("m", fresh_address("127.0.0.1"), {fake}));
     start(*node);
-    UniqueFd third = accept_within(listener.get(), 3000);
-    REQUIRE(third.valid());
-    REQUIRE(read_messages(third.get(), 1).messages.size() == 1);
-    write_all(third.get(), hello_bytes("f", address("127.0.0.2", 1)));
-    CHECK(read_messages(third.get(), 1).eof);
+    UniqueFd fourth = accept_within(listener.get(), 3000);
+    REQUIRE(fourth.valid());
+    (void)read_hello(fourth.get());
+    write_all(fourth.get(), hello_bytes("f", address("127.0.0.2", 1), kProtocolVersion, random_nonce()));
+    CHECK(read_messages(fourth.get(), 1).eof);
 }
 
 TEST_CASE("mesh: stop() ends all callbacks")
