@@ -36,6 +36,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ckpt import HugePages  # noqa: E402
 from qmp import QMP  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,7 +131,8 @@ def vvmm_run(args, work):
                 '[[node]]\nname = "n0"\naddress = "127.0.0.1"\n' % (key, ckpt, args.mode))
         for i in range(args.vms):
             f.write('\n[[vm]]\nname = "vm%d"\nnode = "n0"\nport = %d\nmem = "%s"\nkernel = "%s"\ncmdline = "%s"\n'
-                    'mac = "%s"\n' % (i, args.port + i, args.mem, args.image, cmdline(args, i), mac(i)))
+                    'mac = "%s"\nhuge_pages = %s\n' % (i, args.port + i, args.mem, args.image, cmdline(args, i), mac(i),
+                                                      "true" if args.huge_pages else "false"))
     out = os.path.join(work, "vvmm.out")
     with open(out, "w") as o:
         PROCS.append(subprocess.Popen([args.vvmm, "run", "--cluster", cfg], stdin=subprocess.DEVNULL, stdout=o,
@@ -283,6 +285,7 @@ def main():
     ap.add_argument("--mode", default="cow", choices=["stop", "live", "cow"])
     ap.add_argument("--port", type=int, default=7400)
     ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--huge-pages", action="store_true", help="vvmm VMs on 2 MiB pages (reserves them; needs root)")
     ap.add_argument("--json")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     ap.add_argument("--vvmm", default=os.path.join(ROOT, "build/vvmm"))
@@ -290,6 +293,11 @@ def main():
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vvmm-bench-cluster-", dir="/var/tmp")
     results = {}
+    huge = HugePages()
+    if args.huge_pages:
+        problem = huge.reserve(args.vms * int(args.mem[:-1]) * (1024 if args.mem[-1] in "gG" else 1) // 2 + 16)
+        if problem:
+            sys.exit("bench/cluster: " + problem)
     try:
         for vmm in ["vvmm"] + ([] if args.no_qemu else ["qemu"]):
             r = (vvmm_run if vmm == "vvmm" else qemu_run)(args, work)
@@ -299,11 +307,13 @@ def main():
                     vmm, p["without"], p["with"], p["checkpoints"], p["lost_per_checkpoint"]), flush=True)
     finally:
         kill_all()
+        huge.restore()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     s = {k: summarize(v) for k, v in results.items()}
-    print("\n%d VMs x %s, test=ring work=%d, %s mode; %d pairs of %gs windows (checkpoint every %gs in the second)"
-          % (args.vms, args.mem, args.work, args.mode, args.pairs, args.window, args.every))
+    print("\n%d VMs x %s%s, test=ring work=%d, %s mode; %d pairs of %gs windows (checkpoint every %gs in the second)"
+          % (args.vms, args.mem, " (vvmm on huge pages)" if args.huge_pages else "", args.work, args.mode, args.pairs,
+             args.window, args.every))
     for vmm, r in s.items():
         print("%-5s %.0f msg/s; %.1f messages lost per checkpoint = slowdown %.2f%% with a checkpoint every %gs "
               "(per pair: %s)" % (vmm, r["rate"], r["lost_per_checkpoint"], r["slowdown_pct"], args.interval,

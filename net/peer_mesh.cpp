@@ -593,6 +593,10 @@ void PeerMesh::State::adopt(const std::shared_ptr<Connection>& conn)
 {
     std::erase(inbound, conn);
     if (conn->controller) {
+        if (controllers.size() >= kMaxInboundHandshakes) {
+            fail(conn, "refused: too many controllers connected", LogLevel::warn);
+            return;
+        }
         conn->stage = Stage::established;
         conn->deadline.cancel();
         controllers.push_back(conn);
@@ -1065,7 +1069,14 @@ Result<void> PeerMesh::begin_epoch(uint64_t epoch)
             std::lock_guard lock(s.epoch_mutex);
             s.epoch_results.erase(epoch);
         }
-        return s.cut.begin(epoch);
+        TRY(s.cut.begin(epoch));
+        // A peer that is not connected cannot send its marker: fail now, not at the deadline.
+        for (auto& p : s.peers)
+            if (!p->conn || p->conn->stage != Stage::established) {
+                s.fail_epoch("peer " + (p->id.empty() ? p->address.to_string() : p->id) + " is not connected");
+                break;
+            }
+        return ok();
     });
 }
 
@@ -1108,6 +1119,8 @@ Result<ChannelState> PeerMesh::wait_channel_state(uint64_t epoch, std::chrono::s
         if (auto it = s.epoch_results.find(epoch); it != s.epoch_results.end()) {
             auto r = std::move(it->second);
             s.epoch_results.erase(it);
+            lock.unlock();
+            if (!r) abort_epoch(epoch);  // nothing may stay held for an epoch that failed here
             return r;
         }
     }
