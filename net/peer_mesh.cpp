@@ -78,6 +78,7 @@ struct Connection {
     MessageDecoder decoder;
     std::array<uint8_t, kReadChunk> read_buffer;
     std::vector<uint8_t> writing;  // the batch being written
+    std::vector<uint8_t> replies;  // a controller's replies waiting for the write in flight
     bool reading = false;
     bool write_in_flight = false;
     bool closed = false;
@@ -155,6 +156,7 @@ struct PeerMesh::State {
     void establish(const std::shared_ptr<Connection>& conn, const Hello& hello);
     void on_message(const std::shared_ptr<Connection>& conn, Message& message);
     void on_request(const std::shared_ptr<Connection>& conn, const nlohmann::json& request);
+    void write_replies(const std::shared_ptr<Connection>& conn);
     void on_frame(Peer& p, std::vector<uint8_t> frame);
     void on_marker(Peer& p, uint64_t epoch);
     void resume_receive();
@@ -635,9 +637,8 @@ void PeerMesh::State::establish(const std::shared_ptr<Connection>& conn, const H
 void PeerMesh::State::on_request(const std::shared_ptr<Connection>& conn, const nlohmann::json& request)
 {
     if (!handler) {
-        std::vector<uint8_t> bytes;
-        append_ctl_reply(bytes, {{"ok", false}, {"error", "this VMM is not part of a cluster"}});
-        send_now(conn, bytes);
+        append_ctl_reply(conn->replies, {{"ok", false}, {"error", "this VMM is not part of a cluster"}});
+        write_replies(conn);
         return;
     }
     // The reply may come from another thread, much later (a checkpoint):
@@ -647,10 +648,27 @@ void PeerMesh::State::on_request(const std::shared_ptr<Connection>& conn, const 
         asio::post(io, [this, weak, reply = std::move(reply)] {
             auto c = weak.lock();
             if (!c || c->closed) return;
-            auto bytes = std::make_shared<std::vector<uint8_t>>();
-            append_ctl_reply(*bytes, reply);
-            asio::async_write(c->socket, asio::buffer(*bytes), [bytes, c](std::error_code, size_t) {});
+            append_ctl_reply(c->replies, reply);
+            write_replies(c);
         });
+    });
+}
+
+// A controller's replies, in order, one write at a time (two requests may
+// be answered at once from different threads).
+void PeerMesh::State::write_replies(const std::shared_ptr<Connection>& conn)
+{
+    if (conn->write_in_flight || conn->replies.empty() || conn->closed) return;
+    conn->writing = std::move(conn->replies);
+    conn->replies.clear();
+    conn->write_in_flight = true;
+    asio::async_write(conn->socket, asio::buffer(conn->writing), [this, conn](std::error_code ec, size_t) {
+        conn->write_in_flight = false;
+        if (ec) {
+            fail(conn, "sending a reply: " + ec.message(), LogLevel::debug);
+            return;
+        }
+        write_replies(conn);
     });
 }
 
