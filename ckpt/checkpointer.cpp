@@ -168,15 +168,22 @@ Result<void> CheckpointRun::pause()
         sections_ = std::move(p.sections);
         paused_here_ = true;
     }
-    if (cut) cut->cut();
+    if (cut) {
+        const auto t = Clock::now();
+        cut->cut();
+        log_debug("checkpoint: network cut of epoch " + std::to_string(cut->epoch()) + " in " +
+                  std::to_string(ms_since(t)) + " ms");
+    }
     return ok();
 }
 
 void CheckpointRun::unpause()
 {
     if (paused_here_) {
+        const auto t = Clock::now();
         cp_.leave_pause();
         paused_here_ = false;
+        log_debug("checkpoint: resumed in " + std::to_string(ms_since(t)) + " ms");
     }
     result_.pause_ms += ms_since(pause_start_);
 }
