@@ -259,6 +259,8 @@ Result<void> CheckpointRun::run_live()
         for (;;) {
             touched_ = mem_.touched_chunks();
             TRY(copy_pages(pages));
+            // The next round may write some of these pages again.
+            TRY(writer_->drain());
             ++result_.live_rounds;
             TRY_ASSIGN(Bitmap dirty, cp_.dirty_.take());
             taken_.merge(dirty);

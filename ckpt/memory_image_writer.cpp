@@ -214,11 +214,17 @@ Result<void> MemoryImageWriter::reap(bool wait)
     return ok();
 }
 
-Result<MemoryImageSummary> MemoryImageWriter::finish()
+Result<void> MemoryImageWriter::drain()
 {
     io_uring_submit(&ring_);
     while (in_flight_ > 0) TRY(reap(true));
     if (write_error_) return *write_error_;
+    return ok();
+}
+
+Result<MemoryImageSummary> MemoryImageWriter::finish()
+{
+    TRY(drain());
     if (::fdatasync(fd_.get()) < 0) return errno_error("fsync memory.img");
     MemoryImageSummary s;
     s.bytes_written = bytes_written_;

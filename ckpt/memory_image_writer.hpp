@@ -75,6 +75,10 @@ public:
     // they belong to the image as holes, nothing is copied or written.
     void add_zero(uint64_t chunk, const uint64_t (&mask)[kPagesPerChunk / 64]);
     Result<void> reap(bool wait);
+    // Waits for every write submitted so far. A page written again (a live
+    // round re-copies what the guest dirtied) must not be in flight twice:
+    // io_uring may complete two writes of one range in either order.
+    Result<void> drain();
     // Waits for every write, makes the file durable, folds the checksums.
     Result<MemoryImageSummary> finish();
     bool direct_io() const { return direct_; }
