@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -14,6 +15,21 @@
 #include "vmm/base/result.hpp"
 
 namespace vvmm::ckpt {
+
+// Digests are written in manifests as 16 lower-case hex digits.
+inline std::string hex_digest(uint64_t v)
+{
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+inline Result<uint64_t> parse_hex_digest(const std::string& s)
+{
+    if (s.size() != 16 || s.find_first_not_of("0123456789abcdef") != std::string::npos)
+        return Error("bad checksum '" + s + "' (not 16 lower-case hex digits)");
+    return std::stoull(s, nullptr, 16);
+}
 
 // Field readers that turn a wrong type or a missing field into an Error
 // naming it (nlohmann throws; exceptions stop here).

@@ -13,21 +13,7 @@ namespace {
 
 using nlohmann::json;
 
-std::string hex64(uint64_t v)
-{
-    char b[17];
-    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
-    return b;
-}
-
-Result<uint64_t> parse_hex64(const std::string& s)
-{
-    if (s.size() != 16 || s.find_first_not_of("0123456789abcdef") != std::string::npos)
-        return Error("bad checksum '" + s + "'");
-    return std::stoull(s, nullptr, 16);
-}
-
-json digest_json(const FileDigest& d) { return {{"file", d.file}, {"size", d.size}, {"xxh3", hex64(d.xxh3)}}; }
+json digest_json(const FileDigest& d) { return {{"file", d.file}, {"size", d.size}, {"xxh3", hex_digest(d.xxh3)}}; }
 
 // A file name inside the checkpoint directory: no paths, no "..".
 Result<std::string> local_file(const json& j, const char* name)
@@ -44,7 +30,7 @@ Result<FileDigest> digest_from(const json& j)
     TRY_ASSIGN(d.file, local_file(j, "file"));
     TRY_ASSIGN(d.size, field<uint64_t>(j, "size"));
     TRY_ASSIGN(auto x, field<std::string>(j, "xxh3"));
-    TRY_ASSIGN(d.xxh3, parse_hex64(x));
+    TRY_ASSIGN(d.xxh3, parse_hex_digest(x));
     return d;
 }
 
@@ -88,7 +74,7 @@ Result<MemoryImage> memory_from(const json& j, uint64_t mem_bytes)
             continue;
         }
         if (!c.is_string()) return Error("chunk checksum has the wrong type");
-        TRY_ASSIGN(uint64_t v, parse_hex64(c.get<std::string>()));
+        TRY_ASSIGN(uint64_t v, parse_hex_digest(c.get<std::string>()));
         m.chunks.emplace_back(v);
     }
     return m;
@@ -114,7 +100,7 @@ Result<DiskLayers> disk_from(const json& j)
 json to_json(const Manifest& m)
 {
     json chunks = json::array();
-    for (const auto& c : m.memory.chunks) chunks.push_back(c ? json(hex64(*c)) : json(nullptr));
+    for (const auto& c : m.memory.chunks) chunks.push_back(c ? json(hex_digest(*c)) : json(nullptr));
     json memory = {{"file", m.memory.file}, {"size", m.memory.size}, {"full", m.memory.full},
                    {"chunk_size", kChunkSize}, {"chunks", chunks}};
     if (m.memory.page_map) memory["page_map"] = digest_json(*m.memory.page_map);

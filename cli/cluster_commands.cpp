@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "cli/control_commands.hpp"
 #include "cli/vm_session.hpp"
 #include "coord/cluster_client.hpp"
 #include "coord/cluster_config.hpp"
@@ -17,14 +18,8 @@ namespace {
 
 using nlohmann::json;
 
-std::string fixed(double v, int decimals)
-{
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-    return buf;
-}
-
-std::string mib(double bytes) { return fixed(bytes / (1024.0 * 1024.0), 1) + " MiB"; }
+std::string fixed(double v, int decimals) { return format_fixed(v, decimals); }
+std::string mib(double bytes) { return format_mib(bytes, 1); }
 
 int fail(const Error& e)
 {

@@ -31,14 +31,8 @@ std::optional<std::string> text(const json& j, const char* key)
     return it->get<std::string>();
 }
 
-std::string fixed(double v, int decimals)
-{
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-    return buf;
-}
-
-std::string mib(double bytes, int decimals) { return fixed(bytes / (1024.0 * 1024.0), decimals) + " MiB"; }
+std::string fixed(double v, int decimals) { return format_fixed(v, decimals); }
+std::string mib(double bytes, int decimals) { return format_mib(bytes, decimals); }
 
 struct ControlFlags {
     std::string api;
@@ -111,6 +105,15 @@ CLI::App* add_control_subcommand(CLI::App& app, const char* name, const char* he
 }
 
 }  // namespace
+
+std::string format_fixed(double v, int decimals)
+{
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    return buf;
+}
+
+std::string format_mib(double bytes, int decimals) { return format_fixed(bytes / (1024.0 * 1024.0), decimals) + " MiB"; }
 
 std::string describe_status(const json& r)
 {

@@ -28,13 +28,6 @@ std::string epoch_name(uint64_t epoch)
     return b;
 }
 
-Result<uint64_t> unhex(const std::string& s)
-{
-    if (s.size() != 16 || s.find_first_not_of("0123456789abcdef") != std::string::npos)
-        return Error("'" + s + "' is not a 16-digit hex digest");
-    return std::stoull(s, nullptr, 16);
-}
-
 bool safe_name(const std::string& s)
 {
     return !s.empty() && s.size() <= 64 && s != "." && s != ".." &&
@@ -55,7 +48,7 @@ Result<EpochVm> vm_from(const json& j)
     TRY_ASSIGN(v.id, field<std::string>(j, "id"));
     if (!safe_name(v.name) || !safe_name(v.id)) return Error("a VM name or checkpoint id is not a plain name");
     TRY_ASSIGN(auto digest, field<std::string>(j, "manifest_xxh3"));
-    TRY_ASSIGN(v.manifest_xxh3, unhex(digest));
+    TRY_ASSIGN(v.manifest_xxh3, ckpt::parse_hex_digest(digest));
     TRY_ASSIGN(v.bytes, field<uint64_t>(j, "bytes"));
     TRY_ASSIGN(v.pause_ms, number(j, "pause_ms"));
     TRY_ASSIGN(v.total_ms, number(j, "total_ms"));
@@ -78,18 +71,11 @@ Result<std::string> read_file(const std::string& path, uint64_t max)
 
 }  // namespace
 
-std::string hex_digest(uint64_t v)
-{
-    char b[17];
-    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
-    return b;
-}
-
 json to_json(const ClusterManifest& m)
 {
     json vms = json::array();
     for (const auto& v : m.vms)
-        vms.push_back({{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", hex_digest(v.manifest_xxh3)},
+        vms.push_back({{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", ckpt::hex_digest(v.manifest_xxh3)},
                        {"bytes", v.bytes}, {"pause_ms", v.pause_ms}, {"total_ms", v.total_ms},
                        {"incremental", v.incremental}});
     return {{"format", kFormat}, {"format_version", kFormatVersion}, {"cluster", m.cluster}, {"epoch", m.epoch},

@@ -48,8 +48,6 @@ Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const Clu
 Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch);
 // Committed epochs in `checkpoint_dir`, ascending (none if it does not exist).
 std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir);
-// 16 lower-case hex digits, as digests are written in manifests.
-std::string hex_digest(uint64_t v);
 // The digest a cluster manifest records for a VM checkpoint (xxh3 of its manifest.json).
 Result<uint64_t> vm_manifest_digest(const std::string& vm_checkpoint_dir);
 

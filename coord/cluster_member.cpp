@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "ckpt/json_field.hpp"
 #include "coord/cluster_manifest.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/time_text.hpp"
@@ -258,7 +259,7 @@ json ClusterMember::local_checkpoint(const Epoch& e)
     auto digest = vm_manifest_digest(r->path);
     if (!digest) return failure(vm_ + ": " + digest.error().message());
     return {{"ok", true},       {"node", node_},          {"id", r->id},
-            {"manifest_xxh3", hex_digest(digest.value())}, {"bytes", r->bytes_written},
+            {"manifest_xxh3", ckpt::hex_digest(digest.value())}, {"bytes", r->bytes_written},
             {"pause_ms", r->pause_ms}, {"total_ms", r->total_ms}, {"incremental", r->incremental}};
 }
 
