@@ -156,7 +156,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
         TRY_ASSIGN(auto spec, dev::parse_disk_spec(d));
         board.disks.push_back(std::move(spec));
     }
-    TRY(vmm::check_kernel_file(c.kernel, c.mem_bytes));
+    TRY(vmm::check_boot_files({c.kernel, c.initrd, c.full_cmdline()}, c.mem_bytes));
     TRY_ASSIGN(board.nics, s->nics(req.net_specs));
     ckpt::VmShape shape{c.cpus, c.mem_bytes, c.huge_pages, c.kernel, c.full_cmdline(), c.console, req.disk_specs, req.net_specs};
     TRY(s->build(shape));

@@ -33,6 +33,7 @@ constexpr size_t kReadChunk = 16 * 1024;
 // process opening connections cannot make the mesh hold unbounded memory.
 constexpr size_t kMaxInboundHandshakes = 16;
 constexpr std::chrono::milliseconds kAcceptRetry{100};
+constexpr std::chrono::milliseconds kListenRetry{50};
 
 tcp::endpoint to_endpoint(const SocketAddress& a)
 {
@@ -255,16 +256,23 @@ Result<void> PeerMesh::State::open_acceptor()
 {
     const tcp::endpoint endpoint = to_endpoint(spec.listen);
     const std::string what = "cannot listen on " + spec.listen.to_string();
-    std::error_code ec;
-    acceptor.open(endpoint.protocol(), ec);
-    if (ec) return Error(what + ": " + ec.message());
-    // A restarted VMM must be able to listen again while its old
-    // connections linger in TIME_WAIT.
-    acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor.bind(endpoint, ec);
-    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return Error(what + ": " + ec.message());
-    return ok();
+    const auto give_up = std::chrono::steady_clock::now() + limits.listen_busy_wait;
+    for (;;) {
+        std::error_code ec;
+        acceptor.open(endpoint.protocol(), ec);
+        if (ec) return Error(what + ": " + ec.message());
+        // A restarted VMM must be able to listen again while its old
+        // connections linger in TIME_WAIT.
+        acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+        if (!ec) acceptor.bind(endpoint, ec);
+        if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+        if (!ec) return ok();
+        std::error_code ignored;
+        acceptor.close(ignored);
+        if (ec != asio::error::address_in_use || std::chrono::steady_clock::now() >= give_up)
+            return Error(what + ": " + ec.message());
+        std::this_thread::sleep_for(kListenRetry);
+    }
 }
 
 void PeerMesh::State::run()

@@ -73,6 +73,10 @@ struct PeerMeshLimits {
     std::chrono::milliseconds backoff_max{2000};
     std::chrono::milliseconds connect_timeout{3000};
     std::chrono::milliseconds handshake_timeout{5000};
+    // How long create() keeps trying a listen address that is in use: the
+    // VMM this one replaces (a restore right after kill -9) releases its
+    // port only when its exit completes, which can lag behind the kill.
+    std::chrono::milliseconds listen_busy_wait{5000};
 };
 
 // Who may join: peers and controllers prove they hold the cluster's secret

@@ -76,11 +76,16 @@ Result<void> set_boot_cpu(KvmVcpu& bsp, uint64_t entry)
 
 }  // namespace
 
-Result<void> check_kernel_file(const std::string& path, uint64_t mem_size)
+Result<void> check_boot_files(const LinuxBootSpec& spec, uint64_t mem_size)
 {
-    TRY_ASSIGN(auto file, map_file(path, "kernel"));
-    auto k = parse_kernel_image(file.bytes(), low_ram_end(mem_size));
-    if (!k) return k.error().context("kernel '" + path + "'");
+    const uint64_t low_end = low_ram_end(mem_size);
+    TRY_ASSIGN(auto file, map_file(spec.kernel_path, "kernel"));
+    auto k = parse_kernel_image(file.bytes(), low_end);
+    if (!k) return k.error().context("kernel '" + spec.kernel_path + "'");
+    if (spec.initrd_path) {
+        TRY_ASSIGN(auto initrd, map_file(*spec.initrd_path, "initrd"));
+        TRY(place_initrd(k.value(), initrd.mapping.size(), low_end));
+    }
     return ok();
 }
 

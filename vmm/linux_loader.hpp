@@ -18,7 +18,8 @@ struct LinuxBootSpec {
 
 Result<void> load_linux(Machine& machine, const LinuxBootSpec& spec);
 
-// Checks a kernel file without a VM: used to fail fast on bad input.
-Result<void> check_kernel_file(const std::string& path, uint64_t mem_size);
+// Checks the kernel and initrd files without a VM (that they load and fit
+// in mem_size): bad input fails fast, before KVM is touched.
+Result<void> check_boot_files(const LinuxBootSpec& spec, uint64_t mem_size);
 
 }  // namespace vvmm::vmm

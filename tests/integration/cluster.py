@@ -154,7 +154,9 @@ class Launch:
         h.fail(f"no {what} within {timeout}s; progress {self.progress()}:\n" + self.text()[-3000:])
 
     def kill9(self):
-        """Everything, at once: the launchers and every VMM (their own process groups)."""
+        """Everything, at once: the launchers and every VMM (their own process groups).
+        Returns once every VMM has finished exiting (its ports are free)."""
+        vmms = _pids(PATTERN)
         for p in self.procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -162,10 +164,26 @@ class Launch:
         for p in self.procs:
             p.wait()
         deadline = time.monotonic() + 10
-        while subprocess.run(["pgrep", "-f", PATTERN], capture_output=True).returncode == 0:
+        # pgrep stops matching a dying process when its memory is gone, which
+        # is before its sockets are closed: wait for each pid to end instead.
+        while _pids(PATTERN) or any(_exiting(pid) for pid in vmms):
             if time.monotonic() > deadline:
                 h.fail("VMMs survived kill -9")
             time.sleep(0.05)
+
+
+def _pids(pattern):
+    r = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(x) for x in r.stdout.split()]
+
+
+def _exiting(pid):
+    """True while pid exists and is not yet a zombie (a zombie has closed its files)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def workdir():

@@ -39,6 +39,8 @@ image[0x206:0x208] = (0x0205).to_bytes(2, "little")
 expect_error(["run", "--kernel", write("old.bzImage", bytes(image))], "boot protocol 2.5 is too old")
 
 expect_error(kernel + ["--initrd", os.path.join(tmp, "missing.img")], "initrd")
+expect_error(kernel + ["--mem", "32M", "--initrd", write("big.img", bytes(40 << 20))], "does not fit")
+os.unlink(os.path.join(tmp, "big.img"))
 expect_error(kernel + ["--mem", "1M"], "--mem")
 expect_error(kernel + ["--mem", "lots"], "--mem")
 expect_error(kernel + ["--mem", "900G"], "cannot allocate")

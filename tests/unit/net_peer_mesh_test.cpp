@@ -463,13 +463,31 @@ TEST_CASE("mesh: create reports a busy listen address, start needs a sink")
     const SocketAddress a = fresh_address();
     auto first = PeerMesh::create(make_spec("a", a, {}));
     REQUIRE(first.ok());
-    auto second = PeerMesh::create(make_spec("b", a, {}));
+    PeerMeshLimits impatient;
+    impatient.listen_busy_wait = std::chrono::milliseconds(200);
+    const auto before = std::chrono::steady_clock::now();
+    auto second = PeerMesh::create(make_spec("b", a, {}), impatient);
     REQUIRE_FALSE(second.ok());
+    CHECK(std::chrono::steady_clock::now() - before >= impatient.listen_busy_wait);
     CHECK(second.error().message().find("cannot listen on " + a.to_string()) != std::string::npos);
     CHECK(first.value()->start().error().message().find("no frame sink") != std::string::npos);
     PeerMeshLimits tiny;
     tiny.send_queue_bytes = 1000;
     CHECK_FALSE(PeerMesh::create(make_spec("c", fresh_address(), {}), tiny).ok());
+}
+
+TEST_CASE("mesh: create waits for a listen address its predecessor is still releasing")
+{
+    const SocketAddress a = fresh_address();
+    auto first = PeerMesh::create(make_spec("a", a, {}));
+    REQUIRE(first.ok());
+    std::thread releaser([&first] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        first.value().reset();
+    });
+    auto second = PeerMesh::create(make_spec("a", a, {}));
+    releaser.join();
+    CHECK(second.ok());
 }
 
 TEST_CASE("mesh: two VMMs exchange frames both ways, in order, none lost")
