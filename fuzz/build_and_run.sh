@@ -15,8 +15,16 @@ set -euo pipefail
 # repository root. Adding a target = adding its file and one line here.
 declare -A SOURCES=(
     [checkpoint_state]="ckpt/state_file.cpp ckpt/manifest.cpp net/channel_state.cpp devices/serial_16550.cpp devices/i8042.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp vmm/base/log.cpp"
+    [cluster_input]="coord/cluster_config.cpp coord/cluster_manifest.cpp ckpt/checkpoint_dir.cpp net/net_spec.cpp devices/disk_image.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp vmm/mp_table.cpp vmm/vm_config.cpp vmm/base/log.cpp"
     [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp net/sha256.cpp"
     [virtqueue]="devices/virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/kvm_vm.cpp vmm/kvm_system.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/log.cpp"
+)
+
+# Flags a target needs besides the common ones: libraries it links, and for
+# toml++ the same shared library vvmm links (its header-only build has debug
+# assertions that the release library does not).
+declare -A FLAGS=(
+    [cluster_input]="$(pkg-config --cflags --libs tomlplusplus 2>/dev/null || echo -DTOML_HEADER_ONLY=1) -lxxhash"
 )
 
 SECONDS_PER_TARGET=${1:-60}
@@ -66,7 +74,9 @@ for name in "${names[@]}"; do
 
     bin="$OUT/${name}_fuzz"
     echo "== $name: building"
-    if ! "$CXX" "${CXXFLAGS[@]}" "$src" "${extra[@]}" -o "$bin" -pthread 2> "$OUT/logs/$name.build.log"; then
+    flags=()
+    [[ -v FLAGS[$name] ]] && read -ra flags <<< "${FLAGS[$name]}"
+    if ! "$CXX" "${CXXFLAGS[@]}" "$src" "${extra[@]}" -o "$bin" -pthread "${flags[@]}" 2> "$OUT/logs/$name.build.log"; then
         tail -n 30 "$OUT/logs/$name.build.log" >&2
         failed+=("$name (build)")
         continue
