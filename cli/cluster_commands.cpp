@@ -154,7 +154,15 @@ void add_cluster_options(CLI::App* cmd, ClusterFlags& f, bool with_epoch)
     cmd->add_option("--cluster", f.file, "cluster configuration (cfg.toml): every VM of it, one VMM process each");
     cmd->add_option("--node", f.node, "with --cluster: only this node's VMs (run it on each host)");
     cmd->add_option("--vm", f.vm, "with --cluster: run this one VM in this process (what the launcher starts)");
-    if (with_epoch) cmd->add_option("--epoch", f.epoch, "with --cluster: the committed epoch (default: the latest)");
+    if (with_epoch)
+        cmd->add_option("--epoch", f.epoch, "with --cluster: the committed epoch (default: the latest)")
+            ->check([](const std::string& text) -> std::string {
+                // Checked as text: CLI11 would read "-1" as 2^64 - 1.
+                const bool digits = !text.empty() && text.size() <= 18 &&
+                                    text.find_first_not_of("0123456789") == std::string::npos;
+                if (digits && text.find_first_not_of('0') != std::string::npos) return "";
+                return "takes an epoch number (1, 2, ...), not '" + text + "'";
+            });
 }
 
 int run_cluster(const ClusterFlags& f, const std::string& api_socket)

@@ -14,10 +14,15 @@
 #include <optional>
 
 #include "net/peer_protocol.hpp"
+#include "vmm/base/small_file.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 namespace vvmm::coord {
 namespace {
+
+// A secret is 32 random bytes; a file far larger than that is a mistake.
+constexpr uint64_t kMaxSecretBytes = 4096;
+
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
@@ -164,9 +169,8 @@ Result<json> exchange(const ClusterConfig& config, const std::vector<uint8_t>& s
 
 Result<std::vector<uint8_t>> read_cluster_secret(const ClusterConfig& config)
 {
-    std::ifstream in(config.secret_file, std::ios::binary);
-    if (!in) return errno_error("cannot read the cluster secret " + config.secret_file.string());
-    std::vector<uint8_t> secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    TRY_ASSIGN(auto text, read_small_file(config.secret_file.string(), kMaxSecretBytes, "cluster secret"));
+    std::vector<uint8_t> secret(text.begin(), text.end());
     if (secret.empty()) return Error("the cluster secret " + config.secret_file.string() + " is empty");
     return secret;
 }

@@ -15,6 +15,7 @@
 
 #include "devices/disk_image.hpp"
 #include "vmm/base/size_parse.hpp"
+#include "vmm/base/small_file.hpp"
 #include "vmm/memory_layout.hpp"
 #include "vmm/mp_table.hpp"
 #include "vmm/vm_config.hpp"
@@ -662,15 +663,8 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
 
 Result<ClusterConfig> load_cluster_config(const fs::path& file, bool check_files)
 {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return errno_error(file.string() + ": cannot open cluster config");
-    std::error_code ec;
-    if (const auto size = fs::file_size(file, ec); !ec && size > kMaxConfigBytes)
-        return Error(file.string() + ": is " + std::to_string(size) + " bytes; a cluster config is at most 1 MiB");
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (in.bad()) return errno_error(file.string() + ": cannot read cluster config");
-    return parse_cluster_config(text.str(), file, check_files);
+    TRY_ASSIGN(auto text, read_small_file(file.string(), kMaxConfigBytes, "cluster config"));
+    return parse_cluster_config(text, file, check_files);
 }
 
 }  // namespace vvmm::coord

@@ -10,6 +10,7 @@
 
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/json_field.hpp"
+#include "vmm/base/small_file.hpp"
 
 namespace vvmm::coord {
 namespace {
@@ -54,19 +55,6 @@ Result<EpochVm> vm_from(const json& j)
     TRY_ASSIGN(v.total_ms, number(j, "total_ms"));
     TRY_ASSIGN(v.incremental, field<bool>(j, "incremental"));
     return v;
-}
-
-Result<std::string> read_file(const std::string& path, uint64_t max)
-{
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) return Error("cannot read " + path + ": " + ec.message());
-    if (size > max) return Error(path + " is too large (" + std::to_string(size) + " bytes)");
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) return Error("cannot read " + path);
-    return text.str();
 }
 
 }  // namespace
@@ -121,7 +109,14 @@ Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const Clu
     if (ec) return Error("cannot create " + dir + ": " + ec.message());
     const std::string text = to_json(m).dump(1) + "\n";
     const std::string tmp = ".tmp-" + epoch_name(m.epoch) + "-" + std::to_string(::getpid()) + ".json";
-    TRY(ckpt::write_durable(dir, tmp, {reinterpret_cast<const uint8_t*>(text.data()), text.size()}));
+    // A leftover of a crashed earlier process with the same pid (common in
+    // containers) would make the exclusive create fail: it is ours to remove.
+    std::filesystem::remove(dir + "/" + tmp, ec);
+    if (auto written = ckpt::write_durable(dir, tmp, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+        !written) {
+        std::filesystem::remove(dir + "/" + tmp, ec);
+        return written.error();
+    }
     const std::string final_path = dir + "/" + epoch_name(m.epoch) + ".json";
     std::filesystem::rename(dir + "/" + tmp, final_path, ec);
     if (ec) {
@@ -135,7 +130,7 @@ Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir,
 {
     const std::string path = checkpoint_dir + "/epochs/" + epoch_name(epoch) + ".json";
     if (!std::filesystem::exists(path)) return Error("epoch " + std::to_string(epoch) + " was not committed (no " + path + ")");
-    TRY_ASSIGN(auto text, read_file(path, kMaxManifestBytes));
+    TRY_ASSIGN(auto text, read_small_file(path, kMaxManifestBytes, "cluster manifest"));
     const json j = json::parse(text, nullptr, false);
     if (j.is_discarded()) return Error(path + " is not valid JSON");
     auto m = cluster_manifest_from_json(j);
@@ -153,7 +148,11 @@ std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir)
         if (name.size() < 6 || !name.ends_with(".json") || name[0] == '.') continue;
         const std::string digits = name.substr(0, name.size() - 5);
         if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 18) continue;
-        out.push_back(std::stoull(digits));
+        const uint64_t epoch = std::stoull(digits);
+        // Only the name the initiator writes: a stray "9.json" beside
+        // "000009.json" must not count as an epoch, nor the same one twice.
+        if (epoch == 0 || name != epoch_name(epoch) + ".json") continue;
+        out.push_back(epoch);
     }
     std::sort(out.begin(), out.end());
     return out;
@@ -161,7 +160,7 @@ std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir)
 
 Result<uint64_t> vm_manifest_digest(const std::string& vm_checkpoint_dir)
 {
-    TRY_ASSIGN(auto text, read_file(vm_checkpoint_dir + "/manifest.json", kMaxManifestBytes));
+    TRY_ASSIGN(auto text, read_small_file(vm_checkpoint_dir + "/manifest.json", kMaxManifestBytes, "checkpoint manifest"));
     return ckpt::digest_of({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
 }
 

@@ -51,4 +51,24 @@ expect_error(["run"], "--kernel")
 expect_error(["run", "--kernel", h.TESTGUEST, "--bogus"], "bogus")
 expect_error(["frobnicate"], "frobnicate")
 
+# Cluster input: the config and the secret must be small regular files
+# (a directory, a FIFO or /dev/zero must not hang, crash or eat memory).
+secret = write("k.key", os.urandom(32))
+os.chmod(secret, 0o600)
+cluster = """[cluster]\nname = "t"\nsecret_file = "%s"\ncheckpoint_dir = "ck"\n
+[[node]]\nname = "n0"\naddress = "127.0.0.1"\n
+[[vm]]\nname = "vm0"\nnode = "n0"\nport = 17100\nkernel = "%s"\n"""
+good = write("c.toml", (cluster % (secret, h.TESTGUEST)).encode())
+fifo = os.path.join(tmp, "fifo")
+os.mkfifo(fifo)
+expect_error(["list", "--cluster", tmp], "cluster config %s is not a regular file" % tmp)
+expect_error(["list", "--cluster", fifo], "is not a regular file")
+expect_error(["list", "--cluster", "/dev/zero"], "is not a regular file")
+expect_error(["list", "--cluster", write("z.toml", (cluster % ("/dev/zero", h.TESTGUEST)).encode())],
+             "cluster secret /dev/zero is not a regular file")
+expect_error(["restore", "--cluster", good, "--epoch", "-1"], "--epoch")
+expect_error(["restore", "--cluster", good, "--epoch", "0"], "--epoch")
+expect_error(["restore", "--cluster", good, "--epoch", "99999999999999999999"], "--epoch")
+expect_error(["restore", "--cluster", good], "no committed epoch")
+
 shutil.rmtree(tmp)

@@ -497,7 +497,11 @@ TEST_CASE("cluster config: load_cluster_config errors")
 {
     auto missing = load_cluster_config("/nonexistent/c.toml");
     REQUIRE_FALSE(missing.ok());
-    CHECK(missing.error().message().rfind("/nonexistent/c.toml: cannot open cluster config", 0) == 0);
+    CHECK(missing.error().message().rfind("cannot open cluster config /nonexistent/c.toml", 0) == 0);
+    // A directory is not a config (and is not read as an empty one).
+    auto dir = load_cluster_config(fs::temp_directory_path());
+    REQUIRE_FALSE(dir.ok());
+    CHECK(dir.error().message().find("is not a regular file") != std::string::npos);
 }
 
 TEST_CASE("cluster config: examples/cluster.toml is valid")

@@ -26,7 +26,13 @@ TEST_CASE("cluster manifest: written atomically, listed, read back; bad ones ref
     REQUIRE(write_cluster_manifest(dir.string(), sample(10)).ok());
     REQUIRE(write_cluster_manifest(dir.string(), sample(10)).ok());  // again, as a second VMM sharing the directory
     std::ofstream(dir / "epochs" / ".tmp-000011-1.json") << "{";  // a dead writer's leftover is not an epoch
-    CHECK(committed_epochs(dir.string()) == std::vector<uint64_t>{2, 10});
+    std::ofstream(dir / "epochs" / "9.json") << "{";        // only the initiator's names count:
+    std::ofstream(dir / "epochs" / "0000010.json") << "{";  // not a stray copy, nor epoch 10 twice
+    std::ofstream(dir / "epochs" / "000000.json") << "{";   // epoch 0 does not exist
+    // A leftover temp file of a writer with this very pid does not block a commit.
+    std::ofstream(dir / "epochs" / (".tmp-000012-" + std::to_string(::getpid()) + ".json")) << "{";
+    REQUIRE(write_cluster_manifest(dir.string(), sample(12)).ok());
+    CHECK(committed_epochs(dir.string()) == std::vector<uint64_t>{2, 10, 12});
     auto back = read_cluster_manifest(dir.string(), 10);
     REQUIRE(back.ok());
     CHECK(back->vms.size() == 2);

@@ -1,5 +1,6 @@
 #include "vmm/base/log.hpp"
 
+#include <algorithm>
 #include <mutex>
 
 namespace vvmm {
@@ -16,8 +17,16 @@ void log_line(LogLevel level, const std::string& message)
     if (level > g_level.load()) return;
     static const char* const names[] = {"error", "warning", "info", "debug"};
     std::lock_guard lock(g_mutex);
-    // \r first: the console may be in raw mode, where \n alone does not return the carriage.
-    std::fprintf(stderr, "vvmm: %s: %s\r\n", names[static_cast<int>(level)], message.c_str());
+    // One prefix per line: a message listing several mistakes stays one
+    // line per mistake, and text from elsewhere cannot forge a line.
+    size_t start = 0;
+    do {
+        const size_t end = std::min(message.find('\n', start), message.size());
+        // \r first: the console may be in raw mode, where \n alone does not return the carriage.
+        std::fprintf(stderr, "vvmm: %s: %.*s\r\n", names[static_cast<int>(level)], static_cast<int>(end - start),
+                     message.data() + start);
+        start = end + 1;
+    } while (start < message.size());
 }
 
 void RateLimitedLog::warn(const std::string& message)
