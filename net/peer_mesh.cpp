@@ -123,6 +123,8 @@ struct PeerMesh::State {
     State(const PeerNetSpec& s, const PeerMeshLimits& l, MeshCluster c);
 
     Result<void> open_acceptor();
+    template <typename Fn>
+    void guard_handler(const Connection& conn, const Message& message, Fn fn);
     void run();
     Hello own_hello(const Connection& conn) const
     {
@@ -237,9 +239,12 @@ PeerMesh::State::State(const PeerNetSpec& s, const PeerMeshLimits& l, MeshCluste
 template <typename Fn>
 auto PeerMesh::State::on_network_thread(Fn fn) -> decltype(fn())
 {
+    // On the network thread: run it here, without lifecycle_mutex, which
+    // stop() holds while it joins this very thread.
+    if (io.get_executor().running_in_this_thread()) return fn();
     {
         std::lock_guard lifecycle(lifecycle_mutex);
-        if (!started || stopped || io.get_executor().running_in_this_thread()) return fn();
+        if (!started || stopped) return fn();
     }
     std::packaged_task<decltype(fn())()> task(std::move(fn));
     auto result = task.get_future();
@@ -479,6 +484,20 @@ void PeerMesh::State::drain(std::shared_ptr<Connection> conn)
     start_read(conn);
 }
 
+// The cluster code reads JSON bodies from peers; a field of the wrong type
+// throws. That must cost the message, not the network thread (which would
+// stop every frame of this VM and hang whoever waits on it).
+template <typename Fn>
+void PeerMesh::State::guard_handler(const Connection& conn, const Message& message, Fn fn)
+{
+    try {
+        fn();
+    } catch (const std::exception& e) {
+        log_error(describe(conn) + ": its " + std::string(message_name(message)) + " could not be handled (" +
+                  e.what() + "); ignored");
+    }
+}
+
 void PeerMesh::State::on_message(const std::shared_ptr<Connection>& conn, Message& message)
 {
     if (const Hello* hello = std::get_if<Hello>(&message)) {
@@ -489,14 +508,17 @@ void PeerMesh::State::on_message(const std::shared_ptr<Connection>& conn, Messag
         fail(conn, "protocol error: a " + std::string(message_name(message)) + " came before authentication",
              LogLevel::error);
     } else if (conn->controller) {
-        if (const ControlRequest* request = std::get_if<ControlRequest>(&message)) on_request(conn, request->body);
+        if (const ControlRequest* request = std::get_if<ControlRequest>(&message))
+            guard_handler(*conn, message, [&] { on_request(conn, request->body); });
         else fail(conn, "protocol error: a controller sent " + std::string(message_name(message)), LogLevel::error);
     } else if (FrameMessage* frame = std::get_if<FrameMessage>(&message)) {
         on_frame(*conn->peer, std::move(frame->frame));
     } else if (const MarkerMessage* marker = std::get_if<MarkerMessage>(&message)) {
         on_marker(*conn->peer, marker->epoch);
     } else if (const ControlMessage* control = std::get_if<ControlMessage>(&message)) {
-        if (handler) handler->on_control(conn->peer->id, control->type, control->epoch, control->body);
+        if (handler) guard_handler(*conn, message, [&] {
+            handler->on_control(conn->peer->id, control->type, control->epoch, control->body);
+        });
         else log_warn("peer " + conn->peer->name + " sent " + std::string(message_name(message)) +
                       ", but this VMM is not part of a cluster; ignored");
     } else {
@@ -799,7 +821,9 @@ void PeerMesh::State::check_cut_complete()
     state.epoch = epoch;
     for (auto& p : peers) state.peers.push_back({p->id.empty() ? p->address.to_string() : p->id, std::move(recorded[p->index])});
     std::lock_guard lock(epoch_mutex);
-    epoch_results.insert_or_assign(epoch, std::move(state));
+    // A failure recorded earlier in the epoch (a lost connection, a peer
+    // not connected at the start) stands: frames may be missing from this cut.
+    epoch_results.try_emplace(epoch, std::move(state));
     epoch_cv.notify_all();
 }
 
@@ -1093,7 +1117,9 @@ Result<void> PeerMesh::begin_epoch(uint64_t epoch)
     return s.on_network_thread([&s, epoch]() -> Result<void> {
         {
             std::lock_guard lock(s.epoch_mutex);
-            s.epoch_results.erase(epoch);
+            // Results nobody collected (a failed checkpoint never asks) go
+            // with their epochs: they may hold every frame recorded.
+            s.epoch_results.erase(s.epoch_results.begin(), s.epoch_results.upper_bound(epoch));
         }
         TRY(s.cut.begin(epoch));
         // A peer that is not connected cannot send its marker: fail now, not at the deadline.
