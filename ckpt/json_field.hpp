@@ -64,4 +64,13 @@ Result<T> field(const nlohmann::json& j, const char* name)
     }
 }
 
+// For optional fields of messages from peers: the value, or `fallback` when
+// it is missing or of the wrong type (never an exception).
+template <typename T>
+T field_or(const nlohmann::json& j, const char* name, T fallback)
+{
+    auto v = field<T>(j, name);
+    return v ? std::move(v).value() : std::move(fallback);
+}
+
 }  // namespace vvmm::ckpt

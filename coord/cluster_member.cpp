@@ -1,6 +1,7 @@
 #include "coord/cluster_member.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include "ckpt/json_field.hpp"
 #include "coord/cluster_manifest.hpp"
@@ -84,11 +85,14 @@ ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::P
 
 ClusterMember::~ClusterMember()
 {
+    std::optional<uint64_t> running;
     {
         std::lock_guard lock(mutex_);
         quit_ = true;
-        if (epoch_) mesh_.abort_epoch(epoch_->number);  // a waiting checkpoint gives up
+        if (epoch_) running = epoch_->number;
     }
+    // A waiting checkpoint gives up (outside mutex_: see abort_cut).
+    if (running) mesh_.abort_epoch(*running);
     cv_.notify_all();
     if (epoch_thread_.joinable()) epoch_thread_.join();
 }
@@ -105,7 +109,7 @@ std::vector<std::string> ClusterMember::peers() const
 
 void ClusterMember::on_request(const json& request, std::function<void(json)> reply)
 {
-    const std::string cmd = request.is_object() ? request.value("cmd", "") : "";
+    const std::string cmd = ckpt::field_or<std::string>(request, "cmd", "");
     if (cmd == "status") {
         json s = status_();
         s["vm"] = vm_;
@@ -193,7 +197,7 @@ void ClusterMember::on_control(const std::string& peer, MessageType type, uint64
     case MessageType::prepare: on_prepare(peer, epoch, body); return;
     case MessageType::done: on_done(peer, epoch, body); return;
     case MessageType::commit: on_commit(epoch, body); return;
-    case MessageType::abort: on_abort(epoch, body.value("reason", std::string("no reason given"))); return;
+    case MessageType::abort: on_abort(epoch, ckpt::field_or<std::string>(body, "reason", "no reason given")); return;
     case MessageType::restored: {
         std::lock_guard lock(mutex_);
         if (epoch == restore_epoch_ || restore_epoch_ == 0) restored_.insert(peer + "@" + std::to_string(epoch));
@@ -212,7 +216,7 @@ void ClusterMember::on_prepare(const std::string& peer, uint64_t epoch, const js
     };
     auto options = epoch_options(body, config_.mode, "timeout_ms", 1);
     if (!options) return refuse("got a bad PREPARE: " + options.error().message());
-    if (body.value("initiator", std::string()) != peer) return refuse("got a PREPARE whose initiator is not its sender");
+    if (ckpt::field_or<std::string>(body, "initiator", "") != peer) return refuse("got a PREPARE whose initiator is not its sender");
     std::unique_lock lock(mutex_);
     if (epoch_ && epoch_->number == epoch) return;  // a repeat
     if (epoch_) return refuse("is busy with epoch " + std::to_string(epoch_->number));
@@ -277,7 +281,8 @@ void ClusterMember::run_epoch(uint64_t number)
         e.deadline = epoch_->deadline;
     }
     const json done = local_checkpoint(e);
-    if (!done.value("ok", false)) log_warn("epoch " + std::to_string(number) + ": " + done.value("error", std::string()));
+    if (!ckpt::field_or(done, "ok", false))
+        log_warn("epoch " + std::to_string(number) + ": " + ckpt::field_or<std::string>(done, "error", ""));
     if (e.initiator == vm_) on_done(vm_, number, done);
     else mesh_.send_control(e.initiator, MessageType::done, number, done);
 
@@ -291,8 +296,15 @@ void ClusterMember::run_epoch(uint64_t number)
     }
     log_warn("epoch " + std::to_string(number) + ": no COMMIT or ABORT from " + e.initiator +
              " in time; the epoch is not committed here");
-    mesh_.abort_epoch(number);
     epoch_.reset();
+    abort_cut(lock, number);
+}
+
+void ClusterMember::abort_cut(std::unique_lock<std::mutex>& lock, uint64_t epoch)
+{
+    lock.unlock();
+    mesh_.abort_epoch(epoch);
+    lock.lock();
 }
 
 void ClusterMember::on_done(const std::string& vm, uint64_t epoch, const json& body)
@@ -311,7 +323,7 @@ void ClusterMember::on_peer_lost(const std::string& peer)
     finish_if_decided(lock);
 }
 
-void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>&)
+void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>& lock)
 {
     Epoch& e = *epoch_;
     if (e.tally->outcome() == EpochInitiator::Outcome::pending) return;
@@ -335,11 +347,12 @@ void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>&)
         }
     }
     mesh_.send_control("", MessageType::abort, e.number, {{"reason", reason}});
-    mesh_.abort_epoch(e.number);
     log_warn(name + " aborted: " + reason + "; every VM keeps running");
     e.reply(failure(name + " aborted: " + reason + " (every VM keeps running)"));
+    const uint64_t number = e.number;
     epoch_.reset();
     cv_.notify_all();
+    abort_cut(lock, number);
 }
 
 void ClusterMember::on_commit(uint64_t epoch, const json& body)

@@ -70,6 +70,9 @@ private:
     void on_done(const std::string& vm, uint64_t epoch, const nlohmann::json& body);
     // Initiator: acts on a decided tally. mutex_ held.
     void finish_if_decided(std::unique_lock<std::mutex>& lock);
+    // Ends the mesh's part of an aborted epoch: never with mutex_ held, since
+    // it waits for the network thread, whose handlers take mutex_.
+    void abort_cut(std::unique_lock<std::mutex>& lock, uint64_t epoch);
     void on_commit(uint64_t epoch, const nlohmann::json& body);
     void on_abort(uint64_t epoch, const std::string& reason);
     nlohmann::json list() const;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "ckpt/json_field.hpp"
+
 namespace vvmm::coord {
 
 EpochInitiator::Outcome EpochInitiator::abort(std::string reason)
@@ -16,8 +18,7 @@ EpochInitiator::Outcome EpochInitiator::on_done(const std::string& vm, const nlo
 {
     if (outcome_ != Outcome::pending) return outcome_;
     if (std::find(vms_.begin(), vms_.end(), vm) == vms_.end() || done_.count(vm)) return outcome_;  // stray: ignore
-    if (!body.is_object() || !body.value("ok", false))
-        return abort(vm + ": " + (body.is_object() ? body.value("error", std::string("failed")) : "failed"));
+    if (!ckpt::field_or(body, "ok", false)) return abort(vm + ": " + ckpt::field_or<std::string>(body, "error", "failed"));
     // The body is the peer's description of its checkpoint: parse it as a
     // cluster manifest entry, with the same checks.
     nlohmann::json entry = body;

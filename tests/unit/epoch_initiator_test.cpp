@@ -52,4 +52,13 @@ TEST_CASE("epoch initiator: aborts on a failed DONE, a lost VM, a deadline or a 
     auto bad_digest = done("000001");
     bad_digest["manifest_xxh3"] = 12;
     CHECK(f.on_done("vm0", bad_digest) == Outcome::abort);
+
+    // Fields of the wrong type (a peer's JSON) abort; they never throw.
+    EpochInitiator g(1, {"vm0"});
+    auto odd_ok = done("000001");
+    odd_ok["ok"] = 1;
+    CHECK(g.on_done("vm0", odd_ok) == Outcome::abort);
+    EpochInitiator k(1, {"vm0"});
+    CHECK(k.on_done("vm0", {{"ok", false}, {"error", 5}}) == Outcome::abort);
+    CHECK(k.abort_reason() == "vm0: failed");
 }
