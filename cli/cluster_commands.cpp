@@ -35,11 +35,36 @@ Result<std::string> self_exe()
     return p.string();
 }
 
+// The checkpoint of `vm` that epoch `epoch` recorded, if it is there and is
+// the very one (its manifest's digest).
+Result<std::string> epoch_checkpoint_of(const coord::ClusterConfig& config, const coord::ClusterManifest& epoch,
+                                        const std::string& vm)
+{
+    const auto entry = std::find_if(epoch.vms.begin(), epoch.vms.end(), [&](const auto& e) { return e.name == vm; });
+    if (entry == epoch.vms.end()) return Error("epoch " + std::to_string(epoch.epoch) + " has no checkpoint of VM '" + vm + "'");
+    const std::string dir = coord::vm_checkpoint_root(config.checkpoint_dir.string(), vm) + "/" + entry->id;
+    const std::string which = "epoch " + std::to_string(epoch.epoch) + ": " + vm + "'s checkpoint " + dir;
+    auto digest = coord::vm_manifest_digest(dir);
+    if (!digest) return Error(which + " cannot be used (" + digest.error().message() + ")");
+    if (digest.value() != entry->manifest_xxh3)
+        return Error(which + " is not the one the epoch recorded (its manifest digest differs)");
+    return dir;
+}
+
+std::string epoch_list(const coord::ClusterConfig& config)
+{
+    std::string out;
+    for (uint64_t e : coord::committed_epochs(config.checkpoint_dir.string()))
+        out += (out.empty() ? "" : ", ") + std::to_string(e);
+    return out.empty() ? "none" : out;
+}
+
 // One VMM process per VM of the node (or of every node), supervised until
 // all have ended.
 int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std::string& subcommand,
-           std::optional<uint64_t> epoch)
+           const coord::ClusterManifest* restoring)
 {
+    const std::optional<uint64_t> epoch = restoring ? std::optional<uint64_t>(restoring->epoch) : std::nullopt;
     std::vector<const coord::VmEntry*> vms;
     if (!f.node.empty()) {
         if (!config.node(f.node)) return fail(Error("--node: no node '" + f.node + "' in " + config.file.string()));
@@ -47,6 +72,14 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
         if (vms.empty()) return fail(Error("node '" + f.node + "' has no VMs in " + config.file.string()));
     } else {
         for (const auto& v : config.vms) vms.push_back(&v);
+    }
+    if (restoring) {
+        // Before any VMM starts: a VM that cannot restore would leave the
+        // others waiting for it.
+        for (const auto* v : vms)
+            if (auto dir = epoch_checkpoint_of(config, *restoring, v->name); !dir)
+                return fail(Error("restore: " + dir.error().message() + "; committed epochs: " +
+                                  epoch_list(config) + " (--epoch N restores another)"));
     }
     auto self = self_exe();
     if (!self) return fail(self.error());
@@ -61,7 +94,11 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
     }
     log_info("cluster '" + config.name + "': " + (subcommand == "run" ? "starting " : "restoring ") + names +
              (epoch ? " from epoch " + std::to_string(*epoch) : "") + " (Ctrl-C stops them all)");
-    auto status = coord::run_process_group(children);
+    coord::ProcessGroupOptions options;
+    // Restored VMs wait for each other before they resume: one that fails
+    // would leave the others waiting for ever.
+    options.stop_all_on_failure = restoring != nullptr;
+    auto status = coord::run_process_group(children, options);
     if (!status) return fail(status.error());
     return status.value();
 }
@@ -117,15 +154,10 @@ int restore_member(const coord::ClusterConfig& config, const std::string& vm, co
 {
     auto role = role_of(config, vm, epoch.epoch);
     if (!role) return fail(role.error());
-    const auto entry = std::find_if(epoch.vms.begin(), epoch.vms.end(), [&](const auto& e) { return e.name == vm; });
-    const std::string dir = coord::vm_checkpoint_root(config.checkpoint_dir.string(), vm) + "/" + entry->id;
-    auto digest = coord::vm_manifest_digest(dir);
-    if (!digest) return fail(digest.error().context("restore"));
-    if (digest.value() != entry->manifest_xxh3)
-        return fail(Error("restore: " + dir + " is not the checkpoint epoch " + std::to_string(epoch.epoch) +
-                          " recorded for " + vm + " (its manifest digest differs)"));
+    auto dir = epoch_checkpoint_of(config, epoch, vm);
+    if (!dir) return fail(dir.error().context("restore"));
     RestoreRequest req;
-    req.dir = dir;
+    req.dir = dir.value();
     req.api_socket = api;
     req.console = "stdio";
     req.net_specs = {config.net_spec(*config.vm(vm))};
@@ -171,7 +203,7 @@ int run_cluster(const ClusterFlags& f, const std::string& api_socket)
     if (!config) return fail(config.error());
     if (!f.vm.empty()) return run_member(config.value(), f.vm, api_socket);
     if (!api_socket.empty()) return fail(Error("--api goes with --vm: each VM of a cluster has its own"));
-    return launch(config.value(), f, "run", std::nullopt);
+    return launch(config.value(), f, "run", nullptr);
 }
 
 int restore_cluster(const ClusterFlags& f, const std::string& api_socket)
@@ -185,7 +217,7 @@ int restore_cluster(const ClusterFlags& f, const std::string& api_socket)
         return restore_member(config.value(), f.vm, epoch.value(), api_socket);
     }
     if (!api_socket.empty()) return fail(Error("--api goes with --vm: each VM of a cluster has its own"));
-    return launch(config.value(), f, "restore", epoch->epoch);
+    return launch(config.value(), f, "restore", &epoch.value());
 }
 
 int checkpoint_cluster(const std::string& file, const ClusterCheckpointFlags& f)

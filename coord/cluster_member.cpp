@@ -407,7 +407,8 @@ Result<void> ClusterMember::wait_restored(uint64_t epoch, const std::function<bo
         if (missing.empty()) break;
         if (stop()) return Error("stopped while waiting for " + missing + " to restore");
         if (Clock::now() >= next_report) {
-            log_info("restore: waiting for " + missing + " to restore epoch " + std::to_string(epoch));
+            // Seen by default: a VM that never comes would otherwise be a silent hang.
+            log_warn("restore: still waiting for " + missing + " to restore epoch " + std::to_string(epoch));
             next_report += std::chrono::seconds(10);
         }
         cv_.wait_for(lock, std::chrono::milliseconds(100));

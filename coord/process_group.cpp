@@ -224,10 +224,17 @@ private:
         return nullptr;
     }
 
-    void emit(const Child& c, const char* data, size_t n)
+    // A child's stdout goes to ours, its stderr (errors) to ours.
+    std::FILE* destination(const Child& c, const Stream& s) const
     {
-        std::fwrite(c.prefix.data(), 1, c.prefix.size(), options_.out);
-        std::fwrite(data, 1, n, options_.out);
+        return &s == &c.streams[1] ? options_.err : options_.out;
+    }
+
+    void emit(const Child& c, const Stream& s, const char* data, size_t n)
+    {
+        std::FILE* to = destination(c, s);
+        std::fwrite(c.prefix.data(), 1, c.prefix.size(), to);
+        std::fwrite(data, 1, n, to);
     }
 
     // One read per wakeup, so a chatty child cannot starve the others.
@@ -246,13 +253,13 @@ private:
         for (;;) {
             size_t nl = s.pending.find('\n', start);
             if (nl == std::string::npos) break;
-            emit(c, s.pending.data() + start, nl + 1 - start);
+            emit(c, s, s.pending.data() + start, nl + 1 - start);
             start = nl + 1;
         }
         s.pending.erase(0, start);
         while (s.pending.size() >= kMaxLine) {  // an endless line goes out in pieces
-            emit(c, s.pending.data(), kMaxLine);
-            std::fputc('\n', options_.out);
+            emit(c, s, s.pending.data(), kMaxLine);
+            std::fputc('\n', destination(c, s));
             s.pending.erase(0, kMaxLine);
         }
     }
@@ -261,8 +268,8 @@ private:
     void finish(const Child& c, Stream& s)
     {
         if (!s.pending.empty()) {
-            emit(c, s.pending.data(), s.pending.size());
-            std::fputc('\n', options_.out);
+            emit(c, s, s.pending.data(), s.pending.size());
+            std::fputc('\n', destination(c, s));
             s.pending.clear();
         }
         s.fd.reset();
@@ -331,7 +338,12 @@ private:
             for (Stream& s : c.streams)
                 if (s.fd.valid()) finish(c, s);
             std::fflush(options_.out);
+            std::fflush(options_.err);
             report(c, status);
+            if (failed_ && options_.stop_all_on_failure && stop_requests_ == 0) {
+                std::fprintf(options_.err, "vvmm: the others cannot go on without %s\n", c.spec->name.c_str());
+                request_stop();
+            }
         }
     }
 

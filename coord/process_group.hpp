@@ -21,8 +21,8 @@ struct ChildSpec {
 };
 
 struct ProcessGroupOptions {
-    std::FILE* out = stdout;  // children's stdout and stderr lines, "<name>| <line>"
-    std::FILE* err = stderr;  // our own reports: exits, "stopping all VMs"
+    std::FILE* out = stdout;  // children's stdout lines, "<name>| <line>"
+    std::FILE* err = stderr;  // children's stderr lines (same prefix) and our own reports: exits, "stopping all VMs"
     int stop_signal = SIGTERM;
     // After a stop request, children still running this long later get SIGKILL.
     std::chrono::milliseconds kill_after{10000};
@@ -30,6 +30,10 @@ struct ProcessGroupOptions {
     // SIGTERM received (a programmatic stop; not read, only polled, and
     // watched once). -1: none.
     int stop_fd = -1;
+    // A child that fails (non-zero exit, killed) while no stop was requested
+    // stops all the others, as a stop request would: for children that
+    // cannot go on without each other (a restore waits for every VM).
+    bool stop_all_on_failure = false;
 };
 
 // Starts every child (fork + execv, stdin from /dev/null, each in its own

@@ -1,4 +1,5 @@
 """Bad input gets one clear error line on stderr and a non-zero exit, and no VM."""
+import json
 import os
 import shutil
 import tempfile
@@ -70,5 +71,20 @@ expect_error(["restore", "--cluster", good, "--epoch", "-1"], "--epoch")
 expect_error(["restore", "--cluster", good, "--epoch", "0"], "--epoch")
 expect_error(["restore", "--cluster", good, "--epoch", "99999999999999999999"], "--epoch")
 expect_error(["restore", "--cluster", good], "no committed epoch")
+# A committed epoch whose VM checkpoint is missing, or is another one: refused
+# before any VMM starts (the others would wait for that VM for ever).
+os.makedirs(os.path.join(tmp, "ck", "epochs"))
+epoch = {"format": "vvmm-cluster-epoch", "format_version": 1, "cluster": "t", "epoch": 1, "mode": "cow",
+         "incremental": False, "created": "2026-12-02T09:00:00Z", "epoch_ms": 10.0,
+         "vms": [{"name": "vm0", "node": "n0", "id": "000001", "manifest_xxh3": "0123456789abcdef", "bytes": 1,
+                  "pause_ms": 1.0, "total_ms": 2.0, "incremental": False}]}
+with open(os.path.join(tmp, "ck", "epochs", "000001.json"), "w") as f:
+    json.dump(epoch, f)
+expect_error(["restore", "--cluster", good], "vm0's checkpoint %s/ck/vm0/000001 cannot be used" % tmp)
+os.makedirs(os.path.join(tmp, "ck", "vm0", "000001"))
+with open(os.path.join(tmp, "ck", "vm0", "000001", "manifest.json"), "w") as f:
+    f.write("{}")
+expect_error(["restore", "--cluster", good], "is not the one the epoch recorded")
+expect_error(["restore", "--cluster", good, "--epoch", "2"], "epoch 2 was not committed")
 
 shutil.rmtree(tmp)

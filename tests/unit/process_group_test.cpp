@@ -100,14 +100,16 @@ TEST_CASE("process_group: lines are prefixed, aligned and never interleaved")
             ++next[who];
         } else {
             ++others;
-            bool known = line == "a        | to-stderr" || line == "a        | bin\x01\xff" ||
-                         line == "a        | no-newline";
+            bool known = line == "a        | bin\x01\xff" || line == "a        | no-newline";
             CHECK_MESSAGE(known, "unexpected line: ", line);
         }
     }
     CHECK(next["a"] == 301);
     CHECK(next["b"] == 301);
-    CHECK(others == 3);
+    CHECK(others == 2);
+    // A child's stderr (its error lines) goes to our stderr, prefixed too.
+    CHECK(contains(err.text(), "a        | to-stderr\n"));
+    CHECK_FALSE(contains(out.text(), "to-stderr"));
     CHECK(contains(err.text(), "vvmm: a exited with status 0\n"));
     CHECK(contains(err.text(), "vvmm: long-name exited with status 0\n"));
 }
@@ -123,6 +125,24 @@ TEST_CASE("process_group: exit statuses are reported and decide the result")
     CHECK(contains(err.text(), "vvmm: bad exited with status 3\n"));
     // The child's last output comes before its exit report.
     CHECK(out.text() == "bad | bye\n");
+}
+
+TEST_CASE("process_group: with stop_all_on_failure, one failing child stops the others")
+{
+    const std::vector<ChildSpec> children = {
+        sh("waiter", "trap 'exit 143' TERM; while :; do sleep 0.05; done"),
+        sh("broken", "sleep 0.2; echo 'cannot restore' >&2; exit 1"),
+    };
+    Capture out, err;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto rc = run_process_group(children, {.out = out.file(), .err = err.file(), .stop_all_on_failure = true});
+    REQUIRE(rc.ok());
+    CHECK(*rc == 1);
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+    CHECK(contains(err.text(), "broken| cannot restore\n"));
+    CHECK(contains(err.text(), "vvmm: broken exited with status 1\n"));
+    CHECK(contains(err.text(), "vvmm: the others cannot go on without broken\n"));
+    CHECK(contains(err.text(), "vvmm: waiter stopped\n"));
 }
 
 TEST_CASE("process_group: a child killed by a signal fails the group")
@@ -142,8 +162,9 @@ TEST_CASE("process_group: exec failure exits 127 with a clear line")
     auto rc = run_process_group(children, {.out = out.file(), .err = err.file()});
     REQUIRE(rc.ok());
     CHECK(*rc == 1);
-    CHECK(out.text() == "x| vvmm: cannot execute /nonexistent/vvmm-child: No such file or directory\n");
-    CHECK(err.text() == "vvmm: x exited with status 127\n");
+    CHECK(out.text().empty());
+    CHECK(err.text() ==
+          "x| vvmm: cannot execute /nonexistent/vvmm-child: No such file or directory\nvvmm: x exited with status 127\n");
 }
 
 TEST_CASE("process_group: children get only stdin (/dev/null), stdout and stderr")
