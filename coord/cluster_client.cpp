@@ -123,13 +123,21 @@ private:
     net::MessageDecoder decoder_;
 };
 
-// Handshake, request, reply on a connected socket.
-Result<json> exchange(const ClusterConfig& config, const std::vector<uint8_t>& secret, const VmEntry& vm,
-                      UniqueFd fd, const json& request, Clock::time_point deadline)
-{
-    const std::string who = vm.name + " (" + config.listen_address(vm).to_string() + ")";
-    Link link(std::move(fd), who);
+// A VMM that accepts but does not answer must not hold the controller for
+// the whole request timeout: the handshake has a short one of its own.
+constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 
+std::string describe_vm(const ClusterConfig& config, const VmEntry& vm)
+{
+    return vm.name + " (" + config.listen_address(vm).to_string() + ")";
+}
+
+// HELLO and AUTH both ways on a connected socket: after it, both sides know
+// the other holds the cluster's secret.
+Result<void> handshake(const ClusterConfig& config, const std::vector<uint8_t>& secret, const VmEntry& vm, Link& link,
+                       Clock::time_point deadline)
+{
+    const std::string who = describe_vm(config, vm);
     net::Hello mine;
     mine.role = net::PeerRole::controller;
     mine.id = "ctl-" + std::to_string(::getpid());
@@ -154,7 +162,15 @@ Result<json> exchange(const ClusterConfig& config, const std::vector<uint8_t>& s
     if (!auth) return Error(who + " did not authenticate itself");
     const auto expected = net::auth_tag(secret, config.name, theirs->id, theirs->nonce, mine.nonce);
     if (auth->tag != expected) return Error(who + " does not hold this cluster's secret; not sending it anything");
-    out.clear();
+    return ok();
+}
+
+// The request and its reply, after the handshake.
+Result<json> request_reply(const ClusterConfig& config, const VmEntry& vm, Link& link, const json& request,
+                           Clock::time_point deadline)
+{
+    const std::string who = describe_vm(config, vm);
+    std::vector<uint8_t> out;
     net::append_ctl_request(out, request);
     TRY(send_all(link.fd(), out, deadline));
     TRY_ASSIGN(net::Message r, link.next(deadline, "its reply"));
@@ -163,6 +179,17 @@ Result<json> exchange(const ClusterConfig& config, const std::vector<uint8_t>& s
     if (!reply->body.is_object() || !reply->body.contains("ok") || !reply->body.at("ok").is_boolean())
         return Error(who + " sent a reply without \"ok\"");
     return reply->body;
+}
+
+// A connected, authenticated link to `vm`, within the handshake's timeout.
+Result<Link> open_link(const ClusterConfig& config, const std::vector<uint8_t>& secret, const VmEntry& vm,
+                       Clock::time_point deadline)
+{
+    const auto handshake_deadline = std::min(deadline, Clock::now() + kHandshakeTimeout);
+    TRY_ASSIGN(UniqueFd fd, connect_to(config.listen_address(vm), handshake_deadline));
+    Link link(std::move(fd), describe_vm(config, vm));
+    TRY(handshake(config, secret, vm, link, handshake_deadline));
+    return link;
 }
 
 }  // namespace
@@ -181,8 +208,8 @@ Result<ClusterReply> ask_vm(const ClusterConfig& config, const std::vector<uint8
     const VmEntry* entry = config.vm(vm);
     if (!entry) return Error("no VM '" + vm + "' in " + config.file.string());
     const auto deadline = Clock::now() + timeout;
-    TRY_ASSIGN(UniqueFd fd, connect_to(config.listen_address(*entry), deadline));
-    TRY_ASSIGN(auto body, exchange(config, secret, *entry, std::move(fd), request, deadline));
+    TRY_ASSIGN(Link link, open_link(config, secret, *entry, deadline));
+    TRY_ASSIGN(auto body, request_reply(config, *entry, link, request, deadline));
     return ClusterReply{vm, std::move(body)};
 }
 
@@ -190,18 +217,18 @@ Result<ClusterReply> ask_any_vm(const ClusterConfig& config, const std::vector<u
                                 std::chrono::milliseconds timeout)
 {
     std::string why;
-    // The next VMM is tried only when this one cannot be reached: once a
-    // request is sent (it may have started an epoch) its answer is final.
+    // The next VMM is tried while the request has not been sent: once it is
+    // (it may have started an epoch), its answer is final.
     for (const auto& vm : config.vms) {
-        auto fd = connect_to(config.listen_address(vm), Clock::now() + std::chrono::seconds(2));
-        if (!fd) {
-            why += "; " + fd.error().message();
+        auto link = open_link(config, secret, vm, Clock::now() + timeout);
+        if (!link) {
+            why += "; " + link.error().message();
             continue;
         }
-        TRY_ASSIGN(auto body, exchange(config, secret, vm, std::move(fd).value(), request, Clock::now() + timeout));
+        TRY_ASSIGN(auto body, request_reply(config, vm, link.value(), request, Clock::now() + timeout));
         return ClusterReply{vm.name, std::move(body)};
     }
-    return Error("no VMM of cluster '" + config.name + "' is reachable: " + why.substr(2));
+    return Error("no VMM of cluster '" + config.name + "' answered: " + why.substr(2));
 }
 
 }  // namespace vvmm::coord

@@ -87,4 +87,23 @@ with open(os.path.join(tmp, "ck", "vm0", "000001", "manifest.json"), "w") as f:
 expect_error(["restore", "--cluster", good], "is not the one the epoch recorded")
 expect_error(["restore", "--cluster", good, "--epoch", "2"], "epoch 2 was not committed")
 
+# A VMM that accepts but never answers holds a controller only for the
+# handshake's few seconds, then the next VMM is tried.
+import socket
+import time
+sink = socket.socket()
+sink.bind(("127.0.0.1", 0))
+sink.listen(4)
+closed = socket.socket()
+closed.bind(("127.0.0.1", 0))
+closed_port = closed.getsockname()[1]
+closed.close()
+two = (cluster % (secret, h.TESTGUEST)).replace("port = 17100", "port = %d" % sink.getsockname()[1])
+two += '[[vm]]\nname = "vm1"\nnode = "n0"\nport = %d\nkernel = "%s"\n' % (closed_port, h.TESTGUEST)
+t0 = time.monotonic()
+expect_error(["checkpoint", "--all", "--cluster", write("two.toml", two.encode()), "--timeout", "60"],
+             "no VMM of cluster 't' answered: timed out waiting for HELLO from vm0")
+h.check(time.monotonic() - t0 < 15, "a silent VMM held the controller for %.1f s" % (time.monotonic() - t0))
+sink.close()
+
 shutil.rmtree(tmp)
