@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "ckpt/json_field.hpp"
 #include "cli/control_commands.hpp"
 #include "cli/vm_session.hpp"
 #include "coord/cluster_client.hpp"
@@ -259,13 +260,17 @@ std::function<int()> add_list_command(CLI::App& app)
         if (!secret) return fail(secret.error());
         json vms = json::array();
         std::optional<json> epochs;
+        uint64_t omitted = 0;  // older epochs a VMM left out of its reply
         for (const auto& v : config->vms) {
             json row = {{"name", v.name}, {"node", v.node}, {"address", config->listen_address(v).to_string()}};
             auto reply = coord::ask_vm(config.value(), secret.value(), v.name, {{"cmd", "list"}}, std::chrono::seconds(5));
             if (reply && reply->body.value("ok", false)) {
                 row["state"] = reply->body["status"].value("state", std::string("?"));
                 row["status"] = reply->body["status"];
-                if (!epochs) epochs = reply->body.value("epochs", json::array());
+                if (!epochs) {
+                    epochs = reply->body.value("epochs", json::array());
+                    omitted = ckpt::field_or<uint64_t>(reply->body, "epochs_omitted", 0);
+                }
             } else {
                 row["state"] = "not reachable";
                 row["error"] = reply ? reply->body.value("error", std::string("?")) : reply.error().message();
@@ -274,14 +279,11 @@ std::function<int()> add_list_command(CLI::App& app)
         }
         const bool local = !epochs;
         if (local) {  // no VMM is up: what this host's checkpoint directory holds
-            epochs = json::array();
-            for (uint64_t e : coord::committed_epochs(config->checkpoint_dir.string())) {
-                auto m = coord::read_cluster_manifest(config->checkpoint_dir.string(), e);
-                epochs->push_back(m ? coord::to_json(m.value()) : json{{"epoch", e}, {"error", m.error().message()}});
-            }
+            epochs = coord::recent_epochs(config->checkpoint_dir.string(), SIZE_MAX).epochs;
         }
         if (*json_output) {
-            const json out = {{"cluster", config->name}, {"vms", vms}, {"epochs", *epochs}, {"epochs_from_local_files", local}};
+            const json out = {{"cluster", config->name}, {"vms", vms}, {"epochs", *epochs}, {"epochs_omitted", omitted},
+                              {"epochs_from_local_files", local}};
             std::printf("%s\n", out.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
             return 0;
         }
@@ -293,7 +295,8 @@ std::function<int()> add_list_command(CLI::App& app)
             std::printf("%s\n", line.c_str());
         }
         std::printf("committed epochs%s:\n", local ? " (from local files: no VMM reachable)" : "");
-        if (epochs->empty()) std::printf("  none\n");
+        if (omitted) std::printf("  (%llu older epochs not shown)\n", static_cast<unsigned long long>(omitted));
+        if (epochs->empty() && !omitted) std::printf("  none\n");
         for (const auto& m : *epochs) {
             if (m.contains("error")) {
                 std::printf("  %llu  unreadable: %s\n", m.value("epoch", 0ull), m["error"].get<std::string>().c_str());

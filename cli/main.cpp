@@ -63,7 +63,14 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "vvmm: error: %s\n", e.what());
         return 2;
     }
-    for (const auto& command : commands)
-        if (const int status = command(); status >= 0) return status;
+    try {
+        for (const auto& command : commands)
+            if (const int status = command(); status >= 0) return status;
+    } catch (const std::exception& e) {
+        // A last resort (e.g. a malformed JSON reply from a peer): one line,
+        // not std::terminate's abort.
+        std::fprintf(stderr, "vvmm: error: %s\n", e.what());
+        return 1;
+    }
     return 2;
 }

@@ -158,6 +158,24 @@ std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir)
     return out;
 }
 
+RecentEpochs recent_epochs(const std::string& checkpoint_dir, size_t budget)
+{
+    const auto numbers = committed_epochs(checkpoint_dir);
+    std::vector<json> newest_first;
+    size_t used = 0;
+    for (auto it = numbers.rbegin(); it != numbers.rend(); ++it) {
+        auto m = read_cluster_manifest(checkpoint_dir, *it);
+        json entry = m ? to_json(m.value()) : json{{"epoch", *it}, {"error", m.error().message()}};
+        used += entry.dump().size() + 1;
+        if (used > budget) break;
+        newest_first.push_back(std::move(entry));
+    }
+    RecentEpochs out;
+    out.omitted = numbers.size() - newest_first.size();
+    for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) out.epochs.push_back(std::move(*it));
+    return out;
+}
+
 Result<uint64_t> vm_manifest_digest(const std::string& vm_checkpoint_dir)
 {
     TRY_ASSIGN(auto text, read_small_file(vm_checkpoint_dir + "/manifest.json", kMaxManifestBytes, "checkpoint manifest"));

@@ -48,6 +48,15 @@ Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const Clu
 Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch);
 // Committed epochs in `checkpoint_dir`, ascending (none if it does not exist).
 std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir);
+
+// The newest committed epochs whose manifests (as JSON; an unreadable one as
+// {"epoch", "error"}) fit in `budget` bytes of JSON, oldest first, and how
+// many older ones were left out: what `vvmm list` shows.
+struct RecentEpochs {
+    nlohmann::json epochs = nlohmann::json::array();
+    uint64_t omitted = 0;
+};
+RecentEpochs recent_epochs(const std::string& checkpoint_dir, size_t budget);
 // The digest a cluster manifest records for a VM checkpoint (xxh3 of its manifest.json).
 Result<uint64_t> vm_manifest_digest(const std::string& vm_checkpoint_dir);
 

@@ -126,20 +126,13 @@ void ClusterMember::on_request(const json& request, std::function<void(json)> re
 
 json ClusterMember::list() const
 {
-    json epochs = json::array();
-    for (uint64_t e : committed_epochs(config_.checkpoint_dir.string())) {
-        auto m = read_cluster_manifest(config_.checkpoint_dir.string(), e);
-        if (!m) {
-            epochs.push_back({{"epoch", e}, {"error", m.error().message()}});
-            continue;
-        }
-        epochs.push_back(to_json(m.value()));
-    }
+    // The reply must fit one message (kMaxJsonSize), with room for the rest.
+    const RecentEpochs recent = recent_epochs(config_.checkpoint_dir.string(), net::kMaxJsonSize * 3 / 4);
     json s = status_();
     s["vm"] = vm_;
     s["node"] = node_;
-    return {{"ok", true}, {"cluster", config_.name}, {"epochs", epochs}, {"peers_connected", mesh_.connected_peer_ids()},
-            {"status", s}};
+    return {{"ok", true}, {"cluster", config_.name}, {"epochs", recent.epochs}, {"epochs_omitted", recent.omitted},
+            {"peers_connected", mesh_.connected_peer_ids()}, {"status", s}};
 }
 
 void ClusterMember::start_epoch(const json& request, std::function<void(json)> reply)

@@ -1,5 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <cstdint>
+
 #include <filesystem>
 #include <fstream>
 
@@ -58,5 +62,29 @@ TEST_CASE("cluster manifest: written atomically, listed, read back; bad ones ref
     CHECK_FALSE(cluster_manifest_from_json(newer).ok());
     std::ofstream(dir / "epochs" / "000004.json") << "not json";
     CHECK_FALSE(read_cluster_manifest(dir.string(), 4).ok());
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("cluster manifest: recent_epochs keeps the newest that fit and counts the rest")
+{
+    const auto dir = std::filesystem::temp_directory_path() / ("vvmm-cm-recent-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    CHECK(recent_epochs(dir.string(), 1 << 20).epochs.empty());
+    for (uint64_t e = 1; e <= 200; ++e) REQUIRE(write_cluster_manifest(dir.string(), sample(e)).ok());
+    std::ofstream(dir / "epochs" / "000201.json") << "{";  // unreadable: listed with its error
+
+    const auto all = recent_epochs(dir.string(), SIZE_MAX);
+    REQUIRE(all.epochs.size() == 201);
+    CHECK(all.omitted == 0);
+    CHECK(all.epochs[0]["epoch"] == 1);
+    CHECK(all.epochs[200].contains("error"));
+
+    const size_t one = to_json(sample(150)).dump().size() + 1;
+    const auto some = recent_epochs(dir.string(), 50 * one);
+    CHECK(some.epochs.dump().size() <= 50 * one + 2);
+    CHECK(some.omitted == 201 - some.epochs.size());
+    REQUIRE(some.epochs.size() >= 40);
+    CHECK(some.epochs.back().contains("error"));             // the newest is kept
+    CHECK(some.epochs[0]["epoch"] == 201 - some.epochs.size() + 1);  // oldest first, no gap
     std::filesystem::remove_all(dir);
 }
