@@ -14,6 +14,7 @@ Result<void> ChannelCut::begin(uint64_t epoch)
     captured_ = false;
     channels_.assign(peers_, Channel::open);
     recorded_.assign(peers_, {});
+    reset_recording_bounds();
     return ok();
 }
 
@@ -55,7 +56,27 @@ std::vector<size_t> ChannelCut::captured()
 bool ChannelCut::on_frame(size_t peer, const std::vector<uint8_t>& frame)
 {
     if (peer >= peers_ || !epoch_ || channels_[peer] != Channel::recording) return false;
+    if (overflowed_ || recorded_[peer].size() >= limits_.frames_per_peer ||
+        recorded_bytes_ + frame.size() > limits_.bytes) {
+        overflowed_ = true;
+        return false;
+    }
     recorded_[peer].push_back(frame);
+    recorded_bytes_ += frame.size();
+    return true;
+}
+
+void ChannelCut::reset_recording_bounds()
+{
+    recorded_bytes_ = 0;
+    overflowed_ = false;
+    overflow_taken_ = false;
+}
+
+bool ChannelCut::take_overflow()
+{
+    if (!overflowed_ || overflow_taken_) return false;
+    overflow_taken_ = true;
     return true;
 }
 
@@ -77,6 +98,7 @@ std::vector<RecordedFrames> ChannelCut::finish()
     captured_ = false;
     channels_.clear();
     recorded_.clear();
+    reset_recording_bounds();
     return out;
 }
 
@@ -91,6 +113,7 @@ std::vector<size_t> ChannelCut::abort(uint64_t epoch)
     captured_ = false;
     channels_.clear();
     recorded_.clear();
+    reset_recording_bounds();
     return released;
 }
 

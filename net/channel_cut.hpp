@@ -28,9 +28,17 @@ namespace vvmm::net {
 
 using RecordedFrames = std::vector<std::vector<uint8_t>>;
 
+// What one epoch may record: a restore refuses more (channel_state.cpp), and
+// a peer that never sends its marker must not make this VMM hold unbounded
+// memory. Past either bound the epoch fails.
+struct RecordLimits {
+    uint64_t frames_per_peer = 1u << 20;
+    uint64_t bytes = 256ull << 20;
+};
+
 class ChannelCut {
 public:
-    explicit ChannelCut(size_t peers) : peers_(peers) {}
+    explicit ChannelCut(size_t peers, RecordLimits limits = {}) : peers_(peers), limits_(limits) {}
 
     enum class MarkerAction {
         proceed,  // go on reading the connection
@@ -50,6 +58,9 @@ public:
     // A frame from `peer` reached this VMM (delivered to the guest or not):
     // true if it is in flight across the cut and was recorded.
     bool on_frame(size_t peer, const std::vector<uint8_t>& frame);
+    // A frame in flight did not fit RecordLimits: this epoch's channel state
+    // is incomplete and the epoch must fail. True once, at the first such frame.
+    bool take_overflow();
     // Every peer's marker came after the capture.
     bool complete() const;
     // The recorded frames, per peer; ends the epoch.
@@ -64,12 +75,17 @@ public:
 
 private:
     enum class Channel { open, held, recording, closed };
+    void reset_recording_bounds();
     size_t peers_;
     std::optional<uint64_t> epoch_;
     uint64_t last_ended_ = 0;
     bool captured_ = false;
     std::vector<Channel> channels_;
     std::vector<RecordedFrames> recorded_;
+    RecordLimits limits_;
+    uint64_t recorded_bytes_ = 0;
+    bool overflowed_ = false;  // this epoch
+    bool overflow_taken_ = false;
 };
 
 }  // namespace vvmm::net

@@ -8,9 +8,9 @@ namespace {
 
 constexpr uint32_t kMagic = 0x53435656;  // "VVCS"
 constexpr uint32_t kVersion = 1;
-// A peer's in-flight frames are bounded by its send queue and the socket
-// buffers; this is a sanity bound for a hostile file, far above that.
-constexpr uint64_t kMaxFramesPerPeer = 1u << 20;
+// What a recorder may write (the cut fails its epoch beyond it), so every
+// channels.bin a committed epoch has can be read back.
+constexpr uint64_t kMaxFramesPerPeer = RecordLimits{}.frames_per_peer;
 constexpr size_t kMaxPeers = 4096;
 
 }  // namespace

@@ -716,6 +716,9 @@ void PeerMesh::State::on_frame(Peer& p, std::vector<uint8_t> frame)
     }
     // In flight across a cut: recorded, and still delivered (the guest runs).
     cut.on_frame(p.index, frame);
+    if (cut.take_overflow())
+        fail_epoch("more frames in flight across the cut of epoch " + std::to_string(*cut.epoch()) +
+                   " than a checkpoint keeps (is a peer not sending its marker?)");
     if (delivery_held || !sink->deliver_to_guest(frame)) p.held = std::move(frame);
 }
 
@@ -787,6 +790,7 @@ void PeerMesh::State::do_cut(uint64_t epoch)
     // VM's state: it is in flight too.
     for (auto& p : peers)
         if (p->held) cut.on_frame(p->index, *p->held);
+    if (cut.take_overflow()) fail_epoch("more frames in flight across the cut than a checkpoint keeps");
     std::vector<uint8_t> marker;
     append_marker(marker, epoch);
     for (auto& p : peers) queue_bytes(*p, marker);

@@ -301,6 +301,38 @@ TEST_CASE("channel cut: marker before capture holds, after capture closes record
     CHECK(cut.on_marker(0, 8) == ChannelCut::MarkerAction::ignore);  // aborted: stale
 }
 
+TEST_CASE("channel cut: recording past its limits fails the epoch once, and the next epoch starts afresh")
+{
+    ChannelCut cut(2, {.frames_per_peer = 3, .bytes = 100});
+    REQUIRE(cut.begin(1).ok());
+    cut.captured();
+    CHECK(cut.on_frame(0, std::vector<uint8_t>(10)));
+    CHECK(cut.on_frame(0, std::vector<uint8_t>(10)));
+    CHECK(cut.on_frame(0, std::vector<uint8_t>(10)));
+    CHECK_FALSE(cut.take_overflow());
+    CHECK_FALSE(cut.on_frame(0, std::vector<uint8_t>(10)));  // a 4th frame from peer 0
+    CHECK(cut.take_overflow());
+    CHECK_FALSE(cut.take_overflow());                        // reported once
+    CHECK_FALSE(cut.on_frame(1, std::vector<uint8_t>(10)));  // nothing more is kept
+    cut.abort(1);
+
+    REQUIRE(cut.begin(2).ok());
+    cut.captured();
+    CHECK(cut.on_frame(1, std::vector<uint8_t>(60)));
+    CHECK_FALSE(cut.on_frame(0, std::vector<uint8_t>(60)));  // 120 bytes > 100 across peers
+    CHECK(cut.take_overflow());
+    CHECK(cut.on_marker(0, 2) == ChannelCut::MarkerAction::proceed);
+    CHECK(cut.on_marker(1, 2) == ChannelCut::MarkerAction::proceed);
+    const auto recorded = cut.finish();
+    CHECK(recorded[1].size() == 1);
+    CHECK(recorded[0].empty());
+
+    REQUIRE(cut.begin(3).ok());
+    cut.captured();
+    CHECK(cut.on_frame(0, std::vector<uint8_t>(60)));
+    CHECK_FALSE(cut.take_overflow());
+}
+
 TEST_CASE("channel state: round trip, and every truncation or bad field is refused")
 {
     using vvmm::net::ChannelState;
