@@ -162,6 +162,7 @@ struct PeerMesh::State {
     void write_replies(const std::shared_ptr<Connection>& conn);
     void on_frame(Peer& p, std::vector<uint8_t> frame);
     void on_marker(Peer& p, uint64_t epoch);
+    void watch_unadopted_epoch(uint64_t epoch, const std::string& from);
     void resume_receive();
     bool deliver_backlog();
     bool blocked(const Peer& p) const { return p.held || p.marker_held || !backlog.empty(); }
@@ -187,6 +188,9 @@ struct PeerMesh::State {
     asio::io_context io;
     tcp::acceptor acceptor{io};
     asio::steady_timer accept_retry{io};
+    // An epoch a peer's MARKER began here, until begin_epoch() adopts it.
+    asio::steady_timer unadopted_epoch_timer{io};
+    uint64_t adopted_epoch = 0;
     const PeerNetSpec spec;
     const PeerMeshLimits limits;
     std::vector<std::unique_ptr<Peer>> peers;  // stable addresses: handlers refer to them
@@ -724,7 +728,10 @@ void PeerMesh::State::on_frame(Peer& p, std::vector<uint8_t> frame)
 
 void PeerMesh::State::on_marker(Peer& p, uint64_t epoch)
 {
-    switch (cut.on_marker(p.index, epoch)) {
+    const bool was_running = cut.epoch().has_value();
+    const auto action = cut.on_marker(p.index, epoch);
+    if (!was_running && cut.epoch() == epoch && adopted_epoch != epoch) watch_unadopted_epoch(epoch, p.name);
+    switch (action) {
     case ChannelCut::MarkerAction::hold:
         // It checkpointed before us: what follows on this connection is after its cut.
         p.marker_held = true;
@@ -734,6 +741,17 @@ void PeerMesh::State::on_marker(Peer& p, uint64_t epoch)
         log_debug("peer " + p.name + ": MARKER of epoch " + std::to_string(epoch) + " ignored (not the running epoch)");
         break;
     }
+}
+
+void PeerMesh::State::watch_unadopted_epoch(uint64_t epoch, const std::string& from)
+{
+    unadopted_epoch_timer.expires_after(limits.unadopted_epoch_timeout);
+    unadopted_epoch_timer.async_wait([this, epoch, from](std::error_code ec) {
+        if (ec || cut.epoch() != epoch || adopted_epoch == epoch) return;
+        log_warn("epoch " + std::to_string(epoch) + " was begun by a MARKER from " + from + ", but no PREPARE came in " +
+                 std::to_string(limits.unadopted_epoch_timeout.count()) + " ms: abandoned here");
+        release(cut.abort(epoch));
+    });
 }
 
 // A restored VM's frames that were in flight at the cut go first; until they
@@ -1126,6 +1144,7 @@ Result<void> PeerMesh::begin_epoch(uint64_t epoch)
             s.epoch_results.erase(s.epoch_results.begin(), s.epoch_results.upper_bound(epoch));
         }
         TRY(s.cut.begin(epoch));
+        s.adopted_epoch = epoch;
         // A peer that is not connected cannot send its marker: fail now, not at the deadline.
         for (auto& p : s.peers)
             if (!p->conn || p->conn->stage != Stage::established) {

@@ -77,6 +77,12 @@ struct PeerMeshLimits {
     // VMM this one replaces (a restore right after kill -9) releases its
     // port only when its exit completes, which can lag behind the kill.
     std::chrono::milliseconds listen_busy_wait{5000};
+    // A MARKER can only come before this VMM's PREPARE of the same epoch by
+    // the network's delay: an epoch begun by a marker and not adopted by
+    // begin_epoch() within this is abandoned (its initiator died
+    // mid-PREPARE, or the marker is bogus), and the connection it held is
+    // read again.
+    std::chrono::milliseconds unadopted_epoch_timeout{30000};
 };
 
 // Who may join: peers and controllers prove they hold the cluster's secret

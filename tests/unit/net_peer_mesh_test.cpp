@@ -1465,6 +1465,35 @@ TEST_CASE("mesh cluster: an epoch that failed stays failed when its cut complete
     CHECK(at_a.error().message().find("not connected") != std::string::npos);
 }
 
+TEST_CASE("mesh cluster: an epoch a MARKER began without a PREPARE is abandoned, and its connection read again")
+{
+    PeerMeshLimits limits;
+    limits.unadopted_epoch_timeout = 300ms;
+    auto nodes = make_secure_cluster(2, limits);
+    Node& a = *nodes[0];
+    Node& b = *nodes[1];
+    // a's initiator reached a but died before its PREPARE reached b.
+    REQUIRE(a.mesh->begin_epoch(1).ok());
+    a.mesh->hold_delivery();
+    a.mesh->cut(1);
+    for (uint32_t i = 0; i < 10; ++i) a.send(make_frame(b.mac(), a.mac(), i));
+    std::this_thread::sleep_for(100ms);
+    CHECK(b.sink.frames().empty());  // held behind the marker
+    REQUIRE(b.sink.wait_for_frames(10));  // then read again
+    CHECK(b.sink.seqs() == range(0, 10));
+    CHECK_FALSE(b.mesh->begin_epoch(1).ok());  // a late PREPARE of it is refused
+    a.mesh->abort_epoch(1);
+    // The next epoch works on both.
+    REQUIRE(a.mesh->begin_epoch(2).ok());
+    REQUIRE(b.mesh->begin_epoch(2).ok());
+    a.mesh->hold_delivery();
+    a.mesh->cut(2);
+    b.mesh->hold_delivery();
+    b.mesh->cut(2);
+    CHECK(a.mesh->wait_channel_state(2, std::chrono::steady_clock::now() + 5s).ok());
+    CHECK(b.mesh->wait_channel_state(2, std::chrono::steady_clock::now() + 5s).ok());
+}
+
 TEST_CASE("mesh cluster: a peer lost during an epoch fails it at once and is reported")
 {
     auto nodes = make_secure_cluster(3);
