@@ -90,6 +90,8 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
         std::vector<std::string> argv = {*self, subcommand, "--cluster", config.file.string(), "--vm", v->name};
         if (epoch) argv.insert(argv.end(), {"--epoch", std::to_string(*epoch)});
         if (f.verbose) argv.push_back("-v");
+        if (f.verify_full) argv.insert(argv.end(), {"--verify", "full"});
+        if (f.clock_advance) argv.insert(argv.end(), {"--clock", "advance"});
         children.push_back({v->name, std::move(argv)});
         names += (names.empty() ? "" : ", ") + v->name;
     }
@@ -151,7 +153,7 @@ Result<coord::ClusterManifest> epoch_to_restore(const coord::ClusterConfig& conf
 }
 
 int restore_member(const coord::ClusterConfig& config, const std::string& vm, const coord::ClusterManifest& epoch,
-                   const std::string& api)
+                   const ClusterFlags& f, const std::string& api)
 {
     auto role = role_of(config, vm, epoch.epoch);
     if (!role) return fail(role.error());
@@ -159,6 +161,8 @@ int restore_member(const coord::ClusterConfig& config, const std::string& vm, co
     if (!dir) return fail(dir.error().context("restore"));
     RestoreRequest req;
     req.dir = dir.value();
+    req.verify_full = f.verify_full;
+    req.clock = f.clock_advance ? vmm::ClockMode::advance : vmm::ClockMode::keep;
     req.api_socket = api;
     req.console = "stdio";
     req.net_specs = {config.net_spec(*config.vm(vm))};
@@ -198,6 +202,13 @@ void add_cluster_options(CLI::App* cmd, ClusterFlags& f, bool with_epoch)
             });
 }
 
+std::string given_flag(const std::vector<const CLI::Option*>& options)
+{
+    for (const CLI::Option* o : options)
+        if (o->count() > 0) return o->get_name();
+    return "";
+}
+
 int run_cluster(const ClusterFlags& f, const std::string& api_socket)
 {
     auto config = coord::load_cluster_config(f.file);
@@ -215,7 +226,7 @@ int restore_cluster(const ClusterFlags& f, const std::string& api_socket)
     if (!epoch) return fail(epoch.error().context("restore"));
     if (!f.vm.empty()) {
         if (!config->vm(f.vm)) return fail(Error("--vm: no VM '" + f.vm + "' in " + f.file));
-        return restore_member(config.value(), f.vm, epoch.value(), api_socket);
+        return restore_member(config.value(), f.vm, epoch.value(), f, api_socket);
     }
     if (!api_socket.empty()) return fail(Error("--api goes with --vm: each VM of a cluster has its own"));
     return launch(config.value(), f, "restore", &epoch.value());

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace vvmm::cli {
 
@@ -17,10 +18,18 @@ struct ClusterFlags {
     std::string vm;     // run this one VM in this process
     std::optional<uint64_t> epoch;
     bool verbose = false;
+    // restore: passed on to every VM's VMM
+    bool verify_full = false;
+    bool clock_advance = false;
 };
 
 // Adds --node and --vm (and --epoch with `with_epoch`) to `cmd`.
 void add_cluster_options(CLI::App* cmd, ClusterFlags& f, bool with_epoch);
+
+// With --cluster, the VMs come from the cluster file: the first of `options`
+// that was given anyway, as "--name" (empty: none). One place for run and
+// restore, so that no flag is silently ignored.
+std::string given_flag(const std::vector<const CLI::Option*>& options);
 
 int run_cluster(const ClusterFlags& f, const std::string& api_socket);
 int restore_cluster(const ClusterFlags& f, const std::string& api_socket);

@@ -16,9 +16,10 @@ std::function<int()> add_restore_command(CLI::App& app)
     auto verbose = std::make_shared<bool>(false);
     auto cluster = std::make_shared<ClusterFlags>();
     CLI::App* cmd = app.add_subcommand("restore", "Restart a VM from a checkpoint directory");
-    cmd->add_option("--dir", req->dir, "the checkpoint: DIR/<id> (required without --cluster)");
+    const CLI::Option* dir = cmd->add_option("--dir", req->dir, "the checkpoint: DIR/<id> (required without --cluster)");
     cmd->add_option("--api", req->api_socket, "control API socket for the restored VM");
-    cmd->add_option("--console", req->console, "stdio or file:PATH (default: as when checkpointed)");
+    const CLI::Option* console =
+        cmd->add_option("--console", req->console, "stdio or file:PATH (default: as when checkpointed)");
     cmd->add_option("--verify", *verify, "lazy: check each memory chunk when first used; full: check everything first")
         ->check(CLI::IsMember({"lazy", "full"}))
         ->capture_default_str();
@@ -27,15 +28,18 @@ std::function<int()> add_restore_command(CLI::App& app)
         ->capture_default_str();
     cmd->add_flag("-v,--verbose", *verbose, "log debug messages");
     add_cluster_options(cmd, *cluster, true);
-    return [cmd, req, verify, clock, verbose, cluster]() -> int {
+    return [cmd, req, verify, clock, verbose, cluster, dir, console]() -> int {
         if (!cmd->parsed()) return -1;
         if (*verbose) set_log_level(LogLevel::debug);
         cluster->verbose = *verbose;
         if (!cluster->file.empty()) {
-            if (!req->dir.empty()) {
-                log_error("--cluster restores a committed epoch; --dir does not apply");
+            // Each VM's console is its launcher's output, prefixed with its name.
+            if (const std::string flag = given_flag({dir, console}); !flag.empty()) {
+                log_error("--cluster restores a committed epoch of every VM; " + flag + " does not apply");
                 return 2;
             }
+            cluster->verify_full = *verify == "full";
+            cluster->clock_advance = *clock == "advance";
             return restore_cluster(*cluster, req->api_socket);
         }
         if (!cluster->node.empty() || !cluster->vm.empty() || cluster->epoch) {

@@ -39,28 +39,31 @@ std::function<int()> add_run_command(CLI::App& app)
 {
     auto flags = std::make_shared<RunFlags>();
     CLI::App* run = app.add_subcommand("run", "Boot a VM from a Linux boot-protocol kernel");
-    run->add_option("--kernel", flags->config.kernel, "bzImage or uncompressed ELF vmlinux (required without --cluster)");
-    run->add_option("--initrd", flags->initrd, "initial ramdisk");
-    run->add_option("--cmdline", flags->config.cmdline_extra,
-                    std::string("appended to the default command line: ") + vmm::kDefaultCmdline);
-    run->add_option("--cpus", flags->config.cpus, "number of vCPUs (1..32)")->capture_default_str();
-    run->add_option("--mem", flags->mem_text, "guest RAM, e.g. 256M or 2G")->capture_default_str();
-    run->add_option("--console", flags->config.console, "stdio or file:PATH")->capture_default_str();
-    run->add_option("--disk", flags->disks, "virtio-blk disk: path=FILE[,readonly=on][,id=SERIAL] (repeatable)");
-    run->add_option("--net", flags->nets,
-                    "virtio-net on the peer mesh: peer,id=NAME,listen=HOST:PORT,peers=HOST:PORT;...,mac=MAC (repeatable)");
-    run->add_flag("--huge-pages", flags->config.huge_pages,
-                  "back guest RAM with 2 MiB huge pages (reserve them in /proc/sys/vm/nr_hugepages); makes copy-on-write checkpoints pause far shorter");
+    // The options that describe the VM: with --cluster, the cluster file does.
+    const std::vector<const CLI::Option*> vm_options = {
+        run->add_option("--kernel", flags->config.kernel, "bzImage or uncompressed ELF vmlinux (required without --cluster)"),
+        run->add_option("--initrd", flags->initrd, "initial ramdisk"),
+        run->add_option("--cmdline", flags->config.cmdline_extra,
+                        std::string("appended to the default command line: ") + vmm::kDefaultCmdline),
+        run->add_option("--cpus", flags->config.cpus, "number of vCPUs (1..32)")->capture_default_str(),
+        run->add_option("--mem", flags->mem_text, "guest RAM, e.g. 256M or 2G")->capture_default_str(),
+        run->add_option("--console", flags->config.console, "stdio or file:PATH")->capture_default_str(),
+        run->add_option("--disk", flags->disks, "virtio-blk disk: path=FILE[,readonly=on][,id=SERIAL] (repeatable)"),
+        run->add_option("--net", flags->nets,
+                        "virtio-net on the peer mesh: peer,id=NAME,listen=HOST:PORT,peers=HOST:PORT;...,mac=MAC (repeatable)"),
+        run->add_flag("--huge-pages", flags->config.huge_pages,
+                      "back guest RAM with 2 MiB huge pages (reserve them in /proc/sys/vm/nr_hugepages); makes copy-on-write checkpoints pause far shorter"),
+    };
     run->add_option("--api", flags->api, "control API socket (status, pause, resume, checkpoint, stop)");
     run->add_flag("-v,--verbose", flags->verbose, "log debug messages");
     add_cluster_options(run, flags->cluster, false);
-    return [run, flags]() -> int {
+    return [run, flags, vm_options]() -> int {
         if (!run->parsed()) return -1;
         if (flags->verbose) set_log_level(LogLevel::debug);
         flags->cluster.verbose = flags->verbose;
         if (!flags->cluster.file.empty()) {
-            if (!flags->config.kernel.empty() || !flags->disks.empty() || !flags->nets.empty()) {
-                log_error("--cluster: the VMs come from the cluster file; --kernel, --disk and --net do not apply");
+            if (const std::string flag = given_flag(vm_options); !flag.empty()) {
+                log_error("--cluster: the VMs come from the cluster file; " + flag + " does not apply");
                 return 2;
             }
             return run_cluster(flags->cluster, flags->api);

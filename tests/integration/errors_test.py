@@ -71,6 +71,9 @@ expect_error(["restore", "--cluster", good, "--epoch", "-1"], "--epoch")
 expect_error(["restore", "--cluster", good, "--epoch", "0"], "--epoch")
 expect_error(["restore", "--cluster", good, "--epoch", "99999999999999999999"], "--epoch")
 expect_error(["restore", "--cluster", good], "no committed epoch")
+expect_error(["run", "--cluster", good, "--cpus", "2"], "--cpus does not apply")
+expect_error(["run", "--cluster", good, "--huge-pages"], "--huge-pages does not apply")
+expect_error(["restore", "--cluster", good, "--console", "stdio"], "--console does not apply")
 # A committed epoch whose VM checkpoint is missing, or is another one: refused
 # before any VMM starts (the others would wait for that VM for ever).
 os.makedirs(os.path.join(tmp, "ck", "epochs"))
