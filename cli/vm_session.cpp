@@ -140,7 +140,7 @@ Result<void> VmSession::start_services(const std::string& api_socket)
     }
     if (cluster_)
         member_ = std::make_unique<coord::ClusterMember>(cluster_->config, cluster_->vm, *mesh_, *checkpointer_,
-                                                         [this] { return status(); });
+                                                         [this] { return status(); }, cluster_->restore_epoch);
     return ok();
 }
 

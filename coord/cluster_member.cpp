@@ -73,10 +73,10 @@ Result<EpochOptions> epoch_options(const json& j, const std::string& default_mod
 }  // namespace
 
 ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::PeerMesh& mesh,
-                             ckpt::Checkpointer& checkpointer, std::function<json()> status)
+                             ckpt::Checkpointer& checkpointer, std::function<json()> status, uint64_t restore_epoch)
     : config_(config), vm_(std::move(vm)), node_(config.vm(vm_) ? config.vm(vm_)->node : ""),
       vm_root_(vm_checkpoint_root(config.checkpoint_dir.string(), vm_)), mesh_(mesh), checkpointer_(checkpointer),
-      status_(std::move(status))
+      status_(std::move(status)), restore_epoch_(restore_epoch)
 {
     const auto epochs = committed_epochs(config_.checkpoint_dir.string());
     if (!epochs.empty()) last_epoch_ = epochs.back();
@@ -193,7 +193,9 @@ void ClusterMember::on_control(const std::string& peer, MessageType type, uint64
     case MessageType::abort: on_abort(epoch, ckpt::field_or<std::string>(body, "reason", "no reason given")); return;
     case MessageType::restored: {
         std::lock_guard lock(mutex_);
-        if (epoch == restore_epoch_ || restore_epoch_ == 0) restored_.insert(peer + "@" + std::to_string(epoch));
+        // Bounded by the peers: only this VM's restore epoch, only until its barrier.
+        if (restore_epoch_ != 0 && epoch == restore_epoch_ && !restore_done_)
+            restored_.insert(peer + "@" + std::to_string(epoch));
         cv_.notify_all();
         return;
     }
@@ -406,6 +408,8 @@ Result<void> ClusterMember::wait_restored(uint64_t epoch, const std::function<bo
         }
         cv_.wait_for(lock, std::chrono::milliseconds(100));
     }
+    restore_done_ = true;
+    restored_.clear();
     log_info("restore: every VM restored epoch " + std::to_string(epoch) + " in " +
              std::to_string(ms_since(start)) + " ms; resuming");
     return ok();

@@ -35,9 +35,11 @@ namespace vvmm::coord {
 
 class ClusterMember final : public net::ClusterHandler {
 public:
-    // `status` answers a controller's "status" for this VM.
+    // `status` answers a controller's "status" for this VM. `restore_epoch`:
+    // the epoch this VM is being restored from (0: it booted); peers'
+    // RESTORED messages count only for that one, and only until the barrier.
     ClusterMember(const ClusterConfig& config, std::string vm, net::PeerMesh& mesh, ckpt::Checkpointer& checkpointer,
-                  std::function<nlohmann::json()> status);
+                  std::function<nlohmann::json()> status, uint64_t restore_epoch = 0);
     ~ClusterMember() override;
 
     // Restore barrier: tells every peer this VM is restored from `epoch` and
@@ -95,6 +97,7 @@ private:
     bool quit_ = false;
     std::set<std::string> restored_;  // peers that sent RESTORED(restore_epoch_)
     uint64_t restore_epoch_ = 0;
+    bool restore_done_ = false;
 };
 
 }  // namespace vvmm::coord
