@@ -219,7 +219,8 @@ struct PeerMesh::State {
     const MeshCluster cluster;
     ClusterHandler* handler = nullptr;
     std::vector<std::shared_ptr<Connection>> controllers;
-    std::deque<std::vector<uint8_t>> backlog;  // a restored VM's channel state, delivered first
+    // A restored VM's channel state, delivered first: (peer index, frame).
+    std::deque<std::pair<size_t, std::vector<uint8_t>>> backlog;
     ChannelCut cut;
     bool delivery_held = false;
     // What wait_channel_state() waits for; guarded by epoch_mutex.
@@ -760,7 +761,7 @@ bool PeerMesh::State::deliver_backlog()
 {
     if (backlog.empty()) return true;
     while (!backlog.empty()) {
-        if (delivery_held || !sink->deliver_to_guest(backlog.front())) return false;
+        if (delivery_held || !sink->deliver_to_guest(backlog.front().second)) return false;
         backlog.pop_front();
     }
     for (auto& p : peers)
@@ -805,7 +806,9 @@ void PeerMesh::State::do_cut(uint64_t epoch)
     }
     const auto released = cut.captured();
     // A frame the guest had no room for arrived before the cut but is not in the
-    // VM's state: it is in flight too.
+    // VM's state: it is in flight too. So is what is left of a restored
+    // backlog (no connection is read, so no marker has come, while it lasts).
+    for (const auto& [peer, frame] : backlog) cut.on_frame(peer, frame);
     for (auto& p : peers)
         if (p->held) cut.on_frame(p->index, *p->held);
     if (cut.take_overflow()) fail_epoch("more frames in flight across the cut than a checkpoint keeps");
@@ -936,7 +939,7 @@ void PeerMesh::State::direct_send(Peer& p, std::span<const uint8_t> frame)
 void PeerMesh::State::flush_staged(Peer& p)
 {
     p.staged = false;
-    if (!p.queue.has_pending()) return;
+    if (closed_for_send || !p.queue.has_pending()) return;
     if (p.linked && !p.writer_active && p.direct_fd >= 0) {
         p.queue.take_batch(direct_buffer);
         p.queue.batch_done();
@@ -1011,6 +1014,9 @@ void PeerMesh::State::stop()
     {
         std::lock_guard lock(mutex);
         closed_for_send = true;
+        // No send() from the device's thread on a socket about to close
+        // (its fd number could be reused at once).
+        for (auto& p : peers) p->direct_fd = -1;
     }
     if (!started) return;
     io.stop();
@@ -1114,8 +1120,14 @@ void PeerMesh::set_cluster_handler(ClusterHandler* handler) { state_->handler = 
 
 void PeerMesh::set_restore_backlog(const ChannelState& state)
 {
-    for (const auto& p : state.peers)
-        for (const auto& f : p.frames) state_->backlog.push_back(f);
+    for (const auto& p : state.peers) {
+        // Frames of a peer that is not in this cluster any more are kept
+        // with the first peer's: what matters is that they come first.
+        size_t index = 0;
+        for (const auto& mine : state_->peers)
+            if (mine->id == p.id) index = mine->index;
+        for (const auto& f : p.frames) state_->backlog.emplace_back(index, f);
+    }
 }
 
 void PeerMesh::send_control(const std::string& peer, MessageType type, uint64_t epoch, const nlohmann::json& body)

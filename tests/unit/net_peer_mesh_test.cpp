@@ -1320,6 +1320,33 @@ TEST_CASE("mesh cluster: stop() while a handler calls back into the mesh does no
     CHECK(handler.left);
 }
 
+TEST_CASE("mesh cluster: a restored backlog the guest has not taken yet at the next cut is in that cut's channel state")
+{
+    auto nodes = make_secure_cluster(2);
+    Node& a = *nodes[0];
+    Node& b = *nodes[1];
+    ChannelState backlog;
+    backlog.epoch = 3;
+    backlog.peers.push_back({"b", {}});
+    for (uint32_t i = 0; i < 10; ++i) backlog.peers[0].frames.push_back(make_frame(a.mac(), b.mac(), 1000 + i));
+    a.sink.set_refuse(true);  // the restored guest has no RX buffers yet
+    a.mesh->set_restore_backlog(backlog);
+    a.mesh->receive_ready();
+    REQUIRE(a.mesh->begin_epoch(4).ok());
+    REQUIRE(b.mesh->begin_epoch(4).ok());
+    a.mesh->hold_delivery();
+    a.mesh->cut(4);
+    b.mesh->hold_delivery();
+    b.mesh->cut(4);
+    a.sink.set_refuse(false);
+    a.mesh->receive_ready();
+    const auto at_a = a.mesh->wait_channel_state(4, std::chrono::steady_clock::now() + 5s);
+    REQUIRE_MESSAGE(at_a.ok(), error_of(at_a));
+    CHECK(recorded_seqs(at_a.value(), "b", b.mac()) == range(1000, 1010));
+    REQUIRE(a.sink.wait_for_frames(10));
+    CHECK(a.sink.seqs() == range(1000, 1010));
+}
+
 TEST_CASE("mesh cluster: a restored backlog reaches the guest first, in order, while the peer sends at once")
 {
     const Member ma{"a", fresh_address()};
