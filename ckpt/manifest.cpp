@@ -5,8 +5,6 @@
 #include <cstdio>
 #include <limits>
 #include <type_traits>
-#include <fstream>
-#include <sstream>
 
 #include "vmm/base/small_file.hpp"
 

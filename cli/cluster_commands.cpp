@@ -303,6 +303,7 @@ std::function<int()> add_list_command(CLI::App& app)
             std::string line = "  " + row["name"].get<std::string>() + "  node " + row["node"].get<std::string>() + "  " +
                                row["address"].get<std::string>() + "  " + row["state"].get<std::string>();
             if (row.contains("status")) line += "  checkpoints=" + std::to_string(row["status"].value("checkpoints", 0));
+            if (row.contains("error")) line += "  (" + row["error"].get<std::string>() + ")";
             std::printf("%s\n", line.c_str());
         }
         std::printf("committed epochs%s:\n", local ? " (from local files: no VMM reachable)" : "");

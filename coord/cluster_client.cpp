@@ -9,9 +9,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <optional>
+#include <string_view>
 
 #include "net/peer_protocol.hpp"
 #include "vmm/base/small_file.hpp"
@@ -105,9 +104,12 @@ public:
             TRY(wait_fd(fd_.get(), POLLIN, deadline, (std::string("waiting for ") + waiting_for + " from " + who_).c_str()));
             uint8_t buf[16384];
             const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
-            if (n == 0)
+            if (n == 0) {
+                // During the handshake, a refusal is the likely cause.
+                const bool handshake = std::string_view(waiting_for) != "its reply";
                 return Error(who_ + " closed the connection while this waited for " + waiting_for +
-                             " (wrong cluster secret or name? see that VMM's log)");
+                             (handshake ? " (wrong cluster secret or name? see that VMM's log)" : ""));
+            }
             if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR) continue;
                 return errno_error("receiving from " + who_);

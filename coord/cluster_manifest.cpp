@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/json_field.hpp"
