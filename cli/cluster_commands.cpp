@@ -65,7 +65,6 @@ std::string epoch_list(const coord::ClusterConfig& config)
 int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std::string& subcommand,
            const coord::ClusterManifest* restoring)
 {
-    const std::optional<uint64_t> epoch = restoring ? std::optional<uint64_t>(restoring->epoch) : std::nullopt;
     std::vector<const coord::VmEntry*> vms;
     if (!f.node.empty()) {
         if (!config.node(f.node)) return fail(Error("--node: no node '" + f.node + "' in " + config.file.string()));
@@ -88,7 +87,7 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
     std::string names;
     for (const auto* v : vms) {
         std::vector<std::string> argv = {*self, subcommand, "--cluster", config.file.string(), "--vm", v->name};
-        if (epoch) argv.insert(argv.end(), {"--epoch", std::to_string(*epoch)});
+        if (restoring) argv.insert(argv.end(), {"--epoch", std::to_string(restoring->epoch)});
         if (f.verbose) argv.push_back("-v");
         if (f.verify_full) argv.insert(argv.end(), {"--verify", "full"});
         if (f.clock_advance) argv.insert(argv.end(), {"--clock", "advance"});
@@ -96,7 +95,7 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
         names += (names.empty() ? "" : ", ") + v->name;
     }
     log_info("cluster '" + config.name + "': " + (subcommand == "run" ? "starting " : "restoring ") + names +
-             (epoch ? " from epoch " + std::to_string(*epoch) : "") + " (Ctrl-C stops them all)");
+             (restoring ? " from epoch " + std::to_string(restoring->epoch) : "") + " (Ctrl-C stops them all)");
     coord::ProcessGroupOptions options;
     // Restored VMs wait for each other before they resume: one that fails
     // would leave the others waiting for ever.
