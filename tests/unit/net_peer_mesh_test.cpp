@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -932,6 +933,17 @@ std::vector<std::unique_ptr<Node>> make_secure_cluster(size_t n, const PeerMeshL
     return nodes;
 }
 
+// Each node begins `epoch` and takes its cut, in the order given, as the
+// VMMs of a cluster checkpoint do.
+void begin_and_cut(std::initializer_list<Node*> nodes, uint64_t epoch)
+{
+    for (Node* n : nodes) REQUIRE(n->mesh->begin_epoch(epoch).ok());
+    for (Node* n : nodes) {
+        n->mesh->hold_delivery();
+        n->mesh->cut(epoch);
+    }
+}
+
 std::vector<std::string> sorted(std::vector<std::string> v)
 {
     std::sort(v.begin(), v.end());
@@ -1332,12 +1344,7 @@ TEST_CASE("mesh cluster: a restored backlog the guest has not taken yet at the n
     a.sink.set_refuse(true);  // the restored guest has no RX buffers yet
     a.mesh->set_restore_backlog(backlog);
     a.mesh->receive_ready();
-    REQUIRE(a.mesh->begin_epoch(4).ok());
-    REQUIRE(b.mesh->begin_epoch(4).ok());
-    a.mesh->hold_delivery();
-    a.mesh->cut(4);
-    b.mesh->hold_delivery();
-    b.mesh->cut(4);
+    begin_and_cut({&a, &b}, 4);
     a.sink.set_refuse(false);
     a.mesh->receive_ready();
     const auto at_a = a.mesh->wait_channel_state(4, std::chrono::steady_clock::now() + 5s);
@@ -1511,12 +1518,7 @@ TEST_CASE("mesh cluster: an epoch a MARKER began without a PREPARE is abandoned,
     CHECK_FALSE(b.mesh->begin_epoch(1).ok());  // a late PREPARE of it is refused
     a.mesh->abort_epoch(1);
     // The next epoch works on both.
-    REQUIRE(a.mesh->begin_epoch(2).ok());
-    REQUIRE(b.mesh->begin_epoch(2).ok());
-    a.mesh->hold_delivery();
-    a.mesh->cut(2);
-    b.mesh->hold_delivery();
-    b.mesh->cut(2);
+    begin_and_cut({&a, &b}, 2);
     CHECK(a.mesh->wait_channel_state(2, std::chrono::steady_clock::now() + 5s).ok());
     CHECK(b.mesh->wait_channel_state(2, std::chrono::steady_clock::now() + 5s).ok());
 }
