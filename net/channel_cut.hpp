@@ -33,7 +33,9 @@ using RecordedFrames = std::vector<std::vector<uint8_t>>;
 // memory. Past either bound the epoch fails.
 struct RecordLimits {
     uint64_t frames_per_peer = 1u << 20;
-    uint64_t bytes = 256ull << 20;
+    // Half the 1 GiB a restore reads: room for the file's own overhead, and
+    // for the seconds of traffic a live checkpoint's skew between VMs holds.
+    uint64_t bytes = 512ull << 20;
 };
 
 class ChannelCut {
