@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
-#include <string_view>
 
 #include "net/peer_protocol.hpp"
 #include "vmm/base/small_file.hpp"
@@ -21,7 +20,6 @@ namespace {
 
 // A secret is 32 random bytes; a file far larger than that is a mistake.
 constexpr uint64_t kMaxSecretBytes = 4096;
-
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
@@ -104,12 +102,9 @@ public:
             TRY(wait_fd(fd_.get(), POLLIN, deadline, (std::string("waiting for ") + waiting_for + " from " + who_).c_str()));
             uint8_t buf[16384];
             const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
-            if (n == 0) {
-                // During the handshake, a refusal is the likely cause.
-                const bool handshake = std::string_view(waiting_for) != "its reply";
+            if (n == 0)  // during the handshake, a refusal is the likely cause
                 return Error(who_ + " closed the connection while this waited for " + waiting_for +
-                             (handshake ? " (wrong cluster secret or name? see that VMM's log)" : ""));
-            }
+                             (authenticated_ ? "" : " (wrong cluster secret or name? see that VMM's log)"));
             if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR) continue;
                 return errno_error("receiving from " + who_);
@@ -118,11 +113,13 @@ public:
         }
     }
     int fd() const { return fd_.get(); }
+    void set_authenticated() { authenticated_ = true; }
 
 private:
     UniqueFd fd_;
     std::string who_;
     net::MessageDecoder decoder_;
+    bool authenticated_ = false;
 };
 
 // A VMM that accepts but does not answer must not hold the controller for
@@ -164,6 +161,7 @@ Result<void> handshake(const ClusterConfig& config, const std::vector<uint8_t>& 
     if (!auth) return Error(who + " did not authenticate itself");
     const auto expected = net::auth_tag(secret, config.name, theirs->id, theirs->nonce, mine.nonce);
     if (auth->tag != expected) return Error(who + " does not hold this cluster's secret; not sending it anything");
+    link.set_authenticated();
     return ok();
 }
 
