@@ -27,109 +27,24 @@ CACHE=${VVMM_CACHE:-${HOME:?HOME is not set; set VVMM_CACHE}/.cache/vvmm}
 # Modules wanted in the initramfs. Optional ones are skipped if this kernel doesn't have them
 # (virtio_pci_{modern,legacy}_dev were split out of virtio_pci in 5.x). Their dependencies are
 # added automatically and the load order is derived from the modules' own "depends" field.
-REQUIRED_MODULES=(virtio virtio_ring virtio_pci virtio_blk virtio_net failover net_failover)
+# ext4 (+ jbd2 mbcache crc16 from its depends=) so `mount -t ext4 /dev/vda` works; ext4 and jbd2
+# also need a crc32c shash provider at mount time (softdep "crypto-crc32c": the kernel would
+# request_module() it, and busybox has no module database here), hence crc32c_generic.
+REQUIRED_MODULES=(virtio virtio_ring virtio_pci virtio_blk failover net_failover virtio_net
+                  crc32c_generic ext4)
 OPTIONAL_MODULES=(virtio_pci_modern_dev virtio_pci_legacy_dev)
 
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-need() {
-    local c
-    for c in "$@"; do
-        command -v "$c" >/dev/null 2>&1 || die "required tool '$c' not found in PATH (Debian package: $(pkg_of "$c"))"
-    done
-}
-pkg_of() {
-    case $1 in
-        apt-get|apt-cache) echo apt ;;  dpkg-deb|dpkg) echo dpkg ;;  cpio) echo cpio ;;
-        xz) echo xz-utils ;;  zstd) echo zstd ;;  lz4) echo lz4 ;;  lzop) echo lzop ;;  bunzip2) echo bzip2 ;;
-        objcopy|readelf) echo binutils ;;  *) echo coreutils ;;
-    esac
-}
-
-need apt-get apt-cache dpkg dpkg-deb cpio gzip od head tail find sort stat mktemp objcopy
-[[ $(dpkg --print-architecture) == amd64 ]] ||
-    die "host architecture is $(dpkg --print-architecture); this script fetches amd64 packages and runs the amd64 busybox at build time"
-
-# Temporary files (removed on exit).
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/vvmm-guest.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-
-mkdir -p "$CACHE/debs" "$CACHE/unpacked" || die "cannot create cache directory $CACHE (set VVMM_CACHE)"
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
+lib_init
 mkdir -p "$OUTDIR" || die "cannot create output directory $OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 
 # ------------------------------------------------------------------------------------------------
-# apt helpers
-# ------------------------------------------------------------------------------------------------
-APT_HINT="is the apt package index present? run 'apt-get update' (as root) first"
-
-# candidate_version PKG -> version apt-get download would fetch
-candidate_version() {
-    local v
-    v=$(LC_ALL=C apt-cache policy "$1" 2>/dev/null | awk '/^ *Candidate:/ && !f {print $2; f=1}')
-    [[ -n $v && $v != "(none)" ]] || die "apt knows no installable version of package '$1' ($APT_HINT)"
-    printf '%s\n' "$v"
-}
-
-# fetch_unpack PKG -> prints the directory the package is unpacked in (cached)
-fetch_unpack() {
-    local pkg=$1 ver key deb dir dl f
-    ver=$(candidate_version "$pkg")
-    key="${pkg}_${ver//:/%3a}"
-    deb="$CACHE/debs/$key.deb"
-    dir="$CACHE/unpacked/$key"
-    if [[ -f $dir/.vvmm-unpacked ]]; then
-        log "cached: $pkg $ver"
-        printf '%s\n' "$dir"; return
-    fi
-    if [[ ! -f $deb ]]; then
-        log "downloading $pkg $ver"
-        dl=$(mktemp -d "$CACHE/debs/.dl.XXXXXX")
-        local -a aptopt=()
-        # As root apt drops privileges to _apt, which cannot write to e.g. /root/.cache.
-        [[ $(id -u) == 0 ]] && aptopt=(-o APT::Sandbox::User=root)
-        if ! (cd "$dl" && apt-get -q "${aptopt[@]}" download "$pkg=$ver" >"$dl.log" 2>&1); then
-            sed 's/^/    /' "$dl.log" >&2
-            rm -rf "$dl" "$dl.log"
-            die "apt-get download $pkg=$ver failed ($APT_HINT; a stale index gives 404 errors)"
-        fi
-        f=$(find "$dl" -maxdepth 1 -name '*.deb' -print -quit)
-        [[ -n $f ]] || { rm -rf "$dl" "$dl.log"; die "apt-get download $pkg produced no .deb"; }
-        mv "$f" "$deb"
-        rm -rf "$dl" "$dl.log"
-    fi
-    [[ $(dpkg-deb -f "$deb" Package) == "$pkg" && $(dpkg-deb -f "$deb" Version) == "$ver" ]] ||
-        die "$deb is not $pkg $ver (delete it and rerun)"
-    log "unpacking $pkg $ver"
-    rm -rf "$dir" "$dir.tmp"
-    dpkg-deb -x "$deb" "$dir.tmp" || die "dpkg-deb -x $deb failed"
-    touch "$dir.tmp/.vvmm-unpacked"
-    mv "$dir.tmp" "$dir"
-    printf '%s\n' "$dir"
-}
-
-# ------------------------------------------------------------------------------------------------
 # 1. Kernel package
 # ------------------------------------------------------------------------------------------------
-LC_ALL=C apt-cache show linux-image-amd64 >/dev/null 2>&1 || die "apt-cache knows no package linux-image-amd64 ($APT_HINT)"
-if [[ -n ${VVMM_KERNEL_PKG:-} ]]; then
-    KPKG=$VVMM_KERNEL_PKG
-else
-    # linux-image-amd64 is a metapackage depending on exactly one linux-image-6.1.0-N-amd64.
-    KPKG=$(LC_ALL=C apt-cache depends --no-recommends --no-suggests linux-image-amd64 2>/dev/null |
-           awk '$1 ~ /Depends:$/ && $2 ~ /^linux-image-[0-9]/ && !f {print $2; f=1}')
-    [[ -n $KPKG ]] || die "cannot resolve the kernel package linux-image-amd64 depends on ($APT_HINT)"
-fi
-KVER=${KPKG#linux-image-}                # kernel release, e.g. 6.1.0-56-amd64
-KDIR=$(fetch_unpack "$KPKG")
-KIMG="$KDIR/boot/vmlinuz-$KVER"
-MODROOT="$KDIR/lib/modules/$KVER"
-[[ -f $KIMG ]] || die "$KPKG contains no boot/vmlinuz-$KVER"
-[[ -d $MODROOT/kernel ]] || die "$KPKG contains no lib/modules/$KVER/kernel"
-
-BBDIR=$(fetch_unpack busybox-static)
-BUSYBOX="$BBDIR/bin/busybox"
-[[ -x $BUSYBOX ]] || die "busybox-static contains no executable bin/busybox"
+resolve_kernel
+fetch_busybox
 
 # ------------------------------------------------------------------------------------------------
 # 2. vmlinuz and vmlinux
@@ -148,10 +63,6 @@ BUSYBOX="$BBDIR/bin/busybox"
 #    appends it for every compressor; gzip's own trailer ends with it), used as a cross-check.
 #  * Decompressed with the standard tools (xz --single-stream stops at the end of the first
 #    stream, so the trailing size word is ignored); the result must start with "\x7fELF".
-u32() { od -An -tu4 --endian=little -j "$2" -N4 "$1" | tr -d ' '; }
-u8()  { od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
-hexat() { od -An -tx1 -j "$2" -N"$3" "$1" | tr -d ' \n'; }
-
 # magic (hex) -> name:decompressor command
 COMPRESSORS=(
     "fd377a585a00:xz:xz -dc --single-stream"
@@ -228,97 +139,17 @@ mv -f "$OUTDIR/.vmlinux.tmp" "$OUTDIR/vmlinux"
 # 3. initramfs
 # ------------------------------------------------------------------------------------------------
 STAGE="$TMP/root"
-mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,tmp,run,root,etc/vvmm-linux,lib/modules/"$KVER"}
+mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,tmp,run,root,mnt,etc/vvmm-linux,lib/modules/"$KVER"}
 # /dev (and /dev/console) is emitted by hand below so no mknod/root is needed.
 
-# busybox + applet symlinks (the static amd64 binary runs on the build host to list them).
-install -m 0755 "$BUSYBOX" "$STAGE/bin/busybox"
-APPLETS=$("$BUSYBOX" --list-full) || die "cannot run $BUSYBOX --list-full on this host"
-while IFS= read -r a; do
-    [[ -n $a && $a != bin/busybox ]] || continue
-    mkdir -p "$STAGE/$(dirname "$a")"
-    ln -sf /bin/busybox "$STAGE/$a"
-done <<<"$APPLETS"
-for a in sh mount insmod setsid cttyhack reboot ip awk cat ls mkdir sleep sync hostname; do
-    grep -qE "(^|/)$a\$" <<<"$APPLETS" || die "busybox-static lacks the '$a' applet needed by /init"
-done
+stage_busybox "$STAGE" sh mount insmod setsid cttyhack reboot ip awk cat ls mkdir sleep sync hostname
 
 # --- modules ---
-declare -A MODPATH=()     # normalized name -> path in the kernel package
-while IFS= read -r -d '' f; do
-    n=${f##*/}; n=${n%%.ko*}; n=${n//-/_}
-    MODPATH[$n]=$f
-done < <(find "$MODROOT/kernel" \( -name '*.ko' -o -name '*.ko.*' \) -print0)
-is_builtin() {            # NAME listed in modules.builtin (paths like kernel/drivers/x/name.ko)?
-    [[ -f $MODROOT/modules.builtin ]] &&
-        awk -v m="$1" '{ n = $0; sub(/.*\//, "", n); sub(/\.ko$/, "", n); gsub(/-/, "_", n) }
-                       n == m { f = 1 } END { exit !f }' "$MODROOT/modules.builtin"
-}
-
-MODDIR="lib/modules/$KVER"
-MODFORMATS=()
-# stage_module NAME: copy (decompressing if needed) into the initramfs; prints nothing
-stage_module() {
-    local n=$1 src=${MODPATH[$1]} dst="$STAGE/$MODDIR/$1.ko"
-    case $src in
-        *.ko)     cp "$src" "$dst"; MODFORMATS+=(".ko") ;;
-        *.ko.xz)  need xz;    xz -dc "$src" >"$dst";    MODFORMATS+=(".ko.xz") ;;
-        *.ko.zst) need zstd;  zstd -dcq "$src" >"$dst"; MODFORMATS+=(".ko.zst") ;;
-        *.ko.gz)  gzip -dc "$src" >"$dst";              MODFORMATS+=(".ko.gz") ;;
-        *) die "unknown module format: $src" ;;
-    esac
-    [[ $(hexat "$dst" 0 4) == 7f454c46 ]] || die "module $n ($src) is not an ELF object after unpacking"
-}
-# mod_depends NAME: the module's "depends=" list (from modinfo if the host has it, else read the
-# .modinfo section directly; both give the same comma-separated list), one name per line.
-mod_depends() {
-    local f="$STAGE/$MODDIR/$1.ko" d
-    if command -v modinfo >/dev/null 2>&1; then
-        d=$(modinfo -F depends "$f")
-    else
-        objcopy -O binary --only-section=.modinfo "$f" "$TMP/modinfo" ||
-            die "cannot read the .modinfo section of $f"
-        d=$(modinfo_field depends)
-    fi
-    tr ',' '\n' <<<"$d" | sed 's/-/_/g; /^$/d'
-}
-mod_vermagic() {
-    objcopy -O binary --only-section=.modinfo "$STAGE/$MODDIR/$1.ko" "$TMP/modinfo"
-    modinfo_field vermagic
-}
-modinfo_field() { tr '\0' '\n' <"$TMP/modinfo" | awk -v k="$1=" 'index($0, k) == 1 && !f { print substr($0, length(k) + 1); f = 1 }'; }
-
-declare -A STATE=()       # "" unvisited, 1 visiting, 2 done
-LOAD_ORDER=()
-visit() {                 # depth-first: dependencies before dependents
-    local n=$1 d
-    case ${STATE[$n]:-} in
-        2) return ;;
-        1) die "module dependency cycle involving $n" ;;
-    esac
-    if [[ -z ${MODPATH[$n]:-} ]]; then
-        is_builtin "$n" && { log "module $n is built into $KVER"; STATE[$n]=2; return; }
-        die "module $n (needed: ${2:-requested}) is neither in $KPKG nor built in"
-    fi
-    STATE[$n]=1
-    stage_module "$n"
-    [[ $(mod_vermagic "$n") == "$KVER "* ]] || die "module $n vermagic '$(mod_vermagic "$n")' does not match $KVER"
-    while IFS= read -r d; do
-        [[ -n $d ]] && visit "$d" "by $n"
-    done < <(mod_depends "$n")
-    STATE[$n]=2
-    LOAD_ORDER+=("$n")
-}
-for m in "${REQUIRED_MODULES[@]}"; do visit "$m"; done
-for m in "${OPTIONAL_MODULES[@]}"; do
-    if [[ -n ${MODPATH[$m]:-} ]]; then visit "$m"
-    else log "optional module $m not in this kernel; skipped"; fi
-done
-# Order was computed depth-first per root; an optional module visited after a required one that
-# depends on it would already be included through that dependency, so LOAD_ORDER is valid.
-printf "/$MODDIR/%s.ko\n" "${LOAD_ORDER[@]}" >"$STAGE/etc/vvmm-linux/modules"
+modules_init "$STAGE"
+for m in "${REQUIRED_MODULES[@]}"; do add_module "$m"; done
+for m in "${OPTIONAL_MODULES[@]}"; do add_optional_module "$m"; done
+write_module_list "$STAGE/etc/vvmm-linux/modules"
 printf '%s\n' "$KVER" >"$STAGE/etc/vvmm-linux/kernel-release"
-mapfile -t MODFORMATS < <(printf '%s\n' "${MODFORMATS[@]}" | sort -u)
 
 # --- /init ---
 cat >"$STAGE/init" <<'INIT'
@@ -426,35 +257,11 @@ INIT
 chmod 0755 "$STAGE/init"
 
 # --- cpio ---
-# newc_entry NAME MODE(octal) NLINK RDEVMAJOR RDEVMINOR INO: one header-only newc entry
-# (directories and device nodes), so /dev/console exists before /init runs without mknod/root.
-newc_entry() {
-    local name=$1 mode=$2 nlink=$3 rmaj=$4 rmin=$5 ino=$6 namesize hdr pad
-    namesize=$(( ${#name} + 1 ))
-    printf -v hdr '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' \
-        "$ino" $((8#$mode)) 0 0 "$nlink" 0 0 0 0 "$rmaj" "$rmin" "$namesize" 0
-    pad=$(( (4 - (110 + namesize) % 4) % 4 ))
-    printf '%s%s\0' "$hdr" "$name"
-    head -c "$pad" /dev/zero
-}
-find "$STAGE" -exec touch -h -d @0 {} +          # fixed mtimes: identical output on rebuilds
-{
-    newc_entry dev 040755 2 0 0 $((0x7fff0001))
-    newc_entry dev/console 020600 1 5 1 $((0x7fff0002))
-    (cd "$STAGE" && find . -mindepth 1 | sed 's,^\./,,' | LC_ALL=C sort |
-        cpio --quiet -o -H newc -R 0:0 --reproducible)
-} | gzip -9 -n >"$OUTDIR/.initramfs.tmp"
-# Sanity check: the archive lists (one archive, so cpio -t sees everything) and has the essentials.
-LISTING=$(gzip -dc "$OUTDIR/.initramfs.tmp" | cpio -t --quiet) || die "generated cpio does not list"
-for p in init bin/busybox bin/sh dev/console "$MODDIR/virtio_blk.ko" etc/vvmm-linux/modules; do
-    grep -qx "$p" <<<"$LISTING" || die "generated initramfs lacks $p"
-done
-mv -f "$OUTDIR/.initramfs.tmp" "$OUTDIR/initramfs.cpio.gz"
+write_cpio "$STAGE" "$OUTDIR/initramfs.cpio.gz" "$MODDIR/virtio_blk.ko" "$MODDIR/ext4.ko" etc/vvmm-linux/modules
 
 # ------------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------------
-size() { printf '%10s bytes (%s)' "$(stat -c %s "$1")" "$(du -h --apparent-size "$1" | cut -f1)"; }
 ENTRY=$(readelf -h "$OUTDIR/vmlinux" 2>/dev/null | awk '/Entry point/ {print $4}') || true
 echo "kernel:      $KPKG $(candidate_version "$KPKG") (release $KVER), bzImage payload $COMPRESSION-compressed at offset $PAYLOAD_OFFSET"
 echo "busybox:     busybox-static $(candidate_version busybox-static)"
