@@ -13,6 +13,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E402
+from timing_host import refuse_emulated_timing  # noqa: E402
 
 LINE = re.compile(r"tg: blkbench pattern=(\w+) bs=(\d+) iops=(\d+) mbps=([\d.]+)")
 CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off"
@@ -27,6 +29,7 @@ def run(cmd, timeout=600):
 
 
 def main():
+    refuse_emulated_timing("bench/blk.py")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--mb", type=int, default=256)

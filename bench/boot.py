@@ -14,6 +14,8 @@ import statistics
 import subprocess
 import sys
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E402
+from timing_host import refuse_emulated_timing  # noqa: E402
 
 CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off test=boot"
 READY = re.compile(rb"tg: ready cpus=(\d+)")
@@ -93,6 +95,7 @@ def qemu_rss(args):
 
 
 def main():
+    refuse_emulated_timing("bench/boot.py")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--vvmm", default="build/vvmm")

@@ -33,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qmp import QMP, QMPError  # noqa: E402
+from timing_host import refuse_emulated_timing  # noqa: E402
 
 CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off"
 DIRTY = re.compile(rb"tg: dirty n=(\d+) mb=(\d+) step_us=(\d+) maxgap_us=(\d+)\r?\n")
@@ -425,6 +426,7 @@ def print_table(size, mode, res):
 
 
 def main():
+    refuse_emulated_timing("bench/ckpt.py")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="512M,2G")
     ap.add_argument("--runs", type=int, default=3)

@@ -38,6 +38,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ckpt import HugePages  # noqa: E402
 from qmp import QMP  # noqa: E402
+from timing_host import refuse_emulated_timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RX = re.compile(r"tg: ring rx from=(\d+) n=(\d+)")
@@ -272,6 +273,7 @@ def summarize(r):
 
 
 def main():
+    refuse_emulated_timing("bench/cluster.py")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vms", type=int, default=4)
     ap.add_argument("--mem", default="512M")

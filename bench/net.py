@@ -13,6 +13,8 @@ import socket
 import statistics
 import subprocess
 import sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E402
+from timing_host import refuse_emulated_timing  # noqa: E402
 
 MACS = ("52:54:00:00:20:01", "52:54:00:00:20:02")
 CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off"
@@ -89,6 +91,7 @@ def latency(args, pair):
 
 
 def main():
+    refuse_emulated_timing("bench/net.py")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--secs", type=int, default=5)
