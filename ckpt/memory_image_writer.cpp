@@ -18,11 +18,13 @@ Result<std::unique_ptr<MemoryImageWriter>> MemoryImageWriter::create(const std::
                                                                     unsigned buffers, unsigned queue_depth)
 {
     std::unique_ptr<MemoryImageWriter> w(new MemoryImageWriter());
-    w->fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600));
-    w->direct_ = w->fd_.valid();
-    if (!w->fd_.valid() && errno == EINVAL)  // file system without O_DIRECT (tmpfs)
-        w->fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    // Create first, then ask for O_DIRECT: a file system without it (tmpfs
+    // before Linux 6.6, ramfs) creates the file and only then refuses the
+    // open, so O_CREAT|O_EXCL|O_DIRECT cannot simply be retried without it.
+    w->fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!w->fd_.valid()) return errno_error("creating " + path);
+    const int fl = ::fcntl(w->fd_.get(), F_GETFL);
+    w->direct_ = fl >= 0 && ::fcntl(w->fd_.get(), F_SETFL, fl | O_DIRECT) == 0;
     if (::ftruncate(w->fd_.get(), static_cast<off_t>(image_size)) < 0) return errno_error("sizing " + path);
     if (int r = io_uring_queue_init(queue_depth, &w->ring_, 0); r < 0) return errno_error("io_uring_queue_init", -r);
     w->ring_ok_ = true;

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include "ckpt/dirty_tracker.hpp"
@@ -212,6 +213,40 @@ TEST_CASE("memory image writer: zero pages are holes, data pages land at their o
     CHECK(::lseek(r, 0, SEEK_DATA) == static_cast<off_t>(kChunkSize + 3 * kPageSize));  // everything before is a hole
     ::close(r);
     ::unlink(path);
+}
+
+TEST_CASE("memory image writer: a file system that refuses O_DIRECT after creating the file (ramfs; tmpfs before 6.6)")
+{
+    // Linux creates the file, then fails the open with EINVAL; Debian 12's
+    // tmpfs does that, and ramfs does it on every kernel, so ramfs stands in.
+    if (::geteuid() != 0) {
+        MESSAGE("skipped: mounting ramfs needs root");
+        return;
+    }
+    char dir[] = "/var/tmp/vvmm-ramfs-XXXXXX";
+    REQUIRE(::mkdtemp(dir) != nullptr);
+    REQUIRE(::mount("ramfs", dir, "ramfs", 0, nullptr) == 0);
+    struct Unmount {
+        const char* dir;
+        ~Unmount()
+        {
+            ::umount2(dir, MNT_DETACH);
+            ::rmdir(dir);
+        }
+    } unmount{dir};
+    const std::string path = std::string(dir) + "/memory.img";
+    const int probe = ::open((std::string(dir) + "/probe").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_DIRECT, 0600);
+    CHECK(probe < 0);  // the premise: this file system refuses O_DIRECT at open
+    {
+        auto w = MemoryImageWriter::create(path, kChunkSize, 2, 4);
+        REQUIRE_MESSAGE(w.ok(), (w.ok() ? "" : w.error().message()));
+        CHECK_FALSE(w.value()->direct_io());
+        std::vector<uint8_t> mem(kChunkSize, 0x11);
+        uint64_t all[kPagesPerChunk / 64];
+        std::memset(all, 0xff, sizeof all);
+        REQUIRE(w.value()->submit(w.value()->copy_here(0, mem.data(), all).value()).ok());
+        CHECK(w.value()->finish().value().bytes_written == kChunkSize);
+    }
 }
 
 TEST_CASE("dirty tracking sees host-side device writes only through mark_dirty")
