@@ -16,8 +16,11 @@ Result<std::unique_ptr<CowCapture>> CowCapture::start(const vmm::GuestMemory& me
                                                       const std::vector<bool>& touched, MemoryImageWriter& writer)
 {
     // Pages the guest never touched must be protected too (they are zero at
-    // the pause but may not be later).
-    TRY_ASSIGN(auto uffd, Userfault::create(UFFD_FEATURE_WP_HUGETLBFS_SHMEM | kUffdFeatureWpUnpopulated));
+    // the pause but may not be later). Guest RAM is shmem or hugetlbfs, where
+    // write-protecting an unpopulated page leaves a PTE marker (Linux 5.19+,
+    // which WP_HUGETLBFS_SHMEM implies); WP_UNPOPULATED (6.4) only extends
+    // that to anonymous memory, so Debian 12's 6.1 needs nothing more.
+    TRY_ASSIGN(auto uffd, Userfault::create(UFFD_FEATURE_WP_HUGETLBFS_SHMEM));
     std::unique_ptr<CowCapture> c(new CowCapture(memory, pages, writer, std::move(uffd)));
     for (const auto& r : memory.regions())
         if (auto reg = c->uffd_.register_range(memory.host_base() + r.file_offset, r.size, UffdMode::wp); !reg) {
