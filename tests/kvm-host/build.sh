@@ -94,6 +94,18 @@ fail() {                       # an error of the VM itself, reported instead of 
     echo "error $*" >/hostrun/status
     sync; umount /hostrun; off
 }
+# Host directories the command needs (its working directory, the repo) that lie under a path the
+# VM covers with its own tmpfs below: held by a bind mount now, put back on top of the tmpfs later.
+kept=0
+if [ -f /hostrun/keep ]; then
+    while IFS= read -r k; do
+        [ -n "$k" ] || continue
+        kept=$((kept + 1))
+        mkdir -p /keep$kept
+        mount --bind "/host$k" /keep$kept || fail "cannot bind-mount the host directory $k"
+        printf '%s\n' "$k" >/keep$kept.path
+    done </hostrun/keep
+fi
 if [ ! -c /dev/kvm ]; then
     dmesg | grep -iE 'kvm|svm|ccp' | tail -n 5
     case " $failed " in
@@ -115,6 +127,12 @@ mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts $H/dev/pts || fail "cann
 ln -sfn pts/ptmx $H/dev/ptmx
 for d in /dev/shm /tmp /var/tmp /run; do
     mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $H$d || fail "cannot mount tmpfs on $d in the chroot"
+done
+i=1
+while [ $i -le $kept ]; do
+    k=$(cat /keep$i.path)
+    mkdir -p "$H$k" && mount --bind /keep$i "$H$k" || fail "cannot put the host directory $k back"
+    i=$((i + 1))
 done
 ip link set lo up
 
