@@ -96,6 +96,40 @@ else
 	bad "lw STOP/CONT rc=$rc"; show "$work/lw4"
 fi
 
+# memory corruption: flip a bit of the buffer through /proc/PID/mem (needs python3 and
+# ptrace permission over our own child; skipped otherwise)
+if command -v python3 >/dev/null 2>&1; then
+	cat >"$work/poke.py" <<'PY'
+import sys
+pid, size = int(sys.argv[1]), int(sys.argv[2]) << 20
+for l in open(f'/proc/{pid}/maps'):
+    f = l.split()
+    a, b = (int(x, 16) for x in f[0].split('-'))
+    if b - a >= size and len(f) < 6 and f[1].startswith('rw'):
+        with open(f'/proc/{pid}/mem', 'r+b', buffering=0) as m:
+            m.seek(a + 8 * 1000); w = m.read(8)
+            m.seek(a + 8 * 1000); m.write(bytes([w[0] ^ 0x40]) + w[1:])
+        sys.exit(0)
+sys.exit('no mapping')
+PY
+	"$lw" --mem 16 --period-ms 500 --records "$work/poke" >"$work/lw5" 2>&1 &
+	p=$!; pids="$pids $p"
+	sleep 1.2
+	if python3 "$work/poke.py" $p 16 2>"$work/poke.err"; then
+		wait $p; rc=$?
+		if [ $rc -eq 1 ] && grep -Eq '^lw: FAIL memory gen=[0-9]+ word=1000 got=[0-9a-f]{16} want=[0-9a-f]{16}$' "$work/lw5"; then
+			pass "lw finds a flipped bit: $(grep FAIL "$work/lw5")"
+		else
+			bad "lw flipped bit rc=$rc"; show "$work/lw5"
+		fi
+	else
+		kill $p; wait $p 2>/dev/null
+		echo "selftest: SKIP lw memory corruption (can't write /proc/$p/mem: $(tail -1 "$work/poke.err"))"
+	fi
+else
+	echo "selftest: SKIP lw memory corruption (no python3)"
+fi
+
 # ---- tcpstream ----------------------------------------------------------------
 port=${SELFTEST_PORT:-$((20000 + $$ % 20000))}
 peers=127.0.0.1,127.0.0.2,127.0.0.3
@@ -168,6 +202,74 @@ if [ "$r1$r2$r3" = 000 ] && ! grep -q FAIL "$work"/ts[123].log && counts_equal; 
 	pass "tcpstream SIGSTOP 15 s: $(grep -h '^ts: done' "$work"/ts[123].log | tr '\n' ';')"
 else
 	bad "tcpstream STOP/CONT rc=$r1,$r2,$r3"; for n in 1 2 3; do show "$work/ts$n.log"; done
+fi
+
+# 4. a fake peer (python3) sends broken streams: each is caught with the right kind
+if command -v python3 >/dev/null 2>&1; then
+	cat >"$work/fake.py" <<'PY'
+import socket, struct, sys, time
+M = (1 << 64) - 1
+def mix(z):
+    z = (z + 0x9e3779b97f4a7c15) & M
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M
+    return z ^ (z >> 31)
+def fnv(b, h=0x811c9dc5):
+    for c in b:
+        h = ((h ^ c) * 0x01000193) & 0xffffffff
+    return h
+def msg(sender, seq, n=256, magic=0x76764d31, flip=False):
+    pl = bytearray()
+    for i in range(0, n - 24, 8):
+        pl += mix((sender << 32) ^ seq ^ ((i // 8) << 48)).to_bytes(8, 'little')
+    pl = bytes(pl[:n - 24])
+    h = struct.pack('>IIQI', magic, sender, seq, n - 24)
+    s = fnv(pl, fnv(h))
+    if flip:
+        pl = bytes([pl[0] ^ 1]) + pl[1:]
+    return h + struct.pack('>I', s) + pl
+me, peer, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ip = struct.unpack('>I', socket.inet_aton(me))[0]
+for _ in range(100):
+    s = socket.socket(); s.bind((me, 0))
+    try:
+        s.connect((peer, port)); break
+    except OSError:
+        s.close(); time.sleep(0.1)
+seqs = {'gap': [1, 2, 4], 'dup': [1, 2, 2], 'reorder': [1, 2, 3, 1]}.get(mode, [1, 2, 3])
+for q in seqs:
+    s.sendall(msg(ip, q, flip=(mode == 'corrupt' and q == 2)))
+if mode in ('ok', 'endgap'):
+    s.sendall(msg(ip, 3 if mode == 'ok' else 5, magic=0x76764d45))
+    s.shutdown(socket.SHUT_WR)
+if mode == 'eof':
+    s.close()
+time.sleep(3)
+PY
+	port=$((port + 1))
+	for c in "gap:kind=gap got=4 want=3" "dup:kind=dup got=2 want=3" \
+		"reorder:kind=reorder got=1 want=4" "corrupt:kind=corrupt got=2 want=2" \
+		"endgap:kind=gap got=5 want=3" "eof:kind=eof got=0 want=4" "ok:"; do
+		mode=${c%%:*}; want=${c#*:}
+		"$ts" --me 127.0.0.5 --peers 127.0.0.4 --port $port --duration 2 --status-every 0 \
+			>"$work/fake.log" 2>&1 &
+		p=$!; pids="$pids $p"
+		python3 "$work/fake.py" 127.0.0.4 127.0.0.5 $port $mode
+		wait $p; rc=$?
+		if [ "$mode" = ok ]; then
+			if [ $rc -eq 0 ] && grep -Eq '^ts: done me=127\.0\.0\.5 up=1/1 127\.0\.0\.4=[0-9]+/3$' "$work/fake.log"; then
+				pass "tcpstream fake peer, good stream: $(grep done "$work/fake.log")"
+			else
+				bad "tcpstream fake peer ok rc=$rc"; show "$work/fake.log"
+			fi
+		elif [ $rc -eq 1 ] && grep -qx "ts: FAIL peer=127.0.0.4 $want" "$work/fake.log"; then
+			pass "tcpstream fake peer $mode: $(grep FAIL "$work/fake.log")"
+		else
+			bad "tcpstream fake peer $mode rc=$rc (want $want)"; show "$work/fake.log"
+		fi
+	done
+else
+	echo "selftest: SKIP tcpstream fake peer (no python3)"
 fi
 
 if [ $failed -ne 0 ]; then
