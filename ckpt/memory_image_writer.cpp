@@ -197,6 +197,10 @@ void MemoryImageWriter::add_zero(uint64_t chunk, const uint64_t (&mask)[kPagesPe
 Result<void> MemoryImageWriter::reap(bool wait)
 {
     if (in_flight_ == 0) return ok();
+    // in_flight_ counts writes queued but not yet submitted too (a chunk of
+    // scattered data pages queues more runs than the ring is deep): waiting
+    // for a completion of a write the kernel never saw would wait for ever.
+    if (wait) io_uring_submit(&ring_);
     io_uring_cqe* cqe = nullptr;
     int r = wait ? io_uring_wait_cqe(&ring_, &cqe) : io_uring_peek_cqe(&ring_, &cqe);
     while (r == 0 && cqe) {

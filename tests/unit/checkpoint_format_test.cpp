@@ -215,6 +215,35 @@ TEST_CASE("memory image writer: zero pages are holes, data pages land at their o
     ::unlink(path);
 }
 
+TEST_CASE("memory image writer: a chunk of scattered data pages queues more writes than the ring is deep")
+{
+    // Every other page holds data: 256 runs in one chunk through a ring 4
+    // deep. Before the fix the writer waited for a completion of a write it
+    // had not submitted and hung (a Linux guest's memory looks like this).
+    char path[] = "/var/tmp/vvmm-memimg-XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    ::unlink(path);
+    std::vector<uint8_t> mem(kChunkSize, 0);
+    for (uint64_t p = 0; p < kPagesPerChunk; p += 2) mem[p * kPageSize + 7] = static_cast<uint8_t>(p | 1);
+    {
+        auto w = MemoryImageWriter::create(path, mem.size(), 2, 4).value();
+        uint64_t all[kPagesPerChunk / 64];
+        std::memset(all, 0xff, sizeof all);
+        REQUIRE(w->submit(w->copy_here(0, mem.data(), all).value()).ok());
+        auto s = w->finish().value();
+        CHECK(s.bytes_written == kPagesPerChunk / 2 * kPageSize);
+        CHECK(s.chunk_hashes[0] == chunk_hash({mem.data(), kChunkSize}));
+    }
+    std::vector<uint8_t> back(kChunkSize);
+    int r = ::open(path, O_RDONLY);
+    CHECK(::pread(r, back.data(), back.size(), 0) == static_cast<ssize_t>(back.size()));
+    CHECK(back == mem);
+    ::close(r);
+    ::unlink(path);
+}
+
 TEST_CASE("memory image writer: a file system that refuses O_DIRECT after creating the file (ramfs; tmpfs before 6.6)")
 {
     // Linux creates the file, then fails the open with EINVAL; Debian 12's
