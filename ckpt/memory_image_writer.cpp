@@ -145,6 +145,10 @@ Result<void> MemoryImageWriter::queue_write(const uint8_t* data, uint64_t len, u
 Result<void> MemoryImageWriter::submit(const ChunkCopy& c)
 {
     const uint64_t first_page = c.chunk * kPagesPerChunk;
+    // Held while this chunk's runs are queued: queueing may reap completions
+    // of its first runs, and the buffer must not go back to the pool (and be
+    // refilled) while later runs still read from it.
+    ++pending_writes_[c.buffer];
     uint64_t run_start = 0, run_len = 0;
     bool queued = false;
     auto flush_run = [&]() -> Result<void> {
@@ -181,7 +185,7 @@ Result<void> MemoryImageWriter::submit(const ChunkCopy& c)
                         kPageSize) < 0)
             return errno_error("punching a hole in memory.img");
     if (queued) io_uring_submit(&ring_);
-    else release_buffer(c.buffer);
+    if (--pending_writes_[c.buffer] == 0) release_buffer(c.buffer);
     return ok();
 }
 

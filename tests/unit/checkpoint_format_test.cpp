@@ -225,18 +225,24 @@ TEST_CASE("memory image writer: a chunk of scattered data pages queues more writ
     REQUIRE(fd >= 0);
     ::close(fd);
     ::unlink(path);
-    std::vector<uint8_t> mem(kChunkSize, 0);
-    for (uint64_t p = 0; p < kPagesPerChunk; p += 2) mem[p * kPageSize + 7] = static_cast<uint8_t>(p | 1);
+    // Several such chunks back to back through the smallest pool: a buffer
+    // must not be refilled while runs queued from it are still in flight.
+    constexpr uint64_t kChunks = 32;
+    std::vector<uint8_t> mem(kChunks * kChunkSize, 0);
+    for (uint64_t p = 0; p < kChunks * kPagesPerChunk; p += 2)
+        std::memset(&mem[p * kPageSize], static_cast<int>(p % 251 + 1), kPageSize);
     {
         auto w = MemoryImageWriter::create(path, mem.size(), 2, 4).value();
         uint64_t all[kPagesPerChunk / 64];
         std::memset(all, 0xff, sizeof all);
-        REQUIRE(w->submit(w->copy_here(0, mem.data(), all).value()).ok());
+        for (uint64_t c = 0; c < kChunks; ++c)
+            REQUIRE(w->submit(w->copy_here(c, mem.data() + c * kChunkSize, all).value()).ok());
         auto s = w->finish().value();
-        CHECK(s.bytes_written == kPagesPerChunk / 2 * kPageSize);
-        CHECK(s.chunk_hashes[0] == chunk_hash({mem.data(), kChunkSize}));
+        CHECK(s.bytes_written == kChunks * kPagesPerChunk / 2 * kPageSize);
+        for (uint64_t c = 0; c < kChunks; ++c)
+            CHECK(s.chunk_hashes[c] == chunk_hash({mem.data() + c * kChunkSize, kChunkSize}));
     }
-    std::vector<uint8_t> back(kChunkSize);
+    std::vector<uint8_t> back(mem.size());
     int r = ::open(path, O_RDONLY);
     CHECK(::pread(r, back.data(), back.size(), 0) == static_cast<ssize_t>(back.size()));
     CHECK(back == mem);
