@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command: every test (unit + integration on /dev/kvm), then
-# one summary line "N passed, N failed, N skipped" read from meson's test log.
+# The README's test command: every test (unit, then integration tests on a KVM
+# that can run them: this host's, or the test host VM's), then one summary line
+# "N passed, N failed, N skipped" read from meson's test log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [[ -f build/build.ninja ]] || { echo "tests/run.sh: run examples/setup-and-demo.sh (or scripts/build.sh) first" >&2; exit 1; }
@@ -9,10 +10,21 @@ status=$?
 python3 - build/meson-logs/testlog.json <<'PY'
 import json, sys
 counts = {"OK": 0, "FAIL": 0, "SKIP": 0}
+in_vm, retried = [], []
 for line in open(sys.argv[1]):
-    r = json.loads(line)["result"]
+    t = json.loads(line)
+    r = t["result"]
     key = "OK" if r in ("OK", "EXPECTEDFAIL") else "SKIP" if r == "SKIP" else "FAIL"
     counts[key] += 1
+    out = t.get("stdout") or ""
+    if "kvm-host: running" in out:
+        in_vm.append(t["name"])
+    if "kvm-host: retried" in out:
+        retried.append(t["name"])
+if in_vm:
+    print("ran in the test host VM (tests/kvm-host/): " + " ".join(in_vm))
+print("retried after a crash or hang of the test host VM itself: %d%s"
+      % (len(retried), (" (" + " ".join(retried) + ")") if retried else ""))
 print("%d passed, %d failed, %d skipped" % (counts["OK"], counts["FAIL"], counts["SKIP"]))
 PY
 exit $status

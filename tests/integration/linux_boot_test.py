@@ -5,8 +5,7 @@ import os
 
 import harness as h
 
-h.require_kvm()
-h.require_hardware_virtualization("linux_early_boot (the boot protocol with Debian's vmlinux)")
+h.require_hardware_virtualization()
 
 kernel = os.path.join(h.GUEST_DIR, "vmlinuz")
 initrd = os.path.join(h.GUEST_DIR, "initramfs.cpio.gz")

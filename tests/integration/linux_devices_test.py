@@ -11,8 +11,7 @@ import tempfile
 
 import harness as h
 
-h.require_kvm()
-h.require_hardware_virtualization("the test guest's own virtio drivers (blk, net tests)")
+h.require_hardware_virtualization()
 
 kernel = os.path.join(h.GUEST_DIR, "vmlinuz")
 initrd = os.path.join(h.GUEST_DIR, "initramfs.cpio.gz")
@@ -36,7 +35,7 @@ image = os.path.join(tmp, "disk.ext4")
 subprocess.run(["mkfs.ext4", "-q", "-F", "-d", root, image, "64M"], check=True)
 p = linux("mount -t ext4 /dev/vda /mnt && cat /mnt/hello.txt && echo written-by-linux > /mnt/new.txt && umount /mnt",
           ["--disk", "path=" + image])
-out, err = p.communicate(timeout=300)
+out, err = p.communicate(timeout=h.t(300))
 h.check(p.returncode == 0 and "hello from the host" in out and "command exited with status 0" in out,
         "ext4 mount failed:\n%s\n%s" % (out[-3000:], err[-1000:]))
 back = subprocess.run(["debugfs", "-R", "cat /new.txt", image], capture_output=True, text=True).stdout
@@ -55,8 +54,8 @@ net = ["peer,id=la,listen=127.0.0.1:%d,peers=127.0.0.1:%d,mac=52:54:00:00:30:01"
 server = linux("nc -l -p 5000 > /tmp/got; wc -c < /tmp/got; md5sum /tmp/got", ["--net", net[0]], ip="10.9.0.1/24")
 client = linux("sleep 2; ping -c 3 10.9.0.1 && dd if=/dev/zero bs=1M count=64 2>/dev/null | nc -w 5 10.9.0.1 5000",
                ["--net", net[1]], ip="10.9.0.2/24")
-cout, cerr = client.communicate(timeout=600)
-sout, serr = server.communicate(timeout=600)
+cout, cerr = client.communicate(timeout=h.t(600))
+sout, serr = server.communicate(timeout=h.t(600))
 h.check(client.returncode == 0 and " 0% packet loss" in cout, "ping failed:\n%s\n%s" % (cout[-3000:], cerr[-1000:]))
 zeros_md5 = hashlib.md5(bytes(64 << 20)).hexdigest()
 h.check(str(64 << 20) in sout and zeros_md5 in sout, "64 MiB did not arrive intact:\n%s\n%s" % (sout[-3000:], serr[-1000:]))

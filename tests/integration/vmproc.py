@@ -34,7 +34,7 @@ class Vm:
         self.proc = subprocess.Popen([h.VVMM] + args + ["--api", self.api, "--console", "file:" + self.console],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
         _started.append(self.proc)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + h.t(20)
         while not os.path.exists(self.api):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 h.fail("vvmm did not start its API socket:\n" + self.describe())
@@ -64,7 +64,7 @@ class Vm:
         return [l for l in text.split("\n") if l.startswith("tg: ")]
 
     def wait_for(self, pattern, count=1, timeout=60):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + h.t(timeout)
         while True:
             found = [l for l in self.lines() if re.search(pattern, l)]
             if len(found) >= count:
