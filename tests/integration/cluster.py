@@ -86,15 +86,22 @@ def make_nodes(count):
     return nodes
 
 
-def write_config(path, name, nodes, placement, cmdlines, ckpt_dir, secret_path, mem="64M", port=7100):
-    """placement[i] = index of the node VM i runs on."""
+def write_config(path, name, nodes, placement, cmdlines, ckpt_dir, secret_path, mem="64M", port=7100,
+                 kernel=None, initrd=None, ips=None):
+    """placement[i] = index of the node VM i runs on; the test guest unless
+    kernel (and initrd) say otherwise; ips[i] the guest address of VM i."""
+    kernel = os.path.abspath(kernel or h.TESTGUEST)
     lines = [f'[cluster]\nname = "{name}"\nsecret_file = "{secret_path}"\ncheckpoint_dir = "{ckpt_dir}"\nmode = "cow"\n']
     for i, (_, address) in enumerate(nodes):
         lines.append(f'[[node]]\nname = "n{i}"\naddress = "{address}"\n')
     for i, cmdline in enumerate(cmdlines):
+        # A TOML literal string keeps a command line's double quotes as they are.
+        quoted = f"'{cmdline}'" if '"' in cmdline else f'"{cmdline}"'
         lines.append(f'[[vm]]\nname = "vm{i}"\nnode = "n{placement[i]}"\nport = {port + i}\nmem = "{mem}"\n'
-                     f'kernel = "{os.path.abspath(h.TESTGUEST)}"\ncmdline = "{cmdline}"\n'
-                     f'mac = "52:54:00:cc:00:{i + 1:02x}"\n')
+                     f'kernel = "{kernel}"\ncmdline = {quoted}\n'
+                     f'mac = "52:54:00:cc:00:{i + 1:02x}"\n'
+                     + (f'initrd = "{os.path.abspath(initrd)}"\n' if initrd else "")
+                     + (f'ip = "{ips[i]}"\n' if ips else ""))
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -141,7 +148,7 @@ class Launch:
         return best
 
     def wait_progress(self, vms, at_least, timeout=60, what="ring traffic"):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + h.t(timeout)
         while time.monotonic() < deadline:
             p = self.progress()
             if all(p.get(v, 0) >= at_least.get(v, 0) if isinstance(at_least, dict) else p.get(v, 0) >= at_least
@@ -163,7 +170,7 @@ class Launch:
         subprocess.run(["pkill", "-9", "-f", PATTERN], stderr=subprocess.DEVNULL)
         for p in self.procs:
             p.wait()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + h.t(10)
         # pgrep stops matching a dying process when its memory is gone, which
         # is before its sockets are closed: wait for each pid to end instead.
         while _pids(PATTERN) or any(_exiting(pid) for pid in vmms):
@@ -201,7 +208,8 @@ def vmm_pid(vm):
 
 
 def vvmm_in(ns, args, timeout=120):
-    r = subprocess.run(["ip", "netns", "exec", ns, h.VVMM] + args, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(["ip", "netns", "exec", ns, h.VVMM] + args, capture_output=True, text=True,
+                       timeout=h.t(timeout))
     return r
 
 
