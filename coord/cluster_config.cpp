@@ -529,12 +529,14 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
                 if (cmdline->find('\0') != std::string::npos) {
                     c.error(at("cmdline"), "cmdline of " + what + " contains a NUL byte");
                 } else {
-                    // vvmm.* parameters are generated (guest_cmdline); a second
-                    // copy from the user would be ambiguous to the guest.
+                    // The parameters guest_cmdline generates; a second copy from
+                    // the user would be ambiguous to the guest. Other vvmm.*
+                    // words (the Linux test initramfs's vvmm.run=) are the guest's.
                     while (words >> word)
-                        if (word.rfind("vvmm.", 0) == 0) {
+                        if (word.rfind("vvmm.macs=", 0) == 0 || word.rfind("vvmm.ip=", 0) == 0 ||
+                            word.rfind("vvmm.peers=", 0) == 0) {
                             c.error(at("cmdline"), "cmdline of " + what + " sets '" + word +
-                                                       "'; vvmm.* parameters are generated from the config");
+                                                       "'; vvmm.macs, vvmm.ip and vvmm.peers are generated from the config");
                             break;
                         }
                 }

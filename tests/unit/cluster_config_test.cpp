@@ -288,6 +288,13 @@ TEST_CASE("cluster config: guest_cmdline tells the guest its address and its pee
     REQUIRE_MESSAGE(no_ip.ok(), why(no_ip));
     CHECK(no_ip->guest_cmdline(no_ip->vms[0]) == "test=ring me=0 n=3 " + macs);
     CHECK(no_ip->guest_cmdline(no_ip->vms[2]) == macs);
+
+    // vvmm.* words vvmm does not generate belong to the guest (the Linux
+    // test initramfs runs vvmm.run=...), and pass through unchanged.
+    auto run = parse_cluster_config(edit(kGood, "cmdline = \"test=ring me=0 n=3\"",
+                                         "cmdline = 'vvmm.run=\"tcpstream --me $VVMM_IP\"'"), "t/c.toml", false);
+    REQUIRE_MESSAGE(run.ok(), why(run));
+    CHECK(run->guest_cmdline(run->vms[0]).rfind("vvmm.run=\"tcpstream --me $VVMM_IP\" vvmm.macs=", 0) == 0);
 }
 
 TEST_CASE("cluster config: TOML syntax errors carry toml++'s position")
@@ -442,7 +449,7 @@ TEST_CASE("cluster config: disks, mode, names, addresses, cmdline")
                  "address 'localhost' of [[node]] 'n1' is not a numeric IPv4 or IPv6 address");
     expect_error(edit(kGood, "10.0.0.2", "0.0.0.0"), "t/c.toml:13:11: ", "is a wildcard");
     expect_error(edit(kGood, "n=3\"", "n=3 vvmm.ip=1.2.3.4/8\""), "t/c.toml:22:11: ",
-                 "sets 'vvmm.ip=1.2.3.4/8'; vvmm.* parameters are generated");
+                 "sets 'vvmm.ip=1.2.3.4/8'; vvmm.macs, vvmm.ip and vvmm.peers are generated");
     expect_error(edit(kGood, "kernel = \"/boot/k\"", "kernel = \"\""), "t/c.toml:40:10: ", "must be a non-empty path");
     // Every mistake is reported, each on its own line.
     std::string two = edit(kGood, "cpus = 2", "cpus = 99");
