@@ -41,6 +41,17 @@ def streams(launch):
     return out
 
 
+def interesting(text):
+    """The launchers' output without the guest kernels' boot messages."""
+    lines = text.splitlines()
+    kernel = [l for l in lines if re.match(r"vm\d\|\s*\[\s*\d+\.\d+\]", l)]
+    rest = [l for l in lines if not re.match(r"vm\d\|\s*\[\s*\d+\.\d+\]", l)]
+    tails = []
+    for vm in VMS:
+        tails += [l for l in kernel if l.startswith(vm + "|")][-12:]
+    return "\n".join(tails + ["..."] + rest[-60:])
+
+
 def wait_streams(launch, beyond, what, timeout=180):
     """Waits until all 6 directed streams are up and every received count is
     past `beyond` (a dict from a previous call) by at least 20 messages."""
@@ -51,9 +62,9 @@ def wait_streams(launch, beyond, what, timeout=180):
             return s
         for p in launch.procs:
             if p.poll() is not None:
-                h.fail(f"{what}: a launcher ended early:\n" + launch.text()[-3000:])
+                h.fail(f"{what}: a launcher ended early:\n" + interesting(launch.text()))
         if time.monotonic() > deadline:
-            h.fail(f"{what}: the streams did not go on (now {s}, before {beyond}):\n" + launch.text()[-4000:])
+            h.fail(f"{what}: the streams did not go on (now {s}, before {beyond}):\n" + interesting(launch.text()))
         time.sleep(1)
 
 
