@@ -23,31 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* One console line, written with a single write() so lines never interleave. */
-static void say(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if (n > (int)sizeof buf - 2)
-		n = (int)sizeof buf - 2;
-	buf[n++] = '\n';
-	const char *p = buf;
-	while (n > 0) {
-		ssize_t w = write(1, p, (size_t)n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
-		}
-		p += w;
-		n -= (int)w;
-	}
-}
+#include "say.h"
 
 static uint64_t mono_ns(void)
 {

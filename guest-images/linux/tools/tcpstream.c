@@ -27,37 +27,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "say.h"
+
 #define MAGIC_DATA 0x76764d31u /* "vvM1" */
 #define MAGIC_END  0x76764d45u /* "vvME": last message, seq = count of data messages */
 #define HDR_BYTES  24
 #define MAX_PEERS  64
 #define OUT_LIMIT  (64 * 1024) /* queue no new message while this much is unsent */
 #define IN_BUF     (64 * 1024)
-
-static void say(const char *fmt, ...)
-{
-	char buf[4096];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if (n > (int)sizeof buf - 2)
-		n = (int)sizeof buf - 2;
-	buf[n++] = '\n';
-	const char *p = buf;
-	while (n > 0) {
-		ssize_t w = write(1, p, (size_t)n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
-		}
-		p += w;
-		n -= (int)w;
-	}
-}
 
 static uint64_t now_ms(void)
 {
