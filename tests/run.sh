@@ -5,6 +5,17 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [[ -f build/build.ninja ]] || { echo "tests/run.sh: run examples/setup-and-demo.sh (or scripts/build.sh) first" >&2; exit 1; }
+# Whether this host's /dev/kvm boots the test guest reliably, decided once for
+# every test of this run (harness.py; tests/kvm-host/host-kvm-works).
+ninja -C build >/dev/null || exit 1
+if [[ -z ${VVMM_HOST_KVM:-} ]]; then
+    if VVMM_HOST_KVM=$(tests/kvm-host/host-kvm-works build/vvmm build/guest/testguest.bzImage); then
+        VVMM_HOST_KVM=ok
+    else
+        echo "tests/run.sh: $VVMM_HOST_KVM: KVM tests run in the test host VM"
+    fi
+    export VVMM_HOST_KVM
+fi
 meson test -C build --print-errorlogs "$@"
 status=$?
 python3 - build/meson-logs/testlog.json <<'PY'
