@@ -53,7 +53,7 @@ print("ok: data survives a reboot")
 
 # The same with MSI-X interrupts (irqfd + KVM routing) driving completion, and
 # a masked vector that must pend (PBA bit) and fire on unmask.
-r = h.run_guest("test=blk seed=%d start=%d sectors=%d msix=1" % (seed + 1, start, sectors), mem="256M",
+r = h.run_guest("test=blk seed=%d start=%d sectors=%d msix=1 %s" % (seed + 1, start, sectors, h.guest_irqwait()), mem="256M",
                 timeout=120, extra=disks)
 h.check(r.status == 0 and r.line(r"^tg: blk verify ok$") and r.line(r"^tg: msix mask ok"),
         "test=blk msix=1 failed:\n" + r.describe())

@@ -56,7 +56,7 @@ disk = os.path.join(tmp, "disk.img")
 with open(disk, "wb") as f:
     f.truncate(4 << 20)
 root = os.path.join(tmp, "ckpts")
-vm = Vm.boot(tmp, "blkseq", "test=blkseq blocks=%d delay=40 msix=1" % BLOCKS, extra=["--disk", "path=" + disk])
+vm = Vm.boot(tmp, "blkseq", "test=blkseq blocks=%d delay=40 msix=1 %s" % (BLOCKS, h.guest_irqwait()), extra=["--disk", "path=" + disk])
 vm.wait_for(r"^tg: blkseq k=15 ")
 b1 = last_k(blkseq_lines(vm))
 full = vm.checkpoint(root, "cow")

@@ -76,7 +76,7 @@ check_all(finish(start_mesh(2, "test=net count=100000 timeout=200"), 240), 2, 10
 print("ok: 2 VMs exchanged 100000 frames each way, none lost, doubled, reordered or corrupted (%.1fs)" % (time.monotonic() - start))
 
 start = time.monotonic()
-results = finish(start_mesh(2, "test=net count=20000 timeout=200 msix=1"), 240)
+results = finish(start_mesh(2, "test=net count=20000 timeout=200 msix=1 " + h.guest_irqwait()), 240)
 check_all(results, 2, 20000)
 for i, r in enumerate(results):
     m = r.line(r"^tg: msix dev=\S+ vectors=\d+ interrupts=(\d+)")
