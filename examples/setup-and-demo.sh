@@ -11,6 +11,7 @@ echo
 # backend that fails it), the demo runs on a stock KVM in the test host VM.
 if ! why=$(tests/kvm-host/host-kvm-works build/vvmm build/guest/testguest.bzImage); then
     echo "== demo: $why: running the demo inside the test host VM (tests/kvm-host/run; emulated, so slower) =="
-    exec tests/kvm-host/run --timeout 1500 -- bash examples/demo.sh
+    # Several guests at once: single-threaded TCG (see tests/integration/harness.py).
+    VVMM_KVM_HOST_TCG_THREAD=${VVMM_KVM_HOST_TCG_THREAD:-single} exec tests/kvm-host/run --timeout 1500 -- bash examples/demo.sh
 fi
 exec bash examples/demo.sh

@@ -27,7 +27,7 @@ for line in open(sys.argv[1]):
     r = t["result"]
     key = "OK" if r in ("OK", "EXPECTEDFAIL") else "SKIP" if r == "SKIP" else "FAIL"
     counts[key] += 1
-    out = t.get("stdout") or ""
+    out = (t.get("stdout") or "") + (t.get("stderr") or "")
     if "kvm-host: running" in out:
         in_vm.append(t["name"])
     if "kvm-host: retried" in out:

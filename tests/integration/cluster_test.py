@@ -77,7 +77,7 @@ def refused(workdir, nodes, cfg_text, name, secret, cluster_name, boot):
 
 
 def main():
-    h.require_kvm()
+    h.require_kvm(several_guests=True)
     c.require_netns()
     ref = c.reference_module()
     workdir = c.workdir()

@@ -45,11 +45,16 @@ def hardware_virtualization():
     return " vmx" in flags or " svm" in flags
 
 
-def run_in_kvm_host(why):
+def run_in_kvm_host(why, several_guests=False):
     """Re-runs this very test inside the test host VM (tests/kvm-host/), which
-    offers a stock KVM on any machine; its exit status becomes ours."""
+    offers a stock KVM on any machine; its exit status becomes ours. Tests
+    that run several guests at once use single-threaded TCG: with QEMU's
+    multi-threaded TCG they met guest triple faults and crashes of the VM's
+    own kernel (stack guard page hit in exc_page_fault), an emulation race."""
     if IN_KVM_HOST:
         fail("inside the test host VM, and still " + why)
+    if several_guests:
+        os.environ.setdefault("VVMM_KVM_HOST_TCG_THREAD", "single")
     budget = int(os.environ.get("VVMM_TEST_TIMEOUT", "1200"))
     print("kvm-host: %s; running %s in the test host VM (tests/kvm-host/run)"
           % (why, os.path.basename(sys.argv[0])), flush=True)
@@ -60,13 +65,13 @@ def run_in_kvm_host(why):
                             sys.executable] + sys.argv)
 
 
-def require_kvm():
+def require_kvm(several_guests=False):
     """Test-guest tests: any /dev/kvm that boots the test guest runs them (it
     does its work in CPL 3, native even on PVM); else the test host VM does.
     A software-backed /dev/kvm is probed first: some PVM builds fail the
     guest at random before its first instruction (tests/kvm-host/host-kvm-works)."""
     if not os.path.exists("/dev/kvm"):
-        run_in_kvm_host("this host has no /dev/kvm")
+        run_in_kvm_host("this host has no /dev/kvm", several_guests)
     if not IN_KVM_HOST and not hardware_virtualization():
         # tests/run.sh probes once for the whole run, so every test agrees.
         verdict = os.environ.get("VVMM_HOST_KVM")
@@ -75,16 +80,17 @@ def require_kvm():
                                    capture_output=True, text=True)
             verdict = "ok" if probe.returncode == 0 else (probe.stdout.strip() or "the host KVM probe failed")
         if verdict != "ok":
-            run_in_kvm_host(verdict)
+            run_in_kvm_host(verdict, several_guests)
 
 
-def require_hardware_virtualization():
+def require_hardware_virtualization(several_guests=False):
     """Linux guests need guest kernel code at hardware speed: here if the
     host's /dev/kvm has VT-x/AMD-V, else in the test host VM."""
     if not os.path.exists("/dev/kvm"):
-        run_in_kvm_host("this host has no /dev/kvm")
+        run_in_kvm_host("this host has no /dev/kvm", several_guests)
     if not hardware_virtualization():
-        run_in_kvm_host("this host's /dev/kvm has no VT-x/AMD-V (PVM: a Linux boot would take hours)")
+        run_in_kvm_host("this host's /dev/kvm has no VT-x/AMD-V (PVM: a Linux boot would take hours)",
+                        several_guests)
 
 
 def fail(message):

@@ -14,7 +14,7 @@ import time
 import cluster as c
 import harness as h
 
-h.require_hardware_virtualization()
+h.require_hardware_virtualization(several_guests=True)
 c.require_netns()
 
 KERNEL = os.path.join(h.GUEST_DIR, "vmlinuz")

@@ -11,7 +11,7 @@ import tempfile
 
 import harness as h
 
-h.require_hardware_virtualization()
+h.require_hardware_virtualization(several_guests=True)
 
 kernel = os.path.join(h.GUEST_DIR, "vmlinuz")
 initrd = os.path.join(h.GUEST_DIR, "initramfs.cpio.gz")

@@ -8,7 +8,7 @@ import time
 
 import harness as h
 
-h.require_kvm()
+h.require_kvm(several_guests=True)
 
 
 def free_ports(n):
