@@ -50,7 +50,8 @@ def run_in_kvm_host(why, several_guests=False):
     offers a stock KVM on any machine; its exit status becomes ours. Tests
     that run several guests at once use single-threaded TCG: with QEMU's
     multi-threaded TCG they met guest triple faults and crashes of the VM's
-    own kernel (stack guard page hit in exc_page_fault), an emulation race."""
+    own kernel (stack guard page hit in exc_page_fault), an emulation race.
+    Linux-guest tests cannot afford it (see require_hardware_virtualization)."""
     if IN_KVM_HOST:
         fail("inside the test host VM, and still " + why)
     if several_guests:
@@ -85,12 +86,25 @@ def require_kvm(several_guests=False):
 
 def require_hardware_virtualization(several_guests=False):
     """Linux guests need guest kernel code at hardware speed: here if the
-    host's /dev/kvm has VT-x/AMD-V, else in the test host VM."""
+    host's /dev/kvm has VT-x/AMD-V, else in the test host VM.
+
+    several_guests: the test runs several Linux guests at once. In the test
+    host VM that crashed the VM's own kernel most runs under multi-threaded
+    TCG (the emulation race of ../shared/notes/test-host-vm.md) and did not
+    finish in 6 minutes under single-threaded TCG, so there such a test is
+    skipped, saying so, unless VVMM_KVM_HOST_SEVERAL_LINUX=1 asks for it."""
+    if several_guests and not IN_KVM_HOST and not (os.path.exists("/dev/kvm") and hardware_virtualization()) \
+            and os.environ.get("VVMM_KVM_HOST_SEVERAL_LINUX") != "1":
+        print("#" * 70, file=sys.stderr)
+        print("# SKIPPED: several Linux guests at once need VT-x/AMD-V here; in the test host VM", file=sys.stderr)
+        print("# they crash its kernel (multi-threaded TCG race) or take too long (single-threaded).", file=sys.stderr)
+        print("# Run it there anyway with VVMM_KVM_HOST_SEVERAL_LINUX=1 (it passes when the VM holds).", file=sys.stderr)
+        print("#" * 70, file=sys.stderr)
+        sys.exit(SKIP)
     if not os.path.exists("/dev/kvm"):
-        run_in_kvm_host("this host has no /dev/kvm", several_guests)
+        run_in_kvm_host("this host has no /dev/kvm")
     if not hardware_virtualization():
-        run_in_kvm_host("this host's /dev/kvm has no VT-x/AMD-V (PVM: a Linux boot would take hours)",
-                        several_guests)
+        run_in_kvm_host("this host's /dev/kvm has no VT-x/AMD-V (PVM: a Linux boot would take hours)")
 
 
 def fail(message):

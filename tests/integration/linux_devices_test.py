@@ -52,7 +52,10 @@ for _ in range(2):
 net = ["peer,id=la,listen=127.0.0.1:%d,peers=127.0.0.1:%d,mac=52:54:00:00:30:01" % (ports[0], ports[1]),
        "peer,id=lb,listen=127.0.0.1:%d,peers=127.0.0.1:%d,mac=52:54:00:00:30:02" % (ports[1], ports[0])]
 server = linux("nc -l -p 5000 > /tmp/got; wc -c < /tmp/got; md5sum /tmp/got", ["--net", net[0]], ip="10.9.0.1/24")
-client = linux("sleep 2; ping -c 3 10.9.0.1 && dd if=/dev/zero bs=1M count=64 2>/dev/null | nc -w 5 10.9.0.1 5000",
+# The server may boot later than the client (seconds later under emulation):
+# wait until it answers, then 3 pings must all come back.
+client = linux("for i in $(seq 120); do ping -c 1 -W 1 10.9.0.1 >/dev/null && break; done; "
+               "ping -c 3 10.9.0.1 && dd if=/dev/zero bs=1M count=64 2>/dev/null | nc -w 5 10.9.0.1 5000",
                ["--net", net[1]], ip="10.9.0.2/24")
 cout, cerr = client.communicate(timeout=h.t(600))
 sout, serr = server.communicate(timeout=h.t(600))
