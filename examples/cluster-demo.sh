@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cfg=examples/cluster.toml
+if [ "${VVMM_KVM_HOST:-}" = 1 ]; then
+    # In the test host VM the repo is on 9p, which has no renameat2(RENAME_NOREPLACE)
+    # (checkpoints are published with it): keep them on the VM's tmpfs instead.
+    sed 's|^checkpoint_dir = .*|checkpoint_dir = "/var/tmp/vvmm-demo-ckpt"|' examples/cluster.toml > examples/.cluster-kvm-host.toml
+    cfg=examples/.cluster-kvm-host.toml
+fi
 if [ ! -f examples/demo.key ]; then  # the cluster's shared secret (never commit it)
     head -c 32 /dev/urandom > examples/demo.key
     chmod 600 examples/demo.key
