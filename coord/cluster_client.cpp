@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "net/peer_protocol.hpp"
+#include "net/tls_link.hpp"
 #include "vmm/base/small_file.hpp"
 #include "vmm/base/unique_fd.hpp"
 
@@ -73,53 +74,40 @@ Result<UniqueFd> connect_to(const net::SocketAddress& a, Clock::time_point deadl
     return fd;
 }
 
-Result<void> send_all(int fd, const std::vector<uint8_t>& bytes, Clock::time_point deadline)
-{
-    size_t off = 0;
-    while (off < bytes.size()) {
-        const ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += static_cast<size_t>(n);
-            continue;
-        }
-        if (n < 0 && errno != EAGAIN && errno != EINTR) return errno_error("send");
-        TRY(wait_fd(fd, POLLOUT, deadline, "sending"));
-    }
-    return ok();
-}
-
 // One controller connection: reads whole messages with a deadline.
 class Link {
 public:
-    Link(UniqueFd fd, std::string who) : fd_(std::move(fd)), who_(std::move(who)) {}
+    explicit Link(net::TlsLink tls) : tls_(std::move(tls)) {}
 
+    Result<void> send(const std::vector<uint8_t>& bytes, Clock::time_point deadline)
+    {
+        return tls_.send(bytes, deadline);
+    }
     Result<net::Message> next(Clock::time_point deadline, const char* waiting_for)
     {
         for (;;) {
             auto m = decoder_.next();
-            if (!m) return m.error().context("protocol error from " + who_);
+            if (!m) return m.error().context("protocol error from " + tls_.who());
             if (m.value()) return std::move(*m.value());
-            TRY(wait_fd(fd_.get(), POLLIN, deadline, (std::string("waiting for ") + waiting_for + " from " + who_).c_str()));
             uint8_t buf[16384];
-            const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
-            if (n == 0)  // during the handshake, a refusal is the likely cause
-                return Error(who_ + " closed the connection while this waited for " + waiting_for +
-                             (authenticated_ ? "" : " (wrong cluster secret or name? see that VMM's log)"));
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR) continue;
-                return errno_error("receiving from " + who_);
-            }
-            decoder_.feed({buf, static_cast<size_t>(n)});
+            TRY_ASSIGN(size_t n, tls_.receive(buf, deadline));
+            if (n == 0)  // before its HELLO, a refusal is the likely cause
+                return Error(tls_.who() + " closed the connection while this waited for " + waiting_for +
+                             (greeted_ ? "" : " (see that VMM's log)"));
+            decoder_.feed({buf, n});
         }
     }
-    int fd() const { return fd_.get(); }
-    void set_authenticated() { authenticated_ = true; }
+    void set_greeted()
+    {
+        greeted_ = true;
+        decoder_.accept_only_hello(false);
+    }
+    void expect_hello() { decoder_.accept_only_hello(true); }
 
 private:
-    UniqueFd fd_;
-    std::string who_;
+    net::TlsLink tls_;
     net::MessageDecoder decoder_;
-    bool authenticated_ = false;
+    bool greeted_ = false;
 };
 
 // A VMM that accepts but does not answer must not hold the controller for
@@ -131,37 +119,29 @@ std::string describe_vm(const ClusterConfig& config, const VmEntry& vm)
     return vm.name + " (" + config.listen_address(vm).to_string() + ")";
 }
 
-// HELLO and AUTH both ways on a connected socket: after it, both sides know
-// the other holds the cluster's secret.
-Result<void> handshake(const ClusterConfig& config, const std::vector<uint8_t>& secret, const VmEntry& vm, Link& link,
-                       Clock::time_point deadline)
+// HELLO both ways inside TLS: the VMM learns we are a controller meaning to
+// reach it; we check that the VMM there is the one we meant.
+Result<void> greet(const ClusterConfig& config, const VmEntry& vm, Link& link, Clock::time_point deadline)
 {
     const std::string who = describe_vm(config, vm);
     net::Hello mine;
     mine.role = net::PeerRole::controller;
     mine.id = "ctl-" + std::to_string(::getpid());
     mine.cluster = config.name;
-    mine.nonce = net::random_nonce();
+    mine.target = config.listen_address(vm);
+    mine.target_id = vm.name;
     std::vector<uint8_t> out;
     net::append_hello(out, mine);
-    TRY(send_all(link.fd(), out, deadline));
-
+    link.expect_hello();
+    TRY(link.send(out, deadline));
     TRY_ASSIGN(net::Message m, link.next(deadline, "HELLO"));
     const auto* theirs = std::get_if<net::Hello>(&m);
     if (!theirs) return Error(who + " did not answer with HELLO");
-    if (theirs->role != net::PeerRole::peer || theirs->id != vm.name)
-        return Error(who + " says it is '" + theirs->id + "', not VM '" + vm.name + "'");
-    // The dialer proves itself first, then checks the VMM's proof before
-    // sending it anything that matters.
-    out.clear();
-    net::append_auth(out, net::auth_tag(secret, config.name, mine.id, mine.nonce, theirs->nonce));
-    TRY(send_all(link.fd(), out, deadline));
-    TRY_ASSIGN(net::Message a, link.next(deadline, "AUTH"));
-    const auto* auth = std::get_if<net::AuthMessage>(&a);
-    if (!auth) return Error(who + " did not authenticate itself");
-    const auto expected = net::auth_tag(secret, config.name, theirs->id, theirs->nonce, mine.nonce);
-    if (auth->tag != expected) return Error(who + " does not hold this cluster's secret; not sending it anything");
-    link.set_authenticated();
+    if (theirs->role != net::PeerRole::peer || theirs->id != vm.name ||
+        theirs->listen != config.listen_address(vm) || theirs->target_id != mine.id)
+        return Error(who + " says it is '" + theirs->id + "' at " + theirs->listen.to_string() + ", not VM '" + vm.name +
+                     "'; not sending it anything");
+    link.set_greeted();
     return ok();
 }
 
@@ -172,7 +152,7 @@ Result<json> request_reply(const ClusterConfig& config, const VmEntry& vm, Link&
     const std::string who = describe_vm(config, vm);
     std::vector<uint8_t> out;
     net::append_ctl_request(out, request);
-    TRY(send_all(link.fd(), out, deadline));
+    TRY(link.send(out, deadline));
     TRY_ASSIGN(net::Message r, link.next(deadline, "its reply"));
     const auto* reply = std::get_if<net::ControlReply>(&r);
     if (!reply) return Error(who + " answered with " + std::string(net::message_name(r)) + ", not a reply");
@@ -186,9 +166,14 @@ Result<Link> open_link(const ClusterConfig& config, const std::vector<uint8_t>& 
                        Clock::time_point deadline)
 {
     const auto handshake_deadline = std::min(deadline, Clock::now() + kHandshakeTimeout);
+    const net::ClusterPsk psk = net::derive_cluster_psk(secret, config.name);
+    TRY_ASSIGN(auto ctx, net::make_psk_tls_context(&psk));
     TRY_ASSIGN(UniqueFd fd, connect_to(config.listen_address(vm), handshake_deadline));
-    Link link(std::move(fd), describe_vm(config, vm));
-    TRY(handshake(config, secret, vm, link, handshake_deadline));
+    auto tls = net::TlsLink::handshake(std::move(fd), ctx.get(), net::TlsLink::Side::client, handshake_deadline,
+                                       describe_vm(config, vm));
+    if (!tls) return Error(tls.error().message() + " (is it a VMM of cluster '" + config.name + "' with this secret?)");
+    Link link(std::move(tls.value()));
+    TRY(greet(config, vm, link, handshake_deadline));
     return link;
 }
 

@@ -1,7 +1,7 @@
 // How `vvmm checkpoint --all` and `vvmm list` reach a running cluster: they
-// connect to a VMM's peer port as a controller, prove they hold the cluster
-// secret (the same challenge-response as peers, net/peer_protocol.hpp) and
-// send one request. Any VMM will do, so this works from any machine that
+// connect to a VMM's peer port as a controller over TLS 1.3 keyed by the
+// cluster secret (the same as peers, net/tls_psk.hpp), say which VMM they
+// meant (net/peer_protocol.hpp, HELLO) and send one request. Any VMM will do, so this works from any machine that
 // can reach one node.
 #pragma once
 

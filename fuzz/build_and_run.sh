@@ -16,7 +16,7 @@ set -euo pipefail
 declare -A SOURCES=(
     [checkpoint_state]="ckpt/state_file.cpp ckpt/manifest.cpp vmm/base/small_file.cpp net/channel_state.cpp devices/serial_16550.cpp devices/i8042.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp vmm/base/log.cpp"
     [cluster_input]="vmm/base/small_file.cpp coord/cluster_config.cpp coord/cluster_manifest.cpp ckpt/checkpoint_dir.cpp net/net_spec.cpp devices/disk_image.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp vmm/mp_table.cpp vmm/vm_config.cpp vmm/base/log.cpp"
-    [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp net/sha256.cpp"
+    [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp"
     [virtqueue]="devices/virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/kvm_vm.cpp vmm/kvm_system.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/log.cpp"
 )
 

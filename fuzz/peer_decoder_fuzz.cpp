@@ -3,13 +3,15 @@
 // split into feeds, then the stream. Checks, beyond "no crash or sanitizer
 // report":
 //  - memory stays bounded when the caller drains between feeds;
-//  - every binary message (HELLO, AUTH, FRAME, MARKER) re-encodes to exactly
+//  - every binary message (HELLO, FRAME, MARKER) re-encodes to exactly
 //    the bytes it came from (the decoder accepts one encoding, nothing
 //    looser);
 //  - a message with a JSON body keeps its header and epoch bytes when
 //    re-encoded, and its re-encoding decodes to the same message (JSON text
 //    has many spellings of one value, so bytes may differ);
-//  - an error is sticky.
+//  - an error is sticky;
+//  - in the handshake mode (the input's first byte odd), nothing but HELLO
+//    is ever decoded, as on a connection before its HELLO is accepted.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -35,7 +37,6 @@ void check(bool condition, const char* what)
 void encode(std::vector<uint8_t>& out, const Message& m)
 {
     if (const auto* h = std::get_if<Hello>(&m)) append_hello(out, *h);
-    if (const auto* a = std::get_if<AuthMessage>(&m)) append_auth(out, a->tag);
     if (const auto* f = std::get_if<FrameMessage>(&m)) append_frame(out, f->frame);
     if (const auto* k = std::get_if<MarkerMessage>(&m)) append_marker(out, k->epoch);
     if (const auto* c = std::get_if<ControlMessage>(&m)) append_control(out, c->type, c->epoch, c->body);
@@ -76,11 +77,13 @@ void check_reencoding(const Message& m, std::span<const uint8_t> original)
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
     if (size < 1) return 0;
-    // 0: the whole stream at once; otherwise feeds of 1..255 bytes.
-    const size_t chunk = data[0] == 0 ? size : data[0];
+    // 0 or 1: the whole stream at once; otherwise feeds of 2..255 bytes.
+    const size_t chunk = data[0] <= 1 ? size : data[0];
+    const bool handshake = data[0] & 1;
     const std::span<const uint8_t> stream(data + 1, size - 1);
 
     MessageDecoder decoder;
+    decoder.accept_only_hello(handshake);
     size_t decoded_up_to = 0;  // stream offset of the next message
     size_t fed = 0;
     bool failed = false;
@@ -101,6 +104,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
             const size_t end = fed - decoder.buffered_bytes();
             check(end > decoded_up_to && end - decoded_up_to <= kMaxMessageSize, "a message of impossible size");
             const Message& m = *next.value();
+            check(!handshake || std::holds_alternative<Hello>(m), "a message other than HELLO before HELLO");
             if (const auto* frame = std::get_if<FrameMessage>(&m))
                 check(frame->frame.size() <= kMaxFrameSize, "frame over the maximum");
             if (const auto* marker = std::get_if<MarkerMessage>(&m)) check(marker->epoch != 0, "MARKER with epoch 0");

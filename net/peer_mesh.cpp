@@ -15,18 +15,20 @@
 #include <vector>
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 
 #include "net/channel_cut.hpp"
 #include "net/mac_table.hpp"
 #include "net/peer_protocol.hpp"
 #include "net/send_queue.hpp"
-#include "net/sha256.hpp"
+#include "net/tls_psk.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vvmm::net {
 namespace {
 
 using asio::ip::tcp;
+using TlsStream = asio::ssl::stream<tcp::socket>;
 
 constexpr size_t kReadChunk = 16 * 1024;
 // Connections that have not sent their HELLO yet: a bound, so that a local
@@ -57,28 +59,31 @@ std::string to_string(const tcp::endpoint& e)
 struct Peer;
 
 // An accepted connection is tied to its peer (or counted as a controller)
-// only once it has authenticated, so an impostor cannot displace a peer.
-enum class Stage { connecting, awaiting_hello, awaiting_auth, established };
+// only once its TLS handshake proved the cluster's secret and its HELLO was
+// accepted, so an impostor cannot displace a peer.
+enum class Stage { connecting, tls_handshake, awaiting_hello, established };
 
 // One TCP connection, from connect or accept until it is closed. Handlers
 // hold a shared_ptr to it, so its socket and buffers outlive every operation
 // on them; a handler whose connection is closed, or no longer its peer's
 // current one, is stale and does nothing.
 struct Connection {
-    Connection(asio::io_context& io, tcp::socket s) : socket(std::move(s)), deadline(io) {}
+    Connection(asio::io_context& io, tcp::socket s, asio::ssl::context& tls)
+        : stream(std::move(s), tls), deadline(io)
+    {
+    }
+    tcp::socket& socket() { return stream.next_layer(); }
 
-    tcp::socket socket;
-    asio::steady_timer deadline;  // for the connect, then for the HELLO
+    TlsStream stream;
+    asio::steady_timer deadline;  // for the connect, then for the TLS handshake and HELLO
     Stage stage = Stage::connecting;
     Peer* peer = nullptr;  // null while an accepted connection is not identified yet
-    Peer* candidate = nullptr;  // accepted: the peer its HELLO claims to be, until AUTH
-    bool controller = false;    // accepted: a controller (vvmm checkpoint --all, list)
-    Nonce nonce = random_nonce();  // ours, for this connection
-    Hello hello;                   // theirs
+    bool controller = false;  // accepted: a controller (vvmm checkpoint --all, list)
+    Hello hello;              // theirs
     std::string remote;    // for logs about unidentified connections
     MessageDecoder decoder;
     std::array<uint8_t, kReadChunk> read_buffer;
-    std::vector<uint8_t> writing;  // the batch being written
+    std::vector<uint8_t> writing;  // the batch being written (or our HELLO)
     std::vector<uint8_t> replies;  // a controller's replies waiting for the write in flight
     bool reading = false;
     bool write_in_flight = false;
@@ -111,10 +116,7 @@ struct Peer {
     SendQueue queue;
     bool linked = false;         // established: the queue drains
     bool writer_active = false;  // a write is in flight or about to be started
-    // The established connection's socket, for try_send()'s direct send;
-    // -1 otherwise. Cleared (under the lock) before the socket is closed.
-    int direct_fd = -1;
-    bool staged = false;  // frames held for end_batch()'s single write
+    bool staged = false;         // frames queued during a batch: end_batch() wakes the writer
 };
 
 }  // namespace
@@ -126,14 +128,11 @@ struct PeerMesh::State {
     template <typename Fn>
     void guard_handler(const Connection& conn, const Message& message, Fn fn);
     void run();
-    Hello own_hello(const Connection& conn) const
+    // Ours, naming whom we meant to reach (peer_protocol.hpp, HELLO).
+    Hello own_hello(const SocketAddress& target, const std::string& target_id) const
     {
         return Hello{.role = PeerRole::peer, .mac = spec.mac, .listen = spec.listen, .id = spec.id,
-                     .cluster = cluster.name, .nonce = conn.nonce};
-    }
-    AuthTag own_tag(const Connection& conn) const
-    {
-        return auth_tag(cluster.secret, cluster.name, spec.id, conn.nonce, conn.hello.nonce);
+                     .cluster = cluster.name, .target = target, .target_id = target_id};
     }
     // Runs `fn` on the network thread and waits for it (inline if this is
     // the network thread, or if it is not running).
@@ -152,10 +151,11 @@ struct PeerMesh::State {
     // Receiving (network thread).
     void start_read(std::shared_ptr<Connection> conn);
     void drain(std::shared_ptr<Connection> conn);
+    void start_tls(const std::shared_ptr<Connection>& conn, asio::ssl::stream_base::handshake_type side);
     void on_hello(std::shared_ptr<Connection> conn, const Hello& hello);
-    bool send_now(const std::shared_ptr<Connection>& conn, const std::vector<uint8_t>& bytes);
-    void on_auth(std::shared_ptr<Connection> conn, const AuthTag& tag);
-    void adopt(const std::shared_ptr<Connection>& conn);
+    Result<Peer*> check_hello(const Connection& conn, const Hello& hello) const;
+    void send_hello(const std::shared_ptr<Connection>& conn, const Hello& hello);
+    void adopt(const std::shared_ptr<Connection>& conn, Peer* p);
     void establish(const std::shared_ptr<Connection>& conn, const Hello& hello);
     void on_message(const std::shared_ptr<Connection>& conn, Message& message);
     void on_request(const std::shared_ptr<Connection>& conn, const nlohmann::json& request);
@@ -176,7 +176,7 @@ struct PeerMesh::State {
 
     // Sending.
     bool try_send(std::span<const uint8_t> frame);  // any thread
-    void direct_send(Peer& p, std::span<const uint8_t> frame);
+    void wake_writer(Peer& p);                      // lock held
     void flush_staged(Peer& p);
     void start_write(Peer& p);
     void on_written(Peer& p, const std::shared_ptr<Connection>& conn, std::error_code ec);
@@ -184,7 +184,13 @@ struct PeerMesh::State {
 
     void stop();
 
-    // Destroyed last: sockets and timers must go before their io_context.
+    // TLS for every connection (tls_psk.hpp); outlives the io_context, whose
+    // destruction destroys the handlers holding the streams.
+    const MeshCluster cluster;
+    const ClusterPsk psk;
+    asio::ssl::context tls{asio::ssl::context::tls};
+    // Destroyed before the TLS context, after everything else: sockets and
+    // timers must go before their io_context.
     asio::io_context io;
     tcp::acceptor acceptor{io};
     asio::steady_timer accept_retry{io};
@@ -207,8 +213,7 @@ struct PeerMesh::State {
     mutable std::mutex mutex;
     MacTable mac_table;
     bool tx_blocked = false;  // try_send() refused; transmit_ready() is owed
-    std::vector<uint8_t> direct_buffer;  // direct_send()'s encoding buffer
-    bool batching = false;               // between begin_batch() and end_batch()
+    bool batching = false;    // between begin_batch() and end_batch()
     bool closed_for_send = false;
 
     RateLimitedLog guest_log;
@@ -216,7 +221,6 @@ struct PeerMesh::State {
     RateLimitedLog accept_log;
 
     // Cluster (network thread, except where noted).
-    const MeshCluster cluster;
     ClusterHandler* handler = nullptr;
     std::vector<std::shared_ptr<Connection>> controllers;
     // A restored VM's channel state, delivered first: (peer index, frame).
@@ -230,7 +234,8 @@ struct PeerMesh::State {
 };
 
 PeerMesh::State::State(const PeerNetSpec& s, const PeerMeshLimits& l, MeshCluster c)
-    : spec(s), limits(l), cluster(std::move(c)), cut(s.peers.size())
+    : cluster(std::move(c)), psk(derive_cluster_psk(cluster.secret, cluster.name)), spec(s), limits(l),
+      cut(s.peers.size())
 {
     for (size_t i = 0; i < spec.peers.size(); ++i) {
         // The lower listen address dials: both sides compute the same answer.
@@ -324,21 +329,20 @@ void PeerMesh::State::on_accepted(tcp::socket socket)
         return;  // closing `socket`
     }
     socket.set_option(tcp::no_delay(true), ec);
-    auto conn = std::make_shared<Connection>(io, std::move(socket));
+    auto conn = std::make_shared<Connection>(io, std::move(socket), tls);
     conn->remote = remote;
-    conn->stage = Stage::awaiting_hello;
     inbound.push_back(conn);
-    arm_deadline(conn, limits.handshake_timeout, "no HELLO");
-    start_read(conn);
+    arm_deadline(conn, limits.handshake_timeout, "no TLS handshake and HELLO");
+    start_tls(conn, asio::ssl::stream_base::server);
 }
 
 void PeerMesh::State::dial(Peer& p)
 {
-    auto conn = std::make_shared<Connection>(io, tcp::socket(io));
+    auto conn = std::make_shared<Connection>(io, tcp::socket(io), tls);
     conn->peer = &p;
     p.conn = conn;
     arm_deadline(conn, limits.connect_timeout, "no connection");
-    conn->socket.async_connect(p.endpoint, [this, conn](std::error_code ec) {
+    conn->socket().async_connect(p.endpoint, [this, conn](std::error_code ec) {
         if (conn->closed) return;
         if (ec) {
             Peer& peer = *conn->peer;
@@ -349,19 +353,28 @@ void PeerMesh::State::dial(Peer& p)
             return;
         }
         std::error_code ignored;
-        conn->socket.set_option(tcp::no_delay(true), ignored);
-        // A HELLO fits in a fresh connection's empty socket buffer, so this
-        // write does not block; doing it synchronously keeps the handshake
-        // free of a write-in-flight state.
-        std::vector<uint8_t> hello;
-        append_hello(hello, own_hello(*conn));
-        asio::write(conn->socket, asio::buffer(hello), ec);
+        conn->socket().set_option(tcp::no_delay(true), ignored);
+        arm_deadline(conn, limits.handshake_timeout, "no TLS handshake and HELLO");
+        start_tls(conn, asio::ssl::stream_base::client);
+    });
+}
+
+// The TLS handshake, then HELLO: the dialer sends its own at once, the
+// acceptor waits for the dialer's. Only HELLO is decoded until one is accepted.
+void PeerMesh::State::start_tls(const std::shared_ptr<Connection>& conn, asio::ssl::stream_base::handshake_type side)
+{
+    conn->stage = Stage::tls_handshake;
+    conn->stream.async_handshake(side, [this, conn](std::error_code ec) {
+        if (conn->closed) return;
         if (ec) {
-            fail(conn, "sending HELLO: " + ec.message(), LogLevel::warn);
+            fail(conn, "TLS handshake failed (" + ec.message() + "): it does not hold cluster '" + cluster.name +
+                           "''s secret, or is no VMM of this cluster",
+                 conn->peer && conn->peer->reported_unreachable ? LogLevel::debug : LogLevel::warn);
             return;
         }
         conn->stage = Stage::awaiting_hello;
-        arm_deadline(conn, limits.handshake_timeout, "no HELLO");
+        conn->decoder.accept_only_hello(true);
+        if (conn->peer) send_hello(conn, own_hello(conn->peer->address, conn->peer->id));
         start_read(conn);
     });
 }
@@ -400,13 +413,8 @@ void PeerMesh::State::fail(std::shared_ptr<Connection> conn, const std::string& 
 {
     if (conn->closed) return;
     conn->closed = true;
-    if (conn->peer && conn->peer->conn == conn) {
-        // No direct send may use this fd once it is closed (and maybe reused).
-        std::lock_guard lock(mutex);
-        conn->peer->direct_fd = -1;
-    }
     std::error_code ignored;
-    conn->socket.close(ignored);
+    conn->socket().close(ignored);
     conn->deadline.cancel();
     Peer* p = conn->peer;
     if (!p) {
@@ -448,10 +456,10 @@ void PeerMesh::State::start_read(std::shared_ptr<Connection> conn)
 {
     if (conn->closed || conn->reading) return;
     conn->reading = true;
-    conn->socket.async_read_some(asio::buffer(conn->read_buffer), [this, conn](std::error_code ec, size_t n) {
+    conn->stream.async_read_some(asio::buffer(conn->read_buffer), [this, conn](std::error_code ec, size_t n) {
         conn->reading = false;
         if (conn->closed) return;
-        if (ec == asio::error::eof) {
+        if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
             const bool handshake = conn->stage != Stage::established;
             fail(conn,
                  handshake ? "closed during the handshake (does it speak protocol version " +
@@ -460,7 +468,7 @@ void PeerMesh::State::start_read(std::shared_ptr<Connection> conn)
                  conn->peer ? LogLevel::warn : LogLevel::debug);
             return;
         }
-        if (ec) {
+        if (ec) {  // a TLS record that fails its check lands here: the stream was tampered with
             fail(conn, "receive failed: " + ec.message(), LogLevel::warn);
             return;
         }
@@ -507,11 +515,8 @@ void PeerMesh::State::on_message(const std::shared_ptr<Connection>& conn, Messag
 {
     if (const Hello* hello = std::get_if<Hello>(&message)) {
         on_hello(conn, *hello);
-    } else if (const AuthMessage* auth = std::get_if<AuthMessage>(&message)) {
-        on_auth(conn, auth->tag);
-    } else if (conn->stage != Stage::established) {
-        fail(conn, "protocol error: a " + std::string(message_name(message)) + " came before authentication",
-             LogLevel::error);
+    } else if (conn->stage != Stage::established) {  // the decoder lets none through; kept as a guard
+        fail(conn, "protocol error: a " + std::string(message_name(message)) + " came before HELLO", LogLevel::error);
     } else if (conn->controller) {
         if (const ControlRequest* request = std::get_if<ControlRequest>(&message))
             guard_handler(*conn, message, [&] { on_request(conn, request->body); });
@@ -531,14 +536,24 @@ void PeerMesh::State::on_message(const std::shared_ptr<Connection>& conn, Messag
     }
 }
 
-// Writes a handshake message now: it fits in a fresh connection's empty
-// socket buffer, so this does not block in practice (see dial()).
-bool PeerMesh::State::send_now(const std::shared_ptr<Connection>& conn, const std::vector<uint8_t>& bytes)
+// Our HELLO, written before anything else on the connection; once it is
+// out, whatever queued up behind it goes.
+void PeerMesh::State::send_hello(const std::shared_ptr<Connection>& conn, const Hello& hello)
 {
-    std::error_code ec;
-    asio::write(conn->socket, asio::buffer(bytes), ec);
-    if (ec) fail(conn, "sending during the handshake: " + ec.message(), LogLevel::warn);
-    return !ec;
+    conn->writing.clear();
+    append_hello(conn->writing, hello);
+    conn->write_in_flight = true;
+    asio::async_write(conn->stream, asio::buffer(conn->writing), [this, conn](std::error_code ec, size_t) {
+        conn->write_in_flight = false;
+        if (conn->closed) return;
+        if (ec) {
+            fail(conn, "sending HELLO: " + ec.message(), LogLevel::warn);
+            return;
+        }
+        if (conn->stage != Stage::established) return;
+        if (conn->controller) write_replies(conn);
+        else if (conn->peer && conn->peer->conn == conn) start_write(*conn->peer);
+    });
 }
 
 void PeerMesh::State::on_hello(std::shared_ptr<Connection> conn, const Hello& hello)
@@ -547,86 +562,61 @@ void PeerMesh::State::on_hello(std::shared_ptr<Connection> conn, const Hello& he
         fail(conn, "protocol error: a second HELLO", LogLevel::error);
         return;
     }
-    if (hello.cluster != cluster.name) {
-        fail(conn, "refused: '" + hello.id + "' belongs to cluster '" + hello.cluster + "', this VMM to '" +
-                       cluster.name + "'",
-             LogLevel::error);
+    auto checked = check_hello(*conn, hello);
+    if (!checked) {
+        fail(conn, "refused: " + checked.error().message(), LogLevel::error);
         return;
     }
     conn->hello = hello;
-    if (hello.role == PeerRole::controller) {
-        if (conn->peer) {  // we dialed a peer and a controller answered
-            fail(conn, "refused: the VMM there answers as a controller", LogLevel::error);
-            return;
-        }
-        conn->controller = true;
-    } else {
-        const std::string who = "'" + hello.id + "' listening on " + hello.listen.to_string();
-        if (hello.id == spec.id) {
-            fail(conn, "refused: " + who + " has this VMM's own id", LogLevel::error);
-            return;
-        }
-        Peer* p = conn->peer;
-        if (p) {  // we dialed: the peer must be the one we meant
-            if (hello.listen != p->address) {
-                fail(conn, "refused: the VMM there says it is " + who, LogLevel::error);
-                return;
-            }
-        } else {
-            const auto it =
-                std::find_if(peers.begin(), peers.end(), [&](const auto& q) { return q->address == hello.listen; });
-            if (it == peers.end()) {
-                fail(conn, "refused: " + who + " is not one of this VMM's peers", LogLevel::error);
-                return;
-            }
-            p = it->get();
-            if (p->we_dial) {
-                fail(conn, "refused: " + who + " dialed this VMM, but this VMM dials it (the lower listen address dials)",
-                     LogLevel::error);
-                return;
-            }
-            conn->candidate = p;
-        }
-        if (!p->id.empty() && !cluster.peer_ids.empty() && hello.id != p->id) {
-            fail(conn, "refused: " + who + " should be '" + p->id + "' by the cluster configuration", LogLevel::error);
-            return;
-        }
+    conn->decoder.accept_only_hello(false);
+    if (conn->peer) {  // we dialed, and the one we meant answered
+        establish(conn, hello);
+        return;
     }
-    conn->stage = Stage::awaiting_auth;
-    // The dialer proves itself first (peer_protocol.hpp, AUTH): the acceptor
-    // answers with its HELLO only, the dialer then sends its AUTH.
-    std::vector<uint8_t> bytes;
-    if (conn->peer) append_auth(bytes, own_tag(*conn));
-    else append_hello(bytes, own_hello(*conn));
-    send_now(conn, bytes);
+    conn->controller = hello.role == PeerRole::controller;
+    send_hello(conn, own_hello(conn->controller ? SocketAddress() : hello.listen, hello.id));
+    adopt(conn, checked.value());
 }
 
-void PeerMesh::State::on_auth(std::shared_ptr<Connection> conn, const AuthTag& tag)
+// Whether `hello` comes from whom this connection may carry: someone of
+// this cluster (TLS proved the secret) who meant to reach this VMM, and,
+// when we dialed, the peer we meant. For an accepted peer: which one it is.
+Result<Peer*> PeerMesh::State::check_hello(const Connection& conn, const Hello& hello) const
 {
-    if (conn->stage != Stage::awaiting_auth) {
-        fail(conn, "protocol error: AUTH out of turn", LogLevel::error);
-        return;
+    if (hello.cluster != cluster.name)
+        return Error("'" + hello.id + "' belongs to cluster '" + hello.cluster + "', this VMM to '" + cluster.name + "'");
+    const bool target_is_us = (hello.target == SocketAddress() || hello.target == spec.listen) &&
+                              (hello.target_id.empty() || hello.target_id == spec.id);
+    const std::string target = hello.target_id.empty() ? hello.target.to_string() : "'" + hello.target_id + "'";
+    if (!target_is_us) return Error("'" + hello.id + "' meant to reach " + target + ", not this VMM (relayed?)");
+    if (hello.role == PeerRole::controller) {
+        if (conn.peer) return Error("the VMM at " + conn.peer->address.to_string() + " answers as a controller");
+        if (hello.target_id.empty()) return Error("controller '" + hello.id + "' did not say which VMM it meant");
+        return nullptr;
     }
-    const AuthTag expected = auth_tag(cluster.secret, cluster.name, conn->hello.id, conn->hello.nonce, conn->nonce);
-    if (!equal_constant_time(tag, expected)) {
-        fail(conn, "refused: '" + conn->hello.id + "' failed authentication (it does not hold cluster '" +
-                       cluster.name + "''s secret)",
-             LogLevel::error);
-        return;
+    const std::string who = "'" + hello.id + "' listening on " + hello.listen.to_string();
+    if (hello.id == spec.id) return Error(who + " has this VMM's own id");
+    Peer* p = conn.peer;
+    if (p) {  // we dialed: it must be the one we meant, answering us
+        if (hello.listen != p->address) return Error("the VMM at " + p->address.to_string() + " says it is " + who);
+        if (hello.target != spec.listen || hello.target_id != spec.id)
+            return Error(who + " answered someone else (" + target + ")");
+    } else {
+        if (hello.target == SocketAddress()) return Error(who + " did not say which VMM it meant");
+        const auto it =
+            std::find_if(peers.begin(), peers.end(), [&](const auto& q) { return q->address == hello.listen; });
+        if (it == peers.end()) return Error(who + " is not one of this VMM's peers");
+        p = it->get();
+        if (p->we_dial) return Error(who + " dialed this VMM, but this VMM dials it (the lower listen address dials)");
     }
-    if (conn->peer) {  // we dialed, proved ourselves, and now it has
-        establish(conn, conn->hello);
-        return;
-    }
-    std::vector<uint8_t> bytes;
-    append_auth(bytes, own_tag(*conn));
-    if (!send_now(conn, bytes)) return;
-    adopt(conn);
+    if (!p->id.empty() && !cluster.peer_ids.empty() && hello.id != p->id)
+        return Error(who + " should be '" + p->id + "' by the cluster configuration");
+    return p;
 }
 
-// An accepted connection that authenticated: a controller, or its peer's
-// connection from now on (replacing an older one: the peer restarted).
-void PeerMesh::State::adopt(const std::shared_ptr<Connection>& conn)
+// An accepted connection whose HELLO was accepted: a controller, or its
+// peer's connection from now on (replacing an older one: the peer restarted).
+void PeerMesh::State::adopt(const std::shared_ptr<Connection>& conn, Peer* p)
 {
     std::erase(inbound, conn);
     if (conn->controller) {
@@ -637,13 +627,12 @@ void PeerMesh::State::adopt(const std::shared_ptr<Connection>& conn)
         conn->stage = Stage::established;
         conn->deadline.cancel();
         controllers.push_back(conn);
-        log_debug("controller '" + conn->hello.id + "' from " + conn->remote + " authenticated");
+        log_debug("controller '" + conn->hello.id + "' from " + conn->remote + " connected");
         return;
     }
-    Peer& p = *conn->candidate;
-    if (p.conn) fail(p.conn, "replaced by a new connection from the same peer", LogLevel::info);
-    conn->peer = &p;
-    p.conn = conn;
+    if (p->conn) fail(p->conn, "replaced by a new connection from the same peer", LogLevel::info);
+    conn->peer = p;
+    p->conn = conn;
     establish(conn, conn->hello);
 }
 
@@ -659,7 +648,6 @@ void PeerMesh::State::establish(const std::shared_ptr<Connection>& conn, const H
     {
         std::lock_guard lock(mutex);
         p.linked = true;
-        p.direct_fd = conn->socket.native_handle();
         mac_table.pin(hello.mac, p.index);
     }
     log_info("connected to peer " + p.name + " (guest MAC " + hello.mac.to_string() + ")");
@@ -697,7 +685,7 @@ void PeerMesh::State::write_replies(const std::shared_ptr<Connection>& conn)
     conn->writing = std::move(conn->replies);
     conn->replies.clear();
     conn->write_in_flight = true;
-    asio::async_write(conn->socket, asio::buffer(conn->writing), [this, conn](std::error_code ec, size_t) {
+    asio::async_write(conn->stream, asio::buffer(conn->writing), [this, conn](std::error_code ec, size_t) {
         conn->write_in_flight = false;
         if (ec) {
             fail(conn, "sending a reply: " + ec.message(), LogLevel::debug);
@@ -825,10 +813,7 @@ void PeerMesh::State::queue_bytes(Peer& p, const std::vector<uint8_t>& bytes)
 {
     std::lock_guard lock(mutex);
     p.queue.push_bytes(bytes);
-    if (p.linked && !p.writer_active) {
-        p.writer_active = true;
-        asio::post(io, [this, &p] { start_write(p); });
-    }
+    wake_writer(p);
 }
 
 void PeerMesh::State::release(const std::vector<size_t>& released)
@@ -899,59 +884,27 @@ bool PeerMesh::State::try_send(std::span<const uint8_t> frame)
                           std::to_string(p.queue.limit()) + " bytes wait for it already; frame dropped");
             return;
         }
-        if (p.staged || (batching && p.linked && !p.writer_active && !p.queue.has_pending() && p.direct_fd >= 0)) {
-            p.queue.push_frame(frame);  // written in one go by end_batch()
-            p.staged = true;
-            return;
-        }
-        if (p.linked && !p.writer_active && !p.queue.has_pending() && p.direct_fd >= 0) {
-            direct_send(p, frame);
-            return;
-        }
         p.queue.push_frame(frame);
-        if (p.linked && !p.writer_active) {
-            p.writer_active = true;
-            asio::post(io, [this, &p] { start_write(p); });
-        }
+        if (batching) p.staged = true;  // end_batch() wakes the writer once for the whole batch
+        else wake_writer(p);
     });
     return true;
 }
 
-// The fast path: nothing queued and no write in flight, so the frame can go
-// straight to the socket from the caller's thread (the device's I/O thread)
-// without waking the network thread. Whatever the socket does not take now
-// is queued, in order, for the network thread. Called with the lock held.
-void PeerMesh::State::direct_send(Peer& p, std::span<const uint8_t> frame)
+// Every write goes through the network thread: a TLS stream is not to be
+// written from two threads. Lock held.
+void PeerMesh::State::wake_writer(Peer& p)
 {
-    direct_buffer.clear();
-    append_frame(direct_buffer, frame);
-    ssize_t n = ::send(p.direct_fd, direct_buffer.data(), direct_buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    // An error is the network thread's to report: it will see it on its next write.
-    if (n < 0) n = 0;
-    if (static_cast<size_t>(n) == direct_buffer.size()) return;
-    p.queue.push_bytes(std::span<const uint8_t>(direct_buffer).subspan(static_cast<size_t>(n)));
-    p.writer_active = true;
-    asio::post(io, [this, &p] { start_write(p); });
-}
-
-// Writes what was staged for `p` during a batch with one send(); the network
-// thread takes whatever the socket does not accept now. Lock held.
-void PeerMesh::State::flush_staged(Peer& p)
-{
-    p.staged = false;
-    if (closed_for_send || !p.queue.has_pending()) return;
-    if (p.linked && !p.writer_active && p.direct_fd >= 0) {
-        p.queue.take_batch(direct_buffer);
-        p.queue.batch_done();
-        ssize_t n = ::send(p.direct_fd, direct_buffer.data(), direct_buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0) n = 0;  // the network thread reports errors on its next write
-        if (static_cast<size_t>(n) == direct_buffer.size()) return;
-        p.queue.push_bytes(std::span<const uint8_t>(direct_buffer).subspan(static_cast<size_t>(n)));
-    }
     if (p.linked && !p.writer_active) {
         p.writer_active = true;
         asio::post(io, [this, &p] { start_write(p); });
     }
+}
+
+void PeerMesh::State::flush_staged(Peer& p)
+{
+    p.staged = false;
+    if (!closed_for_send && p.queue.has_pending()) wake_writer(p);
 }
 
 // Writes everything queued for `p` as one batch; called again when that
@@ -970,7 +923,7 @@ void PeerMesh::State::start_write(Peer& p)
         p.queue.take_batch(conn->writing);
     }
     conn->write_in_flight = true;
-    asio::async_write(conn->socket, asio::buffer(conn->writing),
+    asio::async_write(conn->stream, asio::buffer(conn->writing),
                       [this, &p, conn](std::error_code ec, size_t) { on_written(p, conn, ec); });
 }
 
@@ -1014,9 +967,6 @@ void PeerMesh::State::stop()
     {
         std::lock_guard lock(mutex);
         closed_for_send = true;
-        // No send() from the device's thread on a socket about to close
-        // (its fd number could be reused at once).
-        for (auto& p : peers) p->direct_fd = -1;
     }
     if (!started) return;
     io.stop();
@@ -1024,9 +974,10 @@ void PeerMesh::State::stop()
     // Close now, so peers see it at once rather than when the mesh is destroyed.
     std::error_code ignored;
     acceptor.close(ignored);
-    for (auto& conn : inbound) conn->socket.close(ignored);
+    for (auto& conn : inbound) conn->socket().close(ignored);
+    for (auto& conn : controllers) conn->socket().close(ignored);
     for (auto& p : peers)
-        if (p->conn) p->conn->socket.close(ignored);
+        if (p->conn) p->conn->socket().close(ignored);
 }
 
 // ---- PeerMesh ---------------------------------------------------------------
@@ -1043,6 +994,7 @@ Result<std::unique_ptr<PeerMesh>> PeerMesh::create(const PeerNetSpec& spec, cons
         return Error("peer mesh send queue of " + std::to_string(limits.send_queue_bytes) +
                      " bytes cannot hold one maximum-size frame");
     auto state = std::make_unique<State>(spec, limits, std::move(cluster));
+    TRY(configure_psk_tls(state->tls.native_handle(), &state->psk));
     TRY(state->open_acceptor());
     return std::unique_ptr<PeerMesh>(new PeerMesh(std::move(state)));
 }
@@ -1073,7 +1025,10 @@ Result<void> PeerMesh::start()
     s.started = true;
     log_info("peer mesh: '" + s.spec.id + "' listening on " + s.spec.listen.to_string() + ", guest MAC " +
              s.spec.mac.to_string() + (s.spec.mac_derived ? " (derived from the id)" : "") + ", " +
-             std::to_string(s.peers.size()) + " peer(s)");
+             std::to_string(s.peers.size()) + " peer(s), TLS 1.3");
+    if (s.cluster.secret.empty())
+        log_warn("peer mesh: no cluster secret: the channel is encrypted but anyone who can reach " +
+                 s.spec.listen.to_string() + " can join; use a cluster file with a secret");
     return ok();
 }
 

@@ -1,5 +1,5 @@
 // The peer mesh: a distributed Ethernet switch. Every VMM of a cluster holds
-// exactly one TCP connection to every other VMM and sends its guest's frames
+// exactly one TLS-over-TCP connection to every other VMM and sends its guest's frames
 // straight to the peer (or peers) they are for; nothing is forwarded twice
 // and there is no central switch. Wire format: peer_protocol.hpp.
 //
@@ -45,7 +45,8 @@
 // lock held, so a sink may call try_send() or receive_ready() from inside a
 // callback (receive_ready() only posts work to the network thread; it never
 // re-enters deliver_to_guest()). try_send() and receive_ready() may be called
-// from any thread.
+// from any thread; every write to a connection happens on the network thread
+// (a TLS stream has one writer).
 #pragma once
 
 #include <chrono>
@@ -86,9 +87,9 @@ struct PeerMeshLimits {
 };
 
 // Who may join: peers and controllers prove they hold the cluster's secret
-// (peer_protocol.hpp, AUTH). Without a cluster (a bare `--net peer`), the
-// cluster name is "-" and the secret empty: anyone who can connect to the
-// port is a peer, as before.
+// in the TLS handshake (tls_psk.hpp). Without a cluster (a bare `--net peer`),
+// the cluster name is "-" and the secret empty: the channel is encrypted, but
+// anyone who can connect to the port is a peer (logged as a warning).
 struct MeshCluster {
     std::string name = "-";
     std::vector<uint8_t> secret;

@@ -1,7 +1,5 @@
 #include "net/peer_protocol.hpp"
 
-#include <sys/random.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -9,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "net/sha256.hpp"
 #include "vmm/base/le.hpp"
 
 namespace vvmm::net {
@@ -153,7 +150,6 @@ std::string_view message_type_name(uint16_t type)
     case MessageType::commit: return "COMMIT";
     case MessageType::abort: return "ABORT";
     case MessageType::restored: return "RESTORED";
-    case MessageType::auth: return "AUTH";
     case MessageType::ctl_request: return "CTL_REQUEST";
     case MessageType::ctl_reply: return "CTL_REPLY";
     }
@@ -176,7 +172,6 @@ std::string_view message_name(const Message& message)
 {
     struct Visitor {
         std::string_view operator()(const Hello&) const { return "HELLO"; }
-        std::string_view operator()(const AuthMessage&) const { return "AUTH"; }
         std::string_view operator()(const FrameMessage&) const { return "FRAME"; }
         std::string_view operator()(const MarkerMessage&) const { return "MARKER"; }
         std::string_view operator()(const ControlMessage& m) const { return message_type_name(m.type); }
@@ -186,31 +181,37 @@ std::string_view message_name(const Message& message)
     return std::visit(Visitor{}, message);
 }
 
+namespace {
+
+void store_address(uint8_t* port_at, uint8_t* family_at, uint8_t* address_at, const SocketAddress& a)
+{
+    store_le<uint16_t>(port_at, a.port());
+    *family_at = static_cast<uint8_t>(a.family());
+    std::memcpy(address_at, a.address().data(), 16);
+}
+
+}  // namespace
+
 void append_hello(std::vector<uint8_t>& out, const Hello& hello)
 {
-    append_header(out, MessageType::hello, kHelloFixedSize + hello.id.size() + hello.cluster.size());
+    append_header(out, MessageType::hello,
+                  kHelloFixedSize + hello.id.size() + hello.cluster.size() + hello.target_id.size());
     uint8_t fixed[kHelloFixedSize] = {};
     std::memcpy(fixed, kHelloMagic, sizeof kHelloMagic);
     store_le<uint16_t>(fixed + 4, kProtocolVersion);
     fixed[6] = static_cast<uint8_t>(hello.role);
     if (hello.role != PeerRole::controller) {  // a controller has no guest and no listen address
         std::memcpy(fixed + 8, hello.mac.bytes().data(), 6);
-        store_le<uint16_t>(fixed + 14, hello.listen.port());
-        fixed[16] = static_cast<uint8_t>(hello.listen.family());
-        std::memcpy(fixed + 20, hello.listen.address().data(), 16);
+        store_address(fixed + 14, fixed + 16, fixed + 20, hello.listen);
     }
     fixed[17] = static_cast<uint8_t>(hello.id.size());
     fixed[18] = static_cast<uint8_t>(hello.cluster.size());
-    std::memcpy(fixed + 36, hello.nonce.data(), hello.nonce.size());
+    fixed[19] = static_cast<uint8_t>(hello.target_id.size());
+    if (hello.target != SocketAddress()) store_address(fixed + 36, fixed + 38, fixed + 40, hello.target);
     out.insert(out.end(), fixed, fixed + kHelloFixedSize);
     out.insert(out.end(), hello.id.begin(), hello.id.end());
     out.insert(out.end(), hello.cluster.begin(), hello.cluster.end());
-}
-
-void append_auth(std::vector<uint8_t>& out, const AuthTag& tag)
-{
-    append_header(out, MessageType::auth, tag.size());
-    out.insert(out.end(), tag.begin(), tag.end());
+    out.insert(out.end(), hello.target_id.begin(), hello.target_id.end());
 }
 
 void append_frame(std::vector<uint8_t>& out, std::span<const uint8_t> frame)
@@ -253,6 +254,37 @@ void append_ctl_reply(std::vector<uint8_t>& out, const nlohmann::json& body)
 
 Result<void> validate_cluster_name(std::string_view name) { return check_name("cluster name", name); }
 
+namespace {
+
+bool all_zero(std::span<const uint8_t> bytes)
+{
+    return std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0; });
+}
+
+// A listen address in HELLO: port, family and 16 address bytes. Family 0
+// (none) only where `optional`, and then all of it zero.
+Result<SocketAddress> parse_address(std::span<const uint8_t> p, size_t port_at, size_t family_at, size_t address_at,
+                                    bool optional, const char* what)
+{
+    const uint8_t family = p[family_at];
+    const uint16_t port = le16(p, port_at);
+    const auto address = p.subspan(address_at, 16);
+    if (family == 0 && optional) {
+        if (port != 0 || !all_zero(address)) return Error(std::string("HELLO has a ") + what + " without a family");
+        return SocketAddress();
+    }
+    if (family != 4 && family != 6)
+        return Error(std::string("HELLO has unknown ") + what + " family " + std::to_string(family));
+    if (family == 4 && !all_zero(address.subspan(4)))
+        return Error(std::string("HELLO has an IPv4 ") + what + " with non-zero padding");
+    if (port == 0) return Error(std::string("HELLO has ") + what + " port 0");
+    std::array<uint8_t, 16> bytes;
+    std::memcpy(bytes.data(), address.data(), bytes.size());
+    return SocketAddress(static_cast<SocketAddress::Family>(family), bytes, port);
+}
+
+}  // namespace
+
 Result<Hello> parse_hello(std::span<const uint8_t> p)
 {
     if (p.size() < 6) return Error("HELLO is truncated (" + std::to_string(p.size()) + " bytes)");
@@ -264,82 +296,37 @@ Result<Hello> parse_hello(std::span<const uint8_t> p)
     if (p.size() < kHelloFixedSize) return Error("HELLO is truncated (" + std::to_string(p.size()) + " bytes)");
     const size_t id_length = p[17];
     const size_t cluster_length = p[18];
-    if (p.size() != kHelloFixedSize + id_length + cluster_length)
-        return Error("HELLO is " + std::to_string(p.size()) + " bytes but its id and cluster name lengths say " +
-                     std::to_string(kHelloFixedSize + id_length + cluster_length));
-    if (p[7] != 0 || p[19] != 0) return Error("HELLO has non-zero reserved bytes");
+    const size_t target_id_length = p[19];
+    const size_t expected = kHelloFixedSize + id_length + cluster_length + target_id_length;
+    if (p.size() != expected)
+        return Error("HELLO is " + std::to_string(p.size()) + " bytes but its name lengths say " +
+                     std::to_string(expected));
+    if (p[7] != 0 || p[39] != 0 || !all_zero(p.subspan(56, 12))) return Error("HELLO has non-zero reserved bytes");
 
     Hello hello;
     const uint8_t role = p[6];
     if (role != static_cast<uint8_t>(PeerRole::peer) && role != static_cast<uint8_t>(PeerRole::controller))
         return Error("HELLO has unknown role " + std::to_string(role));
     hello.role = static_cast<PeerRole>(role);
-    const uint8_t family = p[16];
-    const uint16_t port = le16(p, 14);
-    std::array<uint8_t, 16> address;
-    std::memcpy(address.data(), p.data() + 20, address.size());
-    const auto all_zero = [](auto first, auto last) {
-        return std::all_of(first, last, [](uint8_t b) { return b == 0; });
-    };
     if (hello.role == PeerRole::controller) {
-        if (!all_zero(p.begin() + 8, p.begin() + 14) || family != 0 || port != 0 ||
-            !all_zero(address.begin(), address.end()))
+        if (!all_zero(p.subspan(8, 9)) || !all_zero(p.subspan(20, 16)))
             return Error("HELLO of a controller has a guest MAC or a listen address");
     } else {
         hello.mac = MacAddress::from_bytes(p.data() + 8);
-        if (family != 4 && family != 6) return Error("HELLO has unknown address family " + std::to_string(family));
-        if (family == 4 && !all_zero(address.begin() + 4, address.end()))
-            return Error("HELLO has an IPv4 listen address with non-zero padding");
-        if (port == 0) return Error("HELLO has listen port 0");
-        hello.listen = SocketAddress(static_cast<SocketAddress::Family>(family), address, port);
+        TRY_ASSIGN(hello.listen, parse_address(p, 14, 16, 20, false, "listen address"));
         if (hello.mac.is_multicast() || hello.mac.is_zero())
             return Error("HELLO has guest MAC " + hello.mac.to_string() + ", which is not a unicast address");
     }
-    std::memcpy(hello.nonce.data(), p.data() + 36, hello.nonce.size());
-    hello.id.assign(reinterpret_cast<const char*>(p.data() + kHelloFixedSize), id_length);
-    hello.cluster.assign(reinterpret_cast<const char*>(p.data() + kHelloFixedSize + id_length), cluster_length);
+    TRY_ASSIGN(hello.target, parse_address(p, 36, 38, 40, true, "target address"));
+    const char* names = reinterpret_cast<const char*>(p.data() + kHelloFixedSize);
+    hello.id.assign(names, id_length);
+    hello.cluster.assign(names + id_length, cluster_length);
+    hello.target_id.assign(names + id_length + cluster_length, target_id_length);
     auto valid = check_name("id", hello.id);
-    if (!valid) return valid.error().context("HELLO");
-    valid = check_name("cluster name", hello.cluster);
+    if (valid) valid = check_name("cluster name", hello.cluster);
+    if (valid && !hello.target_id.empty()) valid = check_name("target id", hello.target_id);
     if (!valid) return valid.error().context("HELLO");
     return hello;
-}
-
-Nonce random_nonce()
-{
-    Nonce nonce;
-    size_t filled = 0;
-    while (filled < nonce.size()) {
-        const ssize_t n = getrandom(nonce.data() + filled, nonce.size() - filled, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            std::fprintf(stderr, "vvmm: getrandom failed: %s\n", std::strerror(errno));
-            std::abort();
-        }
-        filled += static_cast<size_t>(n);
-    }
-    return nonce;
-}
-
-AuthTag auth_tag(std::span<const uint8_t> secret, std::string_view cluster, std::string_view sender_id,
-                 const Nonce& sender_nonce, const Nonce& receiver_nonce)
-{
-    // Length-prefixed, so no two (cluster, id) pairs give the same bytes.
-    if (cluster.size() > 255 || sender_id.size() > 255) {
-        std::fprintf(stderr, "vvmm: auth_tag: cluster name or id over 255 bytes\n");
-        std::abort();
-    }
-    static constexpr std::string_view kLabel{"vvmm-peer-auth-v2\0", 18};
-    std::vector<uint8_t> message;
-    message.reserve(kLabel.size() + 2 + cluster.size() + sender_id.size() + 2 * kNonceSize);
-    message.insert(message.end(), kLabel.begin(), kLabel.end());
-    message.push_back(static_cast<uint8_t>(cluster.size()));
-    message.insert(message.end(), cluster.begin(), cluster.end());
-    message.push_back(static_cast<uint8_t>(sender_id.size()));
-    message.insert(message.end(), sender_id.begin(), sender_id.end());
-    message.insert(message.end(), sender_nonce.begin(), sender_nonce.end());
-    message.insert(message.end(), receiver_nonce.begin(), receiver_nonce.end());
-    return hmac_sha256(secret, message);
 }
 
 void MessageDecoder::feed(std::span<const uint8_t> bytes)
@@ -381,7 +368,6 @@ Result<std::optional<Message>> MessageDecoder::next()
     switch (type) {
     case MessageType::hello: max_payload = kMaxHelloPayload; break;
     case MessageType::frame: max_payload = kMaxFrameSize; break;
-    case MessageType::auth: min_payload = max_payload = kAuthTagSize; break;
     case MessageType::marker: min_payload = max_payload = kEpochSize; break;
     case MessageType::prepare:
     case MessageType::done:
@@ -395,6 +381,7 @@ Result<std::optional<Message>> MessageDecoder::next()
     case MessageType::ctl_reply: max_payload = kMaxJsonSize; break;
     default: return fail("unknown message type " + std::to_string(raw_type));
     }
+    if (only_hello_ && type != MessageType::hello) return fail("a " + name + " came before HELLO");
     if (flags != 0)
         return fail(name + " has flags " + hex16(flags) + ", none are defined in protocol version " +
                     std::to_string(kProtocolVersion));
@@ -423,11 +410,6 @@ Result<std::optional<Message>> MessageDecoder::decode(MessageType type, std::spa
     }
     case MessageType::frame:
         return std::optional<Message>(FrameMessage{std::vector<uint8_t>(payload.begin(), payload.end())});
-    case MessageType::auth: {
-        AuthMessage auth;
-        std::memcpy(auth.tag.data(), payload.data(), auth.tag.size());
-        return std::optional<Message>(auth);
-    }
     case MessageType::marker: {
         const uint64_t epoch = le64(payload, 0);
         if (epoch == 0) return fail("MARKER has epoch 0");

@@ -1,15 +1,22 @@
 // The wire protocol between the VMMs of a cluster: the one place that
-// describes it. Every VMM holds one TCP connection to every other VMM (see
+// describes it. Every VMM holds one connection to every other VMM (see
 // peer_mesh.hpp for who dials); both directions carry a stream of messages.
 // A controller (a CLI reaching the cluster through a VMM's peer port) uses the
 // same framing on a connection of its own.
+//
+// Every connection is TLS 1.3 authenticated by the cluster's pre-shared key
+// (tls_psk.hpp): the messages below travel only inside it, so they are
+// encrypted, and a record that was changed, injected, replayed or reordered
+// on the path ends the connection. Only members holding the cluster's secret
+// complete the TLS handshake; HELLO then says who each end is and whom the
+// dialer meant to reach.
 //
 // Message = header + payload. All integers are little-endian.
 //
 //   offset size  field
 //   0      4     payload length in bytes (not counting the header)
 //   4      2     type (MessageType)
-//   6      2     flags: none are defined (version 2); must be 0
+//   6      2     flags: none are defined (version 3); must be 0
 //   8      n     payload
 //
 // The header layout never changes; everything else may change with the
@@ -17,20 +24,23 @@
 // versions can tell that they differ. An unknown type, non-zero flags, or a
 // payload over its type's maximum is a protocol error (the header alone
 // tells); so is any payload that breaks its type's rules below. A protocol
-// error closes the connection with a logged error.
+// error closes the connection with a logged error. Before HELLO has been
+// accepted, a connection may carry nothing but HELLO: the decoder is told
+// (MessageDecoder::accept_only_hello) and refuses any other type from its
+// header, before reading its payload.
 //
-// ---- Version 2 messages -----------------------------------------------------
+// ---- Version 3 messages -----------------------------------------------------
 //
-// HELLO (type 1): the first message on a connection, in both directions. The
-// dialing side sends it at once; the accepting side answers with its own
-// HELLO once it has recognised the dialer as one of its configured peers (or
-// as a controller). The version is checked first: a HELLO of another version
-// (version 1's 32-byte layout included) is refused for its version, whatever
-// follows it.
+// HELLO (type 1): the first message on a connection, in both directions,
+// right after the TLS handshake. The dialing side sends it at once; the
+// accepting side answers with its own HELLO once it has recognised the
+// dialer as one of its configured peers (or as a controller) and checked
+// that the dialer meant to reach this VMM. The version is checked first: a
+// HELLO of another version is refused for its version, whatever follows it.
 //
 //   offset size  field
 //   0      4     magic "VVMN" (bytes 56 56 4d 4e)
-//   4      2     protocol version (kProtocolVersion = 2)
+//   4      2     protocol version (kProtocolVersion = 3)
 //   6      1     role: 1 = peer VMM, 2 = controller
 //   7      1     reserved, 0
 //   8      6     sender's guest MAC (unicast; all zero for a controller)
@@ -38,39 +48,26 @@
 //   16     1     listen address family: 4 or 6 (0 for a controller)
 //   17     1     id length n, 1..64
 //   18     1     cluster name length m, 1..64
-//   19     1     reserved, 0
+//   19     1     target id length k, 0..64 (0: not stated)
 //   20     16    listen address (IPv4: first 4 bytes, the rest zero; all
 //                zero for a controller)
-//   36     32    nonce: 32 random bytes, fresh for this connection
+//   36     2     target's listen port (0 with family 0)
+//   38     1     target's address family: 4, 6, or 0 (not stated)
+//   39     1     reserved, 0
+//   40     16    target's listen address (as above; zero with family 0)
+//   56     12    reserved, 0
 //   68     n     sender's id, [A-Za-z0-9._-]
 //   68+n   m     cluster name, [A-Za-z0-9._-]
+//   68+n+m k     target id, [A-Za-z0-9._-]
 //
-// The accepting side finds out which configured peer dialed it from the
-// listen address (the source port of a connection says nothing).
-//
-// AUTH (type 4): payload exactly 32 bytes, auth_tag() of the sender. Proves
-// that the sender holds the cluster secret without sending it. Handshake:
-//
-//   dialer D                                 acceptor A
-//   |--HELLO(id D, nonce Nd)------------------>|
-//   |<-HELLO(id A, nonce Na)-------------------|  A recognised D
-//   |--AUTH(tag(secret, cluster, D, Nd, Na))-->|  A checks it
-//   |<-AUTH(tag(secret, cluster, A, Na, Nd))---|  D checks it
-//
-// The dialer proves first, so the acceptor never computes a tag for a party
-// that has not proved itself. Until a side has checked the other's AUTH it
-// accepts nothing but HELLO and AUTH; a wrong tag, another cluster name or any
-// other message there closes the connection. The tag covers:
-//  - the receiver's nonce: a tag recorded on one connection is worthless on
-//    another (no replay);
-//  - the sender's id and nonce, in a fixed order (sender's first): the tag D
-//    sends has D's id and D's nonce first, so it can never be the one A must
-//    send back. Reflecting A's own challenge to it, or A's tag back to A,
-//    fails; so does an attacker relaying between two connections, since
-//    each tag is bound to both fresh nonces of its connection;
-//  - the cluster name: the same secret used by two clusters does not let a
-//    VMM of one join the other;
-//  - a versioned label, so the secret's tags for anything else never match.
+// The target is whom the sender meant to reach: the dialer states the
+// address it dialled (and the id it expects there, when it knows it); the
+// accepting side states the dialer's. A receiver refuses a HELLO whose
+// target is another VMM: a relay that takes a down peer's address cannot
+// splice a connection meant for that peer onto another VMM (a dialer
+// checks the acceptor's listen address and id, too). The accepting side
+// finds out which configured peer dialed it from the listen address (the
+// source port of a connection says nothing).
 //
 // FRAME (type 2): the payload is one Ethernet frame as the guest sent it (no
 // virtio header), 0..65535 bytes. The framing accepts any length in that
@@ -90,9 +87,11 @@
 //
 // CTL_REQUEST (21), CTL_REPLY (22): payload one JSON object (at most
 // kMaxJsonSize bytes): a controller's request to the VMM it reached, and that
-// VMM's answer. Only on a controller's connection, after AUTH.
+// VMM's answer. Only on a controller's connection, after HELLO.
 //
-// Between peers, after AUTH: FRAME, MARKER and PREPARE..RESTORED. A
+// Type 4 (AUTH of version 2) is not used any more: TLS authenticates.
+//
+// Between peers, after HELLO: FRAME, MARKER and PREPARE..RESTORED. A
 // controller's connection carries CTL_REQUEST from the controller and
 // CTL_REPLY to it, nothing else.
 //
@@ -180,7 +179,7 @@
 
 namespace vvmm::net {
 
-inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr uint8_t kHelloMagic[4] = {'V', 'V', 'M', 'N'};
 
 inline constexpr size_t kHeaderSize = 8;
@@ -191,8 +190,6 @@ inline constexpr size_t kMaxFrameSize = 65535;
 inline constexpr size_t kMaxHelloPayload = 4096;
 inline constexpr size_t kHelloFixedSize = 68;
 inline constexpr size_t kMaxClusterNameLength = kMaxPeerIdLength;  // same rules as an id
-inline constexpr size_t kNonceSize = 32;
-inline constexpr size_t kAuthTagSize = 32;
 inline constexpr size_t kEpochSize = 8;
 // JSON bodies of control messages; with the epoch they stay under a FRAME's
 // maximum, so kMaxMessageSize bounds every message.
@@ -206,7 +203,6 @@ enum class MessageType : uint16_t {
     hello = 1,
     frame = 2,
     marker = 3,
-    auth = 4,
     prepare = 16,
     done = 17,
     commit = 18,
@@ -223,8 +219,6 @@ inline std::string_view message_type_name(MessageType type) { return message_typ
 bool is_control_type(MessageType type);
 
 enum class PeerRole : uint8_t { peer = 1, controller = 2 };
-using Nonce = std::array<uint8_t, kNonceSize>;
-using AuthTag = std::array<uint8_t, kAuthTagSize>;
 
 struct Hello {
     PeerRole role = PeerRole::peer;
@@ -234,14 +228,11 @@ struct Hello {
     SocketAddress listen;
     std::string id;
     std::string cluster;
-    Nonce nonce{};
+    // Whom the sender meant to reach; SocketAddress() and "" when not stated.
+    SocketAddress target;
+    std::string target_id;
 
     bool operator==(const Hello&) const = default;
-};
-
-struct AuthMessage {
-    AuthTag tag{};
-    bool operator==(const AuthMessage&) const = default;
 };
 
 struct FrameMessage {
@@ -273,7 +264,7 @@ struct ControlReply {
 };
 
 using Message =
-    std::variant<Hello, AuthMessage, FrameMessage, MarkerMessage, ControlMessage, ControlRequest, ControlReply>;
+    std::variant<Hello, FrameMessage, MarkerMessage, ControlMessage, ControlRequest, ControlReply>;
 
 // The type name of a decoded message, for logs ("HELLO", "DONE", ...).
 std::string_view message_name(const Message& message);
@@ -284,7 +275,6 @@ std::string_view message_name(const Message& message);
 // JSON strings that are not valid UTF-8 are encoded with U+FFFD in their
 // place rather than throwing.
 void append_hello(std::vector<uint8_t>& out, const Hello& hello);
-void append_auth(std::vector<uint8_t>& out, const AuthTag& tag);
 void append_frame(std::vector<uint8_t>& out, std::span<const uint8_t> frame);
 void append_marker(std::vector<uint8_t>& out, uint64_t epoch);
 // `type` must be a control type (is_control_type).
@@ -299,19 +289,6 @@ Result<Hello> parse_hello(std::span<const uint8_t> payload);
 // A cluster name follows the rules of a peer id: [A-Za-z0-9._-]{1,64}.
 Result<void> validate_cluster_name(std::string_view name);
 
-// 32 bytes from getrandom(2), for HELLO. Aborts if the kernel cannot give
-// them (it blocks until its pool is ready; failure means no getrandom at all),
-// since a predictable nonce would undo authentication.
-Nonce random_nonce();
-
-// The tag the sender of an AUTH puts in it:
-//   HMAC-SHA256(secret, "vvmm-peer-auth-v2" 0x00 | u8 len | cluster |
-//               u8 len | sender_id | sender_nonce | receiver_nonce)
-// Why each part is there: see AUTH above. cluster and sender_id are at most
-// 255 bytes (valid ones are at most 64); longer is a programming error (abort).
-AuthTag auth_tag(std::span<const uint8_t> secret, std::string_view cluster, std::string_view sender_id,
-                 const Nonce& sender_nonce, const Nonce& receiver_nonce);
-
 // Turns a byte stream into messages, whatever the stream's split into reads.
 // Pure: no I/O. After the first protocol error it returns that error forever
 // (the connection is unusable). Holds at most one partial message plus the
@@ -324,6 +301,9 @@ public:
     // protocol error (unknown type, flags, bad size, bad payload).
     Result<std::optional<Message>> next();
     size_t buffered_bytes() const { return buffer_.size() - consumed_; }
+    // Until the peer's HELLO is accepted: any other type is a protocol error
+    // from its header alone, so no payload of it is held or decoded.
+    void accept_only_hello(bool only) { only_hello_ = only; }
 
 private:
     Result<std::optional<Message>> fail(std::string message);
@@ -332,6 +312,7 @@ private:
     std::vector<uint8_t> buffer_;
     size_t consumed_ = 0;
     std::optional<Error> error_;
+    bool only_hello_ = false;
 };
 
 }  // namespace vvmm::net

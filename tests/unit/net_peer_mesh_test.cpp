@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -27,6 +28,8 @@
 
 #include "net/peer_mesh.hpp"
 #include "net/peer_protocol.hpp"
+#include "net/tls_link.hpp"
+#include "net/tls_psk.hpp"
 #include "vmm/base/le.hpp"
 #include "vmm/base/unique_fd.hpp"
 
@@ -346,14 +349,12 @@ std::vector<uint32_t> range(uint32_t from, uint32_t to)
     return v;
 }
 
-// ---- a hand-written peer speaking raw bytes, for the handshake tests --------
+// ---- a hand-written peer speaking raw protocol bytes inside TLS ------------
 
 UniqueFd connect_to(const SocketAddress& a)
 {
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     REQUIRE(fd.valid());
-    timeval tv{3, 0};
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     sa.sin_port = htons(a.port());
@@ -381,40 +382,86 @@ UniqueFd accept_within(int listen_fd, int timeout_ms)
 {
     timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     ::setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
-    if (fd.valid()) {
-        timeval rtv{3, 0};
-        ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &rtv, sizeof rtv);
-    }
-    return fd;
+    return UniqueFd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
 }
 
-void write_all(int fd, const std::vector<uint8_t>& bytes)
+// A mesh created without a MeshCluster: cluster "-", empty secret.
+const std::vector<uint8_t> kNoSecret;
+constexpr const char* kNoCluster = "-";
+
+std::vector<uint8_t> bytes_of(std::string_view s) { return {s.begin(), s.end()}; }
+
+// One TLS connection with the mesh, keyed like a member of `cluster` with `secret`.
+struct RawPeer {
+    std::unique_ptr<ClusterPsk> psk;
+    UniqueSslCtx ctx;
+    std::optional<TlsLink> link;
+    std::string handshake_error;  // empty: the TLS handshake succeeded
+    MessageDecoder decoder;
+};
+
+std::unique_ptr<RawPeer> tls_over(UniqueFd fd, TlsLink::Side side, const std::vector<uint8_t>& secret,
+                                  const std::string& cluster)
 {
-    REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+    auto peer = std::make_unique<RawPeer>();
+    peer->psk = std::make_unique<ClusterPsk>(derive_cluster_psk(secret, cluster));
+    auto ctx = make_psk_tls_context(peer->psk.get());
+    REQUIRE_MESSAGE(ctx.ok(), error_of(ctx));
+    peer->ctx = std::move(ctx.value());
+    auto link = TlsLink::handshake(std::move(fd), peer->ctx.get(), side, TlsLink::Clock::now() + 3s, "the mesh");
+    if (link) peer->link.emplace(std::move(link.value()));
+    else peer->handshake_error = link.error().message();
+    return peer;
 }
 
-// Reads until `want` messages decoded, EOF (returns false) or the 3 s timeout (REQUIREd not to happen).
+// Dials the mesh and completes the TLS handshake (REQUIREd unless `may_fail`).
+std::unique_ptr<RawPeer> dial_tls(const SocketAddress& a, const std::vector<uint8_t>& secret = kNoSecret,
+                                  const std::string& cluster = kNoCluster, bool may_fail = false)
+{
+    auto peer = tls_over(connect_to(a), TlsLink::Side::client, secret, cluster);
+    if (!may_fail) REQUIRE_MESSAGE(peer->link, peer->handshake_error);
+    return peer;
+}
+
+std::unique_ptr<RawPeer> accept_tls(int listen_fd, const std::vector<uint8_t>& secret = kNoSecret,
+                                    const std::string& cluster = kNoCluster)
+{
+    UniqueFd fd = accept_within(listen_fd, 3000);
+    REQUIRE(fd.valid());
+    auto peer = tls_over(std::move(fd), TlsLink::Side::server, secret, cluster);
+    REQUIRE_MESSAGE(peer->link, peer->handshake_error);
+    return peer;
+}
+
+void write_all(RawPeer& peer, const std::vector<uint8_t>& bytes)
+{
+    REQUIRE(peer.link);
+    auto sent = peer.link->send(bytes, TlsLink::Clock::now() + 3s);
+    REQUIRE_MESSAGE(sent.ok(), error_of(sent));
+}
+
+// Reads until `want` messages decoded, EOF or a TLS/socket error (returns
+// eof) or the 3 s timeout (REQUIREd not to happen).
 struct Received {
     std::vector<Message> messages;
     bool eof = false;
 };
 
-Received read_messages(int fd, size_t want)
+Received read_messages(RawPeer& peer, size_t want)
 {
     Received r;
-    MessageDecoder decoder;
+    REQUIRE(peer.link);
     uint8_t buf[4096];
     while (r.messages.size() < want) {
-        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+        auto n = peer.link->receive(buf, TlsLink::Clock::now() + 3s);
+        if (!n.ok()) REQUIRE_MESSAGE(n.error().message().find("timed out") == std::string::npos, "timed out waiting for the mesh");
+        if (!n.ok() || n.value() == 0) {
             r.eof = true;
             return r;
         }
-        REQUIRE_MESSAGE(n > 0, "timed out waiting for the mesh");
-        decoder.feed(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
+        peer.decoder.feed(std::span<const uint8_t>(buf, n.value()));
         for (;;) {
-            auto m = decoder.next();
+            auto m = peer.decoder.next();
             REQUIRE(m.ok());
             if (!m.value()) break;
             r.messages.push_back(std::move(*m.value()));
@@ -423,43 +470,28 @@ Received read_messages(int fd, size_t want)
     return r;
 }
 
-// A mesh created without a MeshCluster: cluster "-", empty secret.
-const std::vector<uint8_t> kNoSecret;
-constexpr const char* kNoCluster = "-";
+Hello peer_hello(const std::string& id, const SocketAddress& listen, const SocketAddress& target,
+                 const std::string& cluster = kNoCluster, const std::string& target_id = "")
+{
+    return Hello{.mac = MacAddress::derived_from_id(id), .listen = listen, .id = id, .cluster = cluster,
+                 .target = target, .target_id = target_id};
+}
 
-std::vector<uint8_t> hello_bytes(const std::string& id, const SocketAddress& listen, uint16_t version = kProtocolVersion,
-                                 const Nonce& nonce = Nonce{}, const std::string& cluster = kNoCluster)
+std::vector<uint8_t> hello_bytes(const Hello& hello, uint16_t version = kProtocolVersion)
 {
     std::vector<uint8_t> out;
-    append_hello(out, Hello{.mac = MacAddress::derived_from_id(id), .listen = listen, .id = id, .cluster = cluster,
-                            .nonce = nonce});
+    append_hello(out, hello);
     store_le<uint16_t>(out.data() + kHeaderSize + 4, version);
     return out;
 }
 
-std::vector<uint8_t> auth_bytes(const AuthTag& tag)
-{
-    std::vector<uint8_t> out;
-    append_auth(out, tag);
-    return out;
-}
-
 // Reads the HELLO the mesh sends (REQUIREd).
-Hello read_hello(int fd)
+Hello read_hello(RawPeer& peer)
 {
-    Received r = read_messages(fd, 1);
+    Received r = read_messages(peer, 1);
     REQUIRE_FALSE(r.eof);
     REQUIRE(std::holds_alternative<Hello>(r.messages[0]));
     return std::get<Hello>(r.messages[0]);
-}
-
-// Reads the AUTH the mesh sends (REQUIREd).
-AuthTag read_auth(int fd)
-{
-    Received r = read_messages(fd, 1);
-    REQUIRE_FALSE(r.eof);
-    REQUIRE(std::holds_alternative<AuthMessage>(r.messages[0]));
-    return std::get<AuthMessage>(r.messages[0]).tag;
 }
 
 }  // namespace
@@ -704,172 +736,152 @@ TEST_CASE("mesh: the accepting side checks the dialer's HELLO")
     auto node = create_node(make_spec("m", fresh_address("127.0.0.2"), {fake, should_be_dialed}));
     start(*node);
     const SocketAddress& listen = node->spec.listen;
+    const Hello good = peer_hello("f", fake, listen);
 
     SUBCASE("wrong version: closed without an answer")
     {
-        UniqueFd s = connect_to(listen);
-        write_all(s.get(), hello_bytes("f", fake, 1));
-        const Received r = read_messages(s.get(), 1);
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(good, 2));
+        const Received r = read_messages(*s, 1);
         CHECK(r.eof);
         CHECK(r.messages.empty());
     }
     SUBCASE("not a configured peer")
     {
-        UniqueFd s = connect_to(listen);
-        write_all(s.get(), hello_bytes("f", address("127.0.0.1", 1)));
-        CHECK(read_messages(s.get(), 1).eof);
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(peer_hello("f", address("127.0.0.1", 1), listen)));
+        CHECK(read_messages(*s, 1).eof);
     }
     SUBCASE("a peer that should have waited to be dialed")
     {
-        UniqueFd s = connect_to(listen);
-        write_all(s.get(), hello_bytes("f", should_be_dialed));
-        CHECK(read_messages(s.get(), 1).eof);
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(peer_hello("f", should_be_dialed, listen)));
+        CHECK(read_messages(*s, 1).eof);
     }
     SUBCASE("a frame before HELLO")
     {
-        UniqueFd s = connect_to(listen);
+        auto s = dial_tls(listen);
         std::vector<uint8_t> bytes;
         append_frame(bytes, make_frame(kBroadcast, MacAddress::derived_from_id("f"), 1));
-        write_all(s.get(), bytes);
-        CHECK(read_messages(s.get(), 1).eof);
+        write_all(*s, bytes);
+        CHECK(read_messages(*s, 1).eof);
     }
     SUBCASE("our own id")
     {
-        UniqueFd s = connect_to(listen);
-        write_all(s.get(), hello_bytes("m", fake));
-        CHECK(read_messages(s.get(), 1).eof);
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(peer_hello("m", fake, listen)));
+        CHECK(read_messages(*s, 1).eof);
     }
-    SUBCASE("a wrong AUTH tag closes, never connected")
+    SUBCASE("meant for another VMM (a relay): closed without an answer")
+    {
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(peer_hello("f", fake, should_be_dialed)));
+        const Received r = read_messages(*s, 1);
+        CHECK(r.eof);
+        CHECK(r.messages.empty());
+    }
+    SUBCASE("meant for another id at this address: closed")
+    {
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(peer_hello("f", fake, listen, kNoCluster, "n")));
+        CHECK(read_messages(*s, 1).eof);
+    }
+    SUBCASE("no target stated: closed")
+    {
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(peer_hello("f", fake, SocketAddress())));
+        CHECK(read_messages(*s, 1).eof);
+    }
+    SUBCASE("plain TCP, no TLS: closed, nothing decoded")
     {
         UniqueFd s = connect_to(listen);
-        const Nonce nonce = random_nonce();
-        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
-        const Hello answer = read_hello(s.get());
-        // Signed with a secret the mesh does not have; then a frame it must not take.
-        const std::vector<uint8_t> wrong{'x'};
-        std::vector<uint8_t> bytes = auth_bytes(auth_tag(wrong, kNoCluster, "f", nonce, answer.nonce));
-        append_frame(bytes, make_frame(node->mac(), MacAddress::derived_from_id("f"), 1));
-        write_all(s.get(), bytes);
-        CHECK(read_messages(s.get(), 1).eof);
-        CHECK(node->mesh->connected_peers() == 0);
+        const auto bytes = hello_bytes(good);
+        REQUIRE(::send(s.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+        timeval tv{3, 0};
+        ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        uint8_t buf[256];
+        ssize_t n;
+        while ((n = ::recv(s.get(), buf, sizeof buf, 0)) > 0) {}  // perhaps a TLS alert, then EOF
+        CHECK(n == 0);
     }
-    SUBCASE("a tag for another nonce (a replay) closes")
+    SUBCASE("another cluster name inside TLS: closed without an answer")
     {
-        UniqueFd s = connect_to(listen);
-        const Nonce nonce = random_nonce();
-        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
-        (void)read_hello(s.get());
-        write_all(s.get(), auth_bytes(auth_tag(kNoSecret, kNoCluster, "f", nonce, random_nonce())));
-        CHECK(read_messages(s.get(), 1).eof);
-        CHECK(node->mesh->connected_peers() == 0);
-    }
-    SUBCASE("a frame after HELLO but before AUTH closes")
-    {
-        UniqueFd s = connect_to(listen);
-        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, random_nonce()));
-        (void)read_hello(s.get());
-        std::vector<uint8_t> bytes;
-        append_frame(bytes, make_frame(node->mac(), MacAddress::derived_from_id("f"), 1));
-        write_all(s.get(), bytes);
-        CHECK(read_messages(s.get(), 1).eof);
-        CHECK(node->mesh->connected_peers() == 0);
-    }
-    SUBCASE("another cluster name: closed without an answer")
-    {
-        UniqueFd s = connect_to(listen);
-        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, random_nonce(), "default"));
-        const Received r = read_messages(s.get(), 1);
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(peer_hello("f", fake, listen, "default")));
+        const Received r = read_messages(*s, 1);
         CHECK(r.eof);
         CHECK(r.messages.empty());
     }
     SUBCASE("a good handshake connects; short frames are dropped; a second HELLO closes")
     {
-        UniqueFd s = connect_to(listen);
-        const Nonce nonce = random_nonce();
-        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
-        const Hello answer = read_hello(s.get());
+        auto s = dial_tls(listen);
+        write_all(*s, hello_bytes(good));
+        const Hello answer = read_hello(*s);
         CHECK(answer.role == PeerRole::peer);
         CHECK(answer.id == "m");
         CHECK(answer.cluster == kNoCluster);
         CHECK(answer.listen == listen);
         CHECK(answer.mac == node->mac());
-        CHECK(answer.nonce != nonce);
-        CHECK(answer.nonce != Nonce{});
-        // Not a peer before it proved itself.
-        CHECK(node->mesh->connected_peers() == 0);
-        // The dialer proves first; the acceptor answers with its own tag.
-        write_all(s.get(), auth_bytes(auth_tag(kNoSecret, kNoCluster, "f", nonce, answer.nonce)));
-        CHECK(read_auth(s.get()) == auth_tag(kNoSecret, kNoCluster, "m", answer.nonce, nonce));
+        CHECK(answer.target == fake);  // whom it answered
+        CHECK(answer.target_id == "f");
         REQUIRE(wait_until([&] { return node->mesh->connected_peers() == 1; }));
         CHECK(node->mesh->connected_peer_ids() == std::vector<std::string>{"f"});
 
         std::vector<uint8_t> bytes;
         append_frame(bytes, std::vector<uint8_t>(13, 0xff));
         append_frame(bytes, make_frame(node->mac(), MacAddress::derived_from_id("f"), 42));
-        write_all(s.get(), bytes);
+        write_all(*s, bytes);
         REQUIRE(node->sink.wait_for_frames(1));
         CHECK(node->sink.seqs() == std::vector<uint32_t>{42});
 
         // The mesh's guest answers; the fake peer receives it.
         node->send(make_frame(MacAddress::derived_from_id("f"), node->mac(), 43));
-        Received r = read_messages(s.get(), 1);
+        Received r = read_messages(*s, 1);
         REQUIRE(r.messages.size() == 1);
         CHECK(seq_of(std::get<FrameMessage>(r.messages[0]).frame) == 43);
 
-        write_all(s.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
-        CHECK(read_messages(s.get(), 1).eof);
+        write_all(*s, hello_bytes(good));
+        CHECK(read_messages(*s, 1).eof);
         CHECK(wait_until([&] { return node->mesh->connected_peers() == 0; }));
     }
     CHECK(node->sink.frames().size() <= 1);
 }
 
-TEST_CASE("mesh: the dialing side refuses a peer that answers with another version or a wrong AUTH, and retries")
+TEST_CASE("mesh: the dialing side refuses a peer that answers with another version, as another VMM or for another, and retries")
 {
     const SocketAddress fake = fresh_address("127.0.0.2");
     UniqueFd listener = listen_on(fake);
     auto node = create_node(make_spec("m", fresh_address("127.0.0.1"), {fake}));
     start(*node);
+    const SocketAddress& listen = node->spec.listen;
 
-    UniqueFd first = accept_within(listener.get(), 3000);
-    REQUIRE(first.valid());
-    CHECK(read_hello(first.get()).id == "m");
-    write_all(first.get(), hello_bytes("f", fake, 7));
-    CHECK(read_messages(first.get(), 1).eof);
+    auto first = accept_tls(listener.get());
+    const Hello dialer = read_hello(*first);
+    CHECK(dialer.id == "m");
+    CHECK(dialer.target == fake);  // whom it meant
+    write_all(*first, hello_bytes(peer_hello("f", fake, listen, kNoCluster, "m"), 7));
+    CHECK(read_messages(*first, 1).eof);
     CHECK(node->mesh->connected_peers() == 0);
 
-    // It dials again (after its backoff); this answer's AUTH is wrong.
-    UniqueFd second = accept_within(listener.get(), 3000);
-    REQUIRE(second.valid());
-    Hello dialer = read_hello(second.get());
-    Nonce nonce = random_nonce();
-    write_all(second.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
-    CHECK(read_auth(second.get()) == auth_tag(kNoSecret, kNoCluster, "m", dialer.nonce, nonce));
-    // Its own tag reflected back: the tag covers the sender's id and nonce first, so this fails.
-    write_all(second.get(), auth_bytes(auth_tag(kNoSecret, kNoCluster, "m", dialer.nonce, nonce)));
-    CHECK(read_messages(second.get(), 1).eof);
+    // It dials again (after its backoff); this answer is for someone else.
+    auto second = accept_tls(listener.get());
+    (void)read_hello(*second);
+    write_all(*second, hello_bytes(peer_hello("f", fake, address("127.0.0.9", 9), kNoCluster, "m")));
+    CHECK(read_messages(*second, 1).eof);
     CHECK(node->mesh->connected_peers() == 0);
 
-    // And again; this time the answer is good.
-    UniqueFd third = accept_within(listener.get(), 3000);
-    REQUIRE(third.valid());
-    dialer = read_hello(third.get());
-    CHECK(dialer.nonce != nonce);
-    nonce = random_nonce();
-    write_all(third.get(), hello_bytes("f", fake, kProtocolVersion, nonce));
-    CHECK(read_auth(third.get()) == auth_tag(kNoSecret, kNoCluster, "m", dialer.nonce, nonce));
-    CHECK(node->mesh->connected_peers() == 0);  // not before it has checked our AUTH
-    write_all(third.get(), auth_bytes(auth_tag(kNoSecret, kNoCluster, "f", nonce, dialer.nonce)));
+    // And again; this answer is from another address than the one dialed.
+    auto third = accept_tls(listener.get());
+    (void)read_hello(*third);
+    write_all(*third, hello_bytes(peer_hello("f", address("127.0.0.2", 1), listen, kNoCluster, "m")));
+    CHECK(read_messages(*third, 1).eof);
+    CHECK(node->mesh->connected_peers() == 0);
+
+    // This time the answer is good.
+    auto fourth = accept_tls(listener.get());
+    (void)read_hello(*fourth);
+    write_all(*fourth, hello_bytes(peer_hello("f", fake, listen, kNoCluster, "m")));
     CHECK(wait_until([&] { return node->mesh->connected_peers() == 1; }));
-
-    // A peer that answers as somebody else is refused too.
-    node.reset();
-    node = create_node(make_spec("m", fresh_address("127.0.0.1"), {fake}));
-    start(*node);
-    UniqueFd fourth = accept_within(listener.get(), 3000);
-    REQUIRE(fourth.valid());
-    (void)read_hello(fourth.get());
-    write_all(fourth.get(), hello_bytes("f", address("127.0.0.2", 1), kProtocolVersion, random_nonce()));
-    CHECK(read_messages(fourth.get(), 1).eof);
 }
 
 TEST_CASE("mesh: stop() ends all callbacks")
@@ -891,7 +903,6 @@ TEST_CASE("mesh: stop() ends all callbacks")
 
 namespace {
 
-std::vector<uint8_t> bytes_of(std::string_view s) { return {s.begin(), s.end()}; }
 
 constexpr const char* kCluster = "lab";
 constexpr const char* kSecret = "correct horse battery staple";
@@ -1025,20 +1036,104 @@ std::vector<uint32_t> recorded_seqs(const ChannelState& state, const std::string
     return seqs;
 }
 
-// A controller: the dialing side of a connection with role=controller.
-struct Controller {
-    UniqueFd fd;
-    Nonce nonce = random_nonce();
-    Hello answer;
+// Copies bytes both ways between two sockets on a thread of its own, like a
+// machine on the path; can flip one byte of what goes from `a` to `b`.
+class Pump {
+public:
+    Pump(UniqueFd a, UniqueFd b) : a_(std::move(a)), b_(std::move(b)), thread_([this] { run(); }) {}
+    ~Pump()
+    {
+        stop_ = true;
+        thread_.join();
+    }
+    // Flips the byte `skip` bytes into what `a` sends from now on.
+    void flip_after(size_t skip) { flip_at_ = sent_.load() + skip; }
+    size_t relayed_bytes() const { return sent_.load() + received_.load(); }
+
+private:
+    void run()
+    {
+        std::vector<uint8_t> buf(16384);
+        while (!stop_) {
+            pollfd fds[2] = {{a_.get(), POLLIN, 0}, {b_.get(), POLLIN, 0}};
+            if (::poll(fds, 2, 50) <= 0) continue;
+            for (int k = 0; k < 2; ++k) {
+                if (!(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+                const int from = k == 0 ? a_.get() : b_.get();
+                const int to = k == 0 ? b_.get() : a_.get();
+                const ssize_t n = ::recv(from, buf.data(), buf.size(), 0);
+                if (n <= 0) {  // one side closed: close both, as a proxy does
+                    ::shutdown(a_.get(), SHUT_RDWR);
+                    ::shutdown(b_.get(), SHUT_RDWR);
+                    return;
+                }
+                if (k == 0) {
+                    const size_t at = flip_at_.load(), start = sent_.load();
+                    if (at >= start && at < start + static_cast<size_t>(n)) buf[at - start] ^= 0x01;
+                    sent_ += static_cast<size_t>(n);
+                } else {
+                    received_ += static_cast<size_t>(n);
+                }
+                if (::send(to, buf.data(), static_cast<size_t>(n), MSG_NOSIGNAL) != n) return;
+            }
+        }
+    }
+
+    UniqueFd a_, b_;
+    std::atomic<bool> stop_{false};
+    std::atomic<size_t> flip_at_{SIZE_MAX};
+    std::atomic<size_t> sent_{0}, received_{0};
+    std::thread thread_;
 };
 
-Controller controller_hello(const SocketAddress& at, const std::string& cluster)
+// A process that took a down VMM's address: every connection made to it is
+// spliced, byte for byte, to `to` (it holds no secret; it only forwards).
+class Relay {
+public:
+    Relay(const SocketAddress& at, const SocketAddress& to) : listener_(listen_on(at)), to_(to), thread_([this] { run(); }) {}
+    ~Relay()
+    {
+        stop_ = true;
+        thread_.join();
+    }
+    size_t spliced() const { return spliced_.load(); }
+
+private:
+    void run()
+    {
+        while (!stop_) {
+            pollfd p{listener_.get(), POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            UniqueFd in(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+            if (!in.valid()) continue;
+            UniqueFd out(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            sockaddr_in sa{};
+            sa.sin_family = AF_INET;
+            sa.sin_port = htons(to_.port());
+            std::memcpy(&sa.sin_addr, to_.address().data(), 4);
+            if (::connect(out.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) continue;
+            pumps_.push_back(std::make_unique<Pump>(std::move(in), std::move(out)));
+            ++spliced_;
+        }
+        pumps_.clear();
+    }
+
+    UniqueFd listener_;
+    SocketAddress to_;
+    std::atomic<bool> stop_{false};
+    std::atomic<size_t> spliced_{0};
+    std::vector<std::unique_ptr<Pump>> pumps_;
+    std::thread thread_;
+};
+
+// A controller's HELLO, meant for the VMM `target_id` at `target`.
+std::vector<uint8_t> controller_hello_bytes(const std::string& cluster, const SocketAddress& target,
+                                            const std::string& target_id)
 {
-    Controller c{connect_to(at)};
     std::vector<uint8_t> bytes;
-    append_hello(bytes, Hello{.role = PeerRole::controller, .id = "ctl", .cluster = cluster, .nonce = c.nonce});
-    write_all(c.fd.get(), bytes);
-    return c;
+    append_hello(bytes, Hello{.role = PeerRole::controller, .id = "ctl", .cluster = cluster, .target = target,
+                              .target_id = target_id});
+    return bytes;
 }
 
 }  // namespace
@@ -1105,32 +1200,25 @@ TEST_CASE("mesh cluster: an impostor claiming a connected peer's address does no
     Node& b = *nodes[1];
     REQUIRE(wait_until([&] { return a.mesh->connected_peers() == 1 && b.mesh->connected_peers() == 1; }));
 
-    UniqueFd impostor = connect_to(b.spec.listen);
-    const Nonce nonce = random_nonce();
-    write_all(impostor.get(), hello_bytes("a", a.spec.listen, kProtocolVersion, nonce, kCluster));
-    // b cannot tell yet: it answers, and waits for proof.
-    const Hello answer = read_hello(impostor.get());
-    CHECK(answer.id == "b");
-
-    SUBCASE("a tag made without the secret")
+    SUBCASE("without the secret, the TLS handshake fails")
     {
-        write_all(impostor.get(), auth_bytes(auth_tag(bytes_of("guess"), kCluster, "a", nonce, answer.nonce)));
-        CHECK(read_messages(impostor.get(), 1).eof);
+        auto impostor = dial_tls(b.spec.listen, bytes_of("guess"), kCluster, true);
+        CHECK_FALSE(impostor->link);
+        CHECK_FALSE(impostor->handshake_error.empty());
     }
-    SUBCASE("a frame instead of AUTH")
+    SUBCASE("without TLS, nothing is read as a message")
     {
-        std::vector<uint8_t> bytes;
+        UniqueFd raw = connect_to(b.spec.listen);
+        std::vector<uint8_t> bytes = hello_bytes(peer_hello("a", a.spec.listen, b.spec.listen, kCluster, "b"));
         append_frame(bytes, make_frame(b.mac(), a.mac(), 666));
-        write_all(impostor.get(), bytes);
-        CHECK(read_messages(impostor.get(), 1).eof);
+        CHECK(::send(raw.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+        std::this_thread::sleep_for(200ms);
     }
-    SUBCASE("a tag of the real a, from another connection (replay)")
+    SUBCASE("silence: the real connection works meanwhile")
     {
-        write_all(impostor.get(),
-                  auth_bytes(auth_tag(bytes_of(kSecret), kCluster, "a", nonce, random_nonce())));
-        CHECK(read_messages(impostor.get(), 1).eof);
+        UniqueFd raw = connect_to(b.spec.listen);
+        std::this_thread::sleep_for(200ms);
     }
-    SUBCASE("silence: the real connection works meanwhile") {}
 
     // The real connection was neither replaced nor closed, and carries frames both ways.
     a.send(make_frame(b.mac(), a.mac(), 1));
@@ -1143,35 +1231,125 @@ TEST_CASE("mesh cluster: an impostor claiming a connected peer's address does no
     CHECK(b.mesh->connected_peer_ids() == std::vector<std::string>{"a"});
     CHECK(a.handler.lost().empty());
     CHECK(b.handler.lost().empty());
-    // The frame to a's MAC went to a, not to the impostor.
-    uint8_t byte;
-    CHECK(::recv(impostor.get(), &byte, 1, MSG_DONTWAIT) <= 0);
 }
 
-TEST_CASE("mesh cluster: a controller with the secret gets its request answered; without, it is closed")
+TEST_CASE("mesh cluster: a relay on a down VMM's address cannot splice a dial meant for it onto another VMM")
+{
+    // d (127.0.0.1) dials x (127.0.0.2) and a (127.0.0.3). x is down; a
+    // relay holding no secret took its address and splices whatever dials
+    // it to a. Version 2 let d log in to a as d through it (and a frame
+    // reach a's guest); now the TLS handshake succeeds end to end (d and a
+    // both hold the secret) but d's HELLO says it meant x, so a refuses it,
+    // and d refuses a's answer, if any, for not being x.
+    const Member d{"d", fresh_address("127.0.0.1")};
+    const Member x{"x", fresh_address("127.0.0.2")};
+    const Member a{"a", fresh_address("127.0.0.3")};
+    // d and a each know all three; x is never started.
+    std::vector<std::unique_ptr<Node>> started;
+    for (const Member& m : {d, a}) {
+        std::vector<SocketAddress> others;
+        MeshCluster cluster{.name = kCluster, .secret = bytes_of(kSecret), .peer_ids = {}};
+        for (const Member& o : {d, x, a}) {
+            if (o.id == m.id) continue;
+            others.push_back(o.listen);
+            cluster.peer_ids.push_back(o.id);
+        }
+        started.push_back(create_node(make_spec(m.id, m.listen, others), {}, cluster));
+    }
+    Node& nd = *started[0];
+    Node& na = *started[1];
+    Relay relay(x.listen, a.listen);
+    for (auto& n : started) start(*n);
+    REQUIRE(wait_until([&] { return nd.mesh->connected_peer_ids() == std::vector<std::string>{"a"}; }));
+    REQUIRE(wait_until([&] { return relay.spliced() >= 3; }));  // d keeps redialing x
+
+    std::this_thread::sleep_for(300ms);
+    CHECK(nd.mesh->connected_peer_ids() == std::vector<std::string>{"a"});
+    CHECK(na.mesh->connected_peer_ids() == std::vector<std::string>{"d"});
+    CHECK(na.sink.frames().empty());
+    CHECK(nd.handler.lost().empty());
+    CHECK(na.handler.lost().empty());
+
+    // A controller relayed the same way is refused too: its HELLO names x.
+    auto c = dial_tls(x.listen, bytes_of(kSecret), kCluster);
+    write_all(*c, controller_hello_bytes(kCluster, x.listen, "x"));
+    const Received r = read_messages(*c, 1);
+    CHECK(r.eof);
+    CHECK(r.messages.empty());
+    CHECK(na.handler.requests().empty());
+
+    // The direct connection is intact.
+    nd.send(make_frame(na.mac(), nd.mac(), 7));
+    REQUIRE(na.sink.wait_for_frames(1));
+    CHECK(na.sink.seqs() == std::vector<uint32_t>{7});
+}
+
+TEST_CASE("mesh cluster: one byte flipped on the path after the handshake closes the connection and fails the epoch; no frame reaches the guest")
+{
+    // The test plays peer "f" (it dials: 127.0.0.1 sorts lower) through a
+    // pump that can flip a byte of what it sends, as a machine on the path.
+    const SocketAddress f = fresh_address("127.0.0.1");
+    const SocketAddress m = fresh_address("127.0.0.2");
+    auto node = create_node(make_spec("m", m, {f}), {}, MeshCluster{.name = kCluster, .secret = bytes_of(kSecret), .peer_ids = {"f"}});
+    start(*node);
+
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    Pump pump{UniqueFd(pair[1]), connect_to(m)};
+    auto peer = tls_over(UniqueFd(pair[0]), TlsLink::Side::client, bytes_of(kSecret), kCluster);
+    REQUIRE_MESSAGE(peer->link, peer->handshake_error);
+    write_all(*peer, hello_bytes(peer_hello("f", f, m, kCluster, "m")));
+    CHECK(read_hello(*peer).id == "m");
+    REQUIRE(wait_until([&] { return node->mesh->connected_peers() == 1; }));
+
+    // A frame goes through untouched.
+    std::vector<uint8_t> bytes;
+    append_frame(bytes, make_frame(node->mac(), MacAddress::derived_from_id("f"), 1));
+    write_all(*peer, bytes);
+    REQUIRE(node->sink.wait_for_frames(1));
+
+    // An epoch runs; then one byte of the next record is flipped.
+    REQUIRE(node->mesh->begin_epoch(5).ok());
+    node->mesh->hold_delivery();
+    node->mesh->cut(5);
+    pump.flip_after(20);
+    bytes.clear();
+    append_frame(bytes, make_frame(node->mac(), MacAddress::derived_from_id("f"), 2));
+    write_all(*peer, bytes);
+
+    CHECK(wait_until([&] { return node->mesh->connected_peers() == 0; }));
+    auto state = node->mesh->wait_channel_state(5, std::chrono::steady_clock::now() + 5s);
+    REQUIRE_FALSE(state.ok());
+    CHECK(state.error().message().find("lost the connection to f") != std::string::npos);
+    std::this_thread::sleep_for(100ms);
+    CHECK(node->sink.seqs() == std::vector<uint32_t>{1});
+    CHECK(node->handler.lost() == std::vector<std::string>{"f"});
+}
+
+TEST_CASE("mesh cluster: a controller with the secret gets its request answered; without, it is refused")
 {
     auto nodes = make_secure_cluster(2);
     Node& m = *nodes[0];
 
     SUBCASE("the right secret")
     {
-        Controller c = controller_hello(m.spec.listen, kCluster);
-        c.answer = read_hello(c.fd.get());
-        CHECK(c.answer.id == "a");
-        CHECK(c.answer.role == PeerRole::peer);
-        write_all(c.fd.get(), auth_bytes(auth_tag(bytes_of(kSecret), kCluster, "ctl", c.nonce, c.answer.nonce)));
-        CHECK(read_auth(c.fd.get()) == auth_tag(bytes_of(kSecret), kCluster, "a", c.answer.nonce, c.nonce));
+        auto c = dial_tls(m.spec.listen, bytes_of(kSecret), kCluster);
+        write_all(*c, controller_hello_bytes(kCluster, m.spec.listen, "a"));
+        const Hello answer = read_hello(*c);
+        CHECK(answer.id == "a");
+        CHECK(answer.role == PeerRole::peer);
+        CHECK(answer.target_id == "ctl");
         // A controller is not a peer.
         CHECK(m.mesh->connected_peer_ids() == std::vector<std::string>{"b"});
 
         std::vector<uint8_t> bytes;
         append_ctl_request(bytes, {{"op", "list"}});
-        write_all(c.fd.get(), bytes);
+        write_all(*c, bytes);
         REQUIRE(wait_until([&] { return m.handler.requests().size() == 1; }));
         CHECK(m.handler.requests()[0] == nlohmann::json{{"op", "list"}});
         // Answered later, from this thread.
         m.handler.reply(0, {{"ok", true}, {"vms", {"a", "b"}}});
-        Received r = read_messages(c.fd.get(), 1);
+        Received r = read_messages(*c, 1);
         REQUIRE(r.messages.size() == 1);
         REQUIRE(std::holds_alternative<ControlReply>(r.messages[0]));
         CHECK(std::get<ControlReply>(r.messages[0]).body == nlohmann::json{{"ok", true}, {"vms", {"a", "b"}}});
@@ -1179,46 +1357,43 @@ TEST_CASE("mesh cluster: a controller with the secret gets its request answered;
         // A second request on the same connection.
         bytes.clear();
         append_ctl_request(bytes, {{"op", "status"}});
-        write_all(c.fd.get(), bytes);
+        write_all(*c, bytes);
         REQUIRE(wait_until([&] { return m.handler.requests().size() == 2; }));
         m.handler.reply(1, {{"ok", false}});
-        r = read_messages(c.fd.get(), 1);
+        r = read_messages(*c, 1);
         REQUIRE(r.messages.size() == 1);
         CHECK(std::get<ControlReply>(r.messages[0]).body == nlohmann::json{{"ok", false}});
 
         // A controller may not send a frame.
         bytes.clear();
         append_frame(bytes, make_frame(m.mac(), MacAddress::derived_from_id("ctl"), 1));
-        write_all(c.fd.get(), bytes);
-        CHECK(read_messages(c.fd.get(), 1).eof);
+        write_all(*c, bytes);
+        CHECK(read_messages(*c, 1).eof);
         CHECK(m.sink.frames().empty());
     }
-    SUBCASE("a wrong secret: closed, the request never reaches the handler")
+    SUBCASE("a wrong secret: the TLS handshake fails, nothing reaches the handler")
     {
-        Controller c = controller_hello(m.spec.listen, kCluster);
-        c.answer = read_hello(c.fd.get());
-        std::vector<uint8_t> bytes = auth_bytes(auth_tag(bytes_of("nope"), kCluster, "ctl", c.nonce, c.answer.nonce));
-        append_ctl_request(bytes, {{"op", "checkpoint"}});
-        write_all(c.fd.get(), bytes);
-        const Received r = read_messages(c.fd.get(), 1);
-        CHECK(r.eof);
-        CHECK(r.messages.empty());
+        auto c = dial_tls(m.spec.listen, bytes_of("nope"), kCluster, true);
+        CHECK_FALSE(c->link);
     }
-    SUBCASE("a request before AUTH: closed")
+    SUBCASE("a request before HELLO: closed")
     {
-        Controller c = controller_hello(m.spec.listen, kCluster);
-        c.answer = read_hello(c.fd.get());
+        auto c = dial_tls(m.spec.listen, bytes_of(kSecret), kCluster);
         std::vector<uint8_t> bytes;
         append_ctl_request(bytes, {{"op", "checkpoint"}});
-        write_all(c.fd.get(), bytes);
-        CHECK(read_messages(c.fd.get(), 1).eof);
+        write_all(*c, bytes);
+        CHECK(read_messages(*c, 1).eof);
     }
-    SUBCASE("another cluster: closed without an answer")
+    SUBCASE("no target named: closed")
     {
-        Controller c = controller_hello(m.spec.listen, "other");
-        const Received r = read_messages(c.fd.get(), 1);
-        CHECK(r.eof);
-        CHECK(r.messages.empty());
+        auto c = dial_tls(m.spec.listen, bytes_of(kSecret), kCluster);
+        write_all(*c, controller_hello_bytes(kCluster, SocketAddress(), ""));
+        CHECK(read_messages(*c, 1).eof);
+    }
+    SUBCASE("another cluster: the TLS handshake fails (its key is another)")
+    {
+        auto c = dial_tls(m.spec.listen, bytes_of(kSecret), "other", true);
+        CHECK_FALSE(c->link);
     }
     // Whatever a refused controller did, the peers are undisturbed.
     CHECK(m.mesh->connected_peer_ids() == std::vector<std::string>{"b"});

@@ -5,20 +5,12 @@
 #include <vector>
 
 #include "net/peer_protocol.hpp"
-#include "net/sha256.hpp"
 #include "vmm/base/le.hpp"
 
 using namespace vvmm;
 using namespace vvmm::net;
 
 namespace {
-
-Nonce nonce_of(uint8_t seed)
-{
-    Nonce n;
-    for (size_t i = 0; i < n.size(); ++i) n[i] = static_cast<uint8_t>(seed + i * 13);
-    return n;
-}
 
 Hello sample_hello(std::string id = "node-a")
 {
@@ -27,12 +19,17 @@ Hello sample_hello(std::string id = "node-a")
                  .listen = SocketAddress::parse("127.0.0.1:7001").value(),
                  .id = std::move(id),
                  .cluster = "lab-1",
-                 .nonce = nonce_of(5)};
+                 .target = SocketAddress::parse("127.0.0.2:7002").value(),
+                 .target_id = "node-b"};
 }
 
 Hello controller_hello()
 {
-    return Hello{.role = PeerRole::controller, .id = "cli.42", .cluster = "lab-1", .nonce = nonce_of(9)};
+    return Hello{.role = PeerRole::controller,
+                 .id = "cli.42",
+                 .cluster = "lab-1",
+                 .target = SocketAddress::parse("127.0.0.2:7002").value(),
+                 .target_id = "node-b"};
 }
 
 std::vector<uint8_t> message(uint16_t type, std::span<const uint8_t> payload)
@@ -110,7 +107,7 @@ Decoded drain(MessageDecoder& d)
     }
 }
 
-// One message of every kind: HELLO, AUTH, MARKER, every control message,
+// One message of every kind: HELLO, MARKER, every control message,
 // CTL_REQUEST/REPLY, then frames of sizes 0, 1, 13, 14, 60, 1514 and the
 // maximum.
 std::vector<Message> sample_messages()
@@ -118,9 +115,10 @@ std::vector<Message> sample_messages()
     std::vector<Message> m;
     m.push_back(sample_hello());
     m.push_back(controller_hello());
-    AuthTag tag;
-    for (size_t i = 0; i < tag.size(); ++i) tag[i] = static_cast<uint8_t>(0xf0 ^ i);
-    m.push_back(AuthMessage{tag});
+    Hello untargeted = sample_hello("x");
+    untargeted.target = SocketAddress();
+    untargeted.target_id = "";
+    m.push_back(untargeted);
     m.push_back(MarkerMessage{1});
     m.push_back(MarkerMessage{0xfedcba9876543210ull});
     m.push_back(ControlMessage{MessageType::prepare, 7, {{"mode", "full"}, {"initiator", "a"}}});
@@ -139,7 +137,6 @@ std::vector<Message> sample_messages()
 void append_message(std::vector<uint8_t>& out, const Message& m)
 {
     if (const auto* h = std::get_if<Hello>(&m)) append_hello(out, *h);
-    if (const auto* a = std::get_if<AuthMessage>(&m)) append_auth(out, a->tag);
     if (const auto* f = std::get_if<FrameMessage>(&m)) append_frame(out, f->frame);
     if (const auto* k = std::get_if<MarkerMessage>(&m)) append_marker(out, k->epoch);
     if (const auto* c = std::get_if<ControlMessage>(&m)) append_control(out, c->type, c->epoch, c->body);
@@ -168,15 +165,15 @@ TEST_CASE("the wire layout of HELLO and FRAME")
 {
     std::vector<uint8_t> out;
     append_hello(out, sample_hello("ab"));
-    REQUIRE(out.size() == kHeaderSize + kHelloFixedSize + 2 + 5);
+    REQUIRE(out.size() == kHeaderSize + kHelloFixedSize + 2 + 5 + 6);
     CHECK(kHelloFixedSize == 68);
-    CHECK(le32(out, 0) == kHelloFixedSize + 2 + 5);
+    CHECK(le32(out, 0) == kHelloFixedSize + 2 + 5 + 6);
     CHECK(le16(out, 4) == 1);
     CHECK(le16(out, 6) == 0);
     const uint8_t* p = out.data() + kHeaderSize;
     CHECK(std::memcmp(p, "VVMN", 4) == 0);
-    CHECK(load_le<uint16_t>(p + 4) == 2);
-    CHECK(kProtocolVersion == 2);
+    CHECK(load_le<uint16_t>(p + 4) == 3);
+    CHECK(kProtocolVersion == 3);
     CHECK(p[6] == 1);  // role: peer
     CHECK(p[7] == 0);
     CHECK(p[8] == 0x52);
@@ -185,12 +182,18 @@ TEST_CASE("the wire layout of HELLO and FRAME")
     CHECK(p[16] == 4);
     CHECK(p[17] == 2);
     CHECK(p[18] == 5);
-    CHECK(p[19] == 0);
+    CHECK(p[19] == 6);
     CHECK(p[20] == 127);
     CHECK(p[23] == 1);
-    CHECK(std::memcmp(p + 36, nonce_of(5).data(), 32) == 0);
+    CHECK(load_le<uint16_t>(p + 36) == 7002);
+    CHECK(p[38] == 4);
+    CHECK(p[39] == 0);
+    CHECK(p[40] == 127);
+    CHECK(p[43] == 2);
+    for (size_t i = 44; i < 68; ++i) CHECK_MESSAGE(p[i] == 0, i);
     CHECK(std::memcmp(p + 68, "ab", 2) == 0);
     CHECK(std::memcmp(p + 70, "lab-1", 5) == 0);
+    CHECK(std::memcmp(p + 75, "node-b", 6) == 0);
 
     out.clear();
     append_frame(out, frame_of(20, 3));
@@ -210,7 +213,7 @@ TEST_CASE("the wire layout of a controller's HELLO")
     const uint8_t* p = out.data() + kHeaderSize;
     CHECK(p[6] == 2);
     for (size_t i = 8; i < 36; ++i)
-        if (i != 17 && i != 18) CHECK_MESSAGE(p[i] == 0, i);
+        if (i < 17 || i > 19) CHECK_MESSAGE(p[i] == 0, i);
     MessageDecoder d;
     d.feed(out);
     auto r = d.next();
@@ -218,18 +221,9 @@ TEST_CASE("the wire layout of a controller's HELLO")
     CHECK(std::get<Hello>(*r.value()) == controller_hello());
 }
 
-TEST_CASE("the wire layout of AUTH, MARKER and the JSON messages")
+TEST_CASE("the wire layout of MARKER and the JSON messages")
 {
     std::vector<uint8_t> out;
-    AuthTag tag;
-    tag.fill(0xab);
-    append_auth(out, tag);
-    CHECK(out.size() == kHeaderSize + 32);
-    CHECK(le32(out, 0) == 32);
-    CHECK(le16(out, 4) == 4);
-    CHECK(out[8] == 0xab);
-
-    out.clear();
     append_marker(out, 0x0102030405060708ull);
     CHECK(out.size() == kHeaderSize + 8);
     CHECK(le16(out, 4) == 3);
@@ -265,7 +259,7 @@ TEST_CASE("message names")
 {
     CHECK(message_type_name(1) == "HELLO");
     CHECK(message_type_name(3) == "MARKER");
-    CHECK(message_type_name(4) == "AUTH");
+    CHECK(message_type_name(4) == "unknown");  // version 2's AUTH
     CHECK(message_type_name(20) == "RESTORED");
     CHECK(message_type_name(21) == "CTL_REQUEST");
     CHECK(message_type_name(22) == "CTL_REPLY");
@@ -337,9 +331,7 @@ TEST_CASE("payload sizes are checked from the header alone")
     // Each of these headers is refused before any payload byte arrives.
     CHECK(contains(first_error(header(kMaxHelloPayload + 1, 1)), "exceeds the maximum"));
     CHECK(contains(first_error(header(0xffffffffu, 1)), "exceeds the maximum"));
-    CHECK(first_error(header(31, 4)) == "AUTH payload of 31 bytes is shorter than the 32 it needs");
-    CHECK(first_error(header(33, 4)) == "AUTH payload of 33 bytes exceeds the maximum of 32");
-    CHECK(first_error(header(0, 4)) != "");
+    CHECK(first_error(header(32, 4)) == "unknown message type 4");
     CHECK(first_error(header(7, 3)) == "MARKER payload of 7 bytes is shorter than the 8 it needs");
     CHECK(first_error(header(9, 3)) == "MARKER payload of 9 bytes exceeds the maximum of 8");
     for (uint16_t type = 16; type <= 20; ++type) {
@@ -349,7 +341,7 @@ TEST_CASE("payload sizes are checked from the header alone")
     CHECK(contains(first_error(header(kMaxJsonSize + 1, 21)), "exceeds the maximum"));
     CHECK(contains(first_error(header(kMaxJsonSize + 1, 22)), "exceeds the maximum"));
     // ...while a header within bounds waits for its payload.
-    for (auto [length, type] : {std::pair{32u, 4}, {8u, 3}, {8u + kMaxJsonSize, 16}, {kMaxJsonSize, 21}}) {
+    for (auto [length, type] : {std::pair{64u, 1}, {8u, 3}, {8u + kMaxJsonSize, 16}, {kMaxJsonSize, 21}}) {
         MessageDecoder d;
         d.feed(header(static_cast<uint32_t>(length), static_cast<uint16_t>(type)));
         auto r = d.next();
@@ -379,7 +371,7 @@ TEST_CASE("JSON bodies of the maximum size are accepted")
 
 TEST_CASE("unknown types and unknown flags are protocol errors")
 {
-    for (uint16_t type : {uint16_t{0}, uint16_t{5}, uint16_t{15}, uint16_t{23}, uint16_t{0xffff}})
+    for (uint16_t type : {uint16_t{0}, uint16_t{4}, uint16_t{5}, uint16_t{15}, uint16_t{23}, uint16_t{0xffff}})
         CHECK(first_error(header(0, type)) == "unknown message type " + std::to_string(type));
     CHECK(contains(first_error(header(0, 2, 0x8000)), "flags 0x8000"));
     CHECK(contains(first_error(header(8, 3, 1)), "MARKER has flags 0x0001"));
@@ -424,7 +416,7 @@ TEST_CASE("bad HELLOs are protocol errors")
     {
         auto p = payload;
         p.push_back('x');
-        CHECK(contains(decode(p), "id and cluster name lengths say"));
+        CHECK(contains(decode(p), "name lengths say"));
     }
     SUBCASE("bad magic")
     {
@@ -435,12 +427,14 @@ TEST_CASE("bad HELLOs are protocol errors")
     SUBCASE("another version, even with a layout we do not know")
     {
         std::vector<uint8_t> p(payload.begin(), payload.begin() + 6);
-        store_le<uint16_t>(p.data() + 4, 3);
+        store_le<uint16_t>(p.data() + 4, 4);
         p.resize(1000, 0xee);
-        CHECK(decode(p) == "peer speaks protocol version 3, this VMM speaks version 2");
+        CHECK(decode(p) == "peer speaks protocol version 4, this VMM speaks version 3");
+        store_le<uint16_t>(p.data() + 4, 2);  // version 2: HELLO + AUTH over plain TCP
+        CHECK(decode(p) == "peer speaks protocol version 2, this VMM speaks version 3");
         store_le<uint16_t>(p.data() + 4, 0);
         p.resize(6);
-        CHECK(decode(p) == "peer speaks protocol version 0, this VMM speaks version 2");
+        CHECK(decode(p) == "peer speaks protocol version 0, this VMM speaks version 3");
     }
     SUBCASE("a version 1 HELLO (32-byte layout) is refused for its version")
     {
@@ -457,16 +451,18 @@ TEST_CASE("bad HELLOs are protocol errors")
         p[16] = 127;
         p[19] = 1;
         for (char c : std::string("node-a")) p.push_back(static_cast<uint8_t>(c));
-        CHECK(decode(p) == "peer speaks protocol version 1, this VMM speaks version 2");
+        CHECK(decode(p) == "peer speaks protocol version 1, this VMM speaks version 3");
     }
     SUBCASE("reserved bytes and role")
     {
         auto p = payload;
         p[7] = 1;
         CHECK(decode(p) == "HELLO has non-zero reserved bytes");
-        p = payload;
-        p[19] = 0x80;
-        CHECK(decode(p) == "HELLO has non-zero reserved bytes");
+        for (size_t at : {size_t{39}, size_t{56}, size_t{67}}) {
+            p = payload;
+            p[at] = 0x80;
+            CHECK_MESSAGE(decode(p) == "HELLO has non-zero reserved bytes", at);
+        }
         for (uint8_t role : {uint8_t{0}, uint8_t{3}, uint8_t{0xff}}) {
             p = payload;
             p[6] = role;
@@ -492,6 +488,24 @@ TEST_CASE("bad HELLOs are protocol errors")
         p = payload;
         std::fill(p.begin() + 8, p.begin() + 14, 0);
         CHECK(contains(decode(p), "not a unicast address"));
+    }
+    SUBCASE("bad target")
+    {
+        auto p = payload;
+        p[38] = 5;
+        CHECK(contains(decode(p), "target address family 5"));
+        p = payload;
+        p[38] = 0;  // no family, but a port and an address
+        CHECK(contains(decode(p), "target address without a family"));
+        p = payload;
+        p[36] = p[37] = 0;
+        CHECK(contains(decode(p), "target address port 0"));
+        p = payload;
+        p[45] = 1;  // IPv4 padding
+        CHECK(contains(decode(p), "non-zero padding"));
+        p = payload;
+        p[p.size() - 1] = '/';
+        CHECK(contains(decode(p), "HELLO: target id 'node-/'"));
     }
     SUBCASE("bad id and cluster name")
     {
@@ -522,7 +536,7 @@ TEST_CASE("bad HELLOs are protocol errors")
         CHECK(contains(decode(p), "1..64 characters"));
         p = payload;
         p[18] = 0;
-        p.resize(cluster_at);
+        p.erase(p.begin() + cluster_at, p.begin() + cluster_at + 5);
         CHECK(contains(decode(p), "cluster name '' must be 1..64 characters"));
         // 64 is the limit for both.
         Hello h = sample_hello(std::string(64, 'i'));
@@ -655,48 +669,26 @@ TEST_CASE("a control message of another type than encoded is decoded as sent")
     CHECK(c.body == nlohmann::json{{"x", 1}});
 }
 
-TEST_CASE("random_nonce gives different nonces")
+TEST_CASE("before HELLO, any other message is refused from its header")
 {
-    const Nonce a = random_nonce();
-    const Nonce b = random_nonce();
-    CHECK(a != b);
-    CHECK(a != Nonce{});
-}
+    std::vector<uint8_t> frame;
+    append_frame(frame, frame_of(60, 1));
+    MessageDecoder d;
+    d.accept_only_hello(true);
+    d.feed(std::span(frame).first(kHeaderSize));  // the payload never needs to arrive
+    auto r = d.next();
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().message() == "a FRAME came before HELLO");
 
-TEST_CASE("auth_tag binds every input, and the direction")
-{
-    const std::vector<uint8_t> secret = text("correct horse battery staple");
-    const Nonce na = nonce_of(1);
-    const Nonce nb = nonce_of(2);
-    const AuthTag tag = auth_tag(secret, "lab", "a", na, nb);
-
-    // The definition, spelled out.
-    std::vector<uint8_t> msg = text(std::string_view("vvmm-peer-auth-v2\0", 18));
-    msg.push_back(3);
-    for (char c : std::string("lab")) msg.push_back(static_cast<uint8_t>(c));
-    msg.push_back(1);
-    msg.push_back('a');
-    msg.insert(msg.end(), na.begin(), na.end());
-    msg.insert(msg.end(), nb.begin(), nb.end());
-    CHECK(tag == hmac_sha256(secret, msg));
-
-    CHECK(auth_tag(secret, "lab", "a", na, nb) == tag);  // deterministic
-    std::vector<uint8_t> other_secret = secret;
-    other_secret.back() ^= 1;
-    CHECK(auth_tag(other_secret, "lab", "a", na, nb) != tag);
-    CHECK(auth_tag({}, "lab", "a", na, nb) != tag);
-    CHECK(auth_tag(secret, "lab2", "a", na, nb) != tag);
-    CHECK(auth_tag(secret, "lab", "b", na, nb) != tag);
-    Nonce na2 = na;
-    na2[31] ^= 1;
-    CHECK(auth_tag(secret, "lab", "a", na2, nb) != tag);
-    Nonce nb2 = nb;
-    nb2[0] ^= 0x80;
-    CHECK(auth_tag(secret, "lab", "a", na, nb2) != tag);
-    // The other direction of the same connection: the answer of b is not
-    // a's tag with the roles swapped, nor a's tag reflected.
-    CHECK(auth_tag(secret, "lab", "a", nb, na) != tag);
-    CHECK(auth_tag(secret, "lab", "b", nb, na) != tag);
-    // Length prefixes: moving a character between cluster and id changes it.
-    CHECK(auth_tag(secret, "la", "ba", na, nb) != auth_tag(secret, "lab", "a", na, nb));
+    MessageDecoder h;
+    h.accept_only_hello(true);
+    std::vector<uint8_t> stream;
+    append_hello(stream, sample_hello());
+    append_frame(stream, frame_of(60, 1));
+    h.feed(stream);
+    REQUIRE(h.next().ok());
+    h.accept_only_hello(false);  // HELLO accepted
+    auto f = h.next();
+    REQUIRE(f.ok());
+    CHECK(std::holds_alternative<FrameMessage>(*f.value()));
 }
