@@ -1,5 +1,7 @@
 #include "net/peer_mesh.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -31,9 +33,15 @@ using asio::ip::tcp;
 using TlsStream = asio::ssl::stream<tcp::socket>;
 
 constexpr size_t kReadChunk = 16 * 1024;
-// Connections that have not sent their HELLO yet: a bound, so that a local
-// process opening connections cannot make the mesh hold unbounded memory.
-constexpr size_t kMaxInboundHandshakes = 16;
+// Controllers connected at once (each has one request in flight at most).
+constexpr size_t kMaxControllers = 16;
+// Keepalive probes after 5 s of silence, every 2 s, 3 unanswered: a peer
+// whose machine died is noticed in ~11 s even when nothing is being sent.
+// Sent data unacknowledged for 10 s (TCP_USER_TIMEOUT) ends the connection too.
+constexpr int kKeepaliveIdleS = 5;
+constexpr int kKeepaliveIntervalS = 2;
+constexpr int kKeepaliveCount = 3;
+constexpr unsigned kUserTimeoutMs = 10000;
 constexpr std::chrono::milliseconds kAcceptRetry{100};
 constexpr std::chrono::milliseconds kListenRetry{50};
 
@@ -47,6 +55,19 @@ tcp::endpoint to_endpoint(const SocketAddress& a)
     asio::ip::address_v6::bytes_type b;
     std::copy_n(a.address().begin(), b.size(), b.begin());
     return {asio::ip::address_v6(b), a.port()};
+}
+
+// Small writes at once, and a dead peer noticed (see kKeepalive*).
+void tune_socket(tcp::socket& socket)
+{
+    std::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    socket.set_option(asio::socket_base::keep_alive(true), ignored);
+    const int fd = socket.native_handle();
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepaliveIdleS, sizeof kKeepaliveIdleS);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepaliveIntervalS, sizeof kKeepaliveIntervalS);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepaliveCount, sizeof kKeepaliveCount);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &kUserTimeoutMs, sizeof kUserTimeoutMs);
 }
 
 std::string to_string(const tcp::endpoint& e)
@@ -69,13 +90,15 @@ enum class Stage { connecting, tls_handshake, awaiting_hello, established };
 // current one, is stale and does nothing.
 struct Connection {
     Connection(asio::io_context& io, tcp::socket s, asio::ssl::context& tls)
-        : stream(std::move(s), tls), deadline(io)
+        : stream(std::move(s), tls), deadline(io), stall_timer(io)
     {
     }
     tcp::socket& socket() { return stream.next_layer(); }
 
     TlsStream stream;
-    asio::steady_timer deadline;  // for the connect, then for the TLS handshake and HELLO
+    asio::steady_timer deadline;     // connect, then TLS handshake and HELLO; a controller's idleness
+    asio::steady_timer stall_timer;  // the write in flight must complete before it fires
+    asio::ip::address source;        // accepted: the remote address, for admission
     Stage stage = Stage::connecting;
     Peer* peer = nullptr;  // null while an accepted connection is not identified yet
     bool controller = false;  // accepted: a controller (vvmm checkpoint --all, list)
@@ -87,6 +110,7 @@ struct Connection {
     std::vector<uint8_t> replies;  // a controller's replies waiting for the write in flight
     bool reading = false;
     bool write_in_flight = false;
+    bool request_in_flight = false;  // a controller's request waits for its reply
     bool closed = false;
 };
 
@@ -160,6 +184,10 @@ struct PeerMesh::State {
     void on_message(const std::shared_ptr<Connection>& conn, Message& message);
     void on_request(const std::shared_ptr<Connection>& conn, const nlohmann::json& request);
     void write_replies(const std::shared_ptr<Connection>& conn);
+    void arm_idle(const std::shared_ptr<Connection>& conn);
+    bool admit(const asio::ip::address& source, const std::string& remote);
+    template <typename Done>
+    void write(const std::shared_ptr<Connection>& conn, Done done);
     void on_frame(Peer& p, std::vector<uint8_t> frame);
     void on_marker(Peer& p, uint64_t epoch);
     void watch_unadopted_epoch(uint64_t epoch, const std::string& from);
@@ -323,17 +351,47 @@ void PeerMesh::State::start_accept()
 void PeerMesh::State::on_accepted(tcp::socket socket)
 {
     std::error_code ec;
-    const std::string remote = to_string(socket.remote_endpoint(ec));
-    if (inbound.size() >= kMaxInboundHandshakes) {
-        accept_log.warn("refusing a connection from " + remote + ": too many connections have not sent HELLO yet");
-        return;  // closing `socket`
-    }
-    socket.set_option(tcp::no_delay(true), ec);
+    const tcp::endpoint endpoint = socket.remote_endpoint(ec);
+    if (ec) return;  // gone already
+    const std::string remote = to_string(endpoint);
+    if (!admit(endpoint.address(), remote)) return;  // closing `socket`
+    tune_socket(socket);
     auto conn = std::make_shared<Connection>(io, std::move(socket), tls);
     conn->remote = remote;
+    conn->source = endpoint.address();
     inbound.push_back(conn);
     arm_deadline(conn, limits.handshake_timeout, "no TLS handshake and HELLO");
     start_tls(conn, asio::ssl::stream_base::server);
+}
+
+// Whether a new connection from `source` may start a handshake (see
+// PeerMeshLimits::max_handshakes): bounded overall and per address, and a
+// configured peer's address can always get in by evicting the oldest
+// handshake from an address that is not a peer's.
+bool PeerMesh::State::admit(const asio::ip::address& source, const std::string& remote)
+{
+    const auto is_peer_address = [&](const asio::ip::address& a) {
+        return std::any_of(peers.begin(), peers.end(), [&](const auto& p) { return p->endpoint.address() == a; });
+    };
+    const auto from_source =
+        std::count_if(inbound.begin(), inbound.end(), [&](const auto& c) { return c->source == source; });
+    if (static_cast<size_t>(from_source) >= limits.per_source_handshakes) {
+        accept_log.warn("refusing a connection from " + remote + ": " + std::to_string(from_source) +
+                        " handshakes from that address are open already");
+        return false;
+    }
+    if (inbound.size() < limits.max_handshakes) return true;
+    if (is_peer_address(source)) {
+        const auto victim = std::find_if(inbound.begin(), inbound.end(),
+                                         [&](const auto& c) { return !is_peer_address(c->source); });
+        if (victim != inbound.end()) {
+            fail(*victim, "dropped to make room for a handshake from a configured peer's address", LogLevel::warn);
+            return true;
+        }
+    }
+    accept_log.warn("refusing a connection from " + remote + ": " + std::to_string(inbound.size()) +
+                    " handshakes are open already");
+    return false;
 }
 
 void PeerMesh::State::dial(Peer& p)
@@ -352,8 +410,7 @@ void PeerMesh::State::dial(Peer& p)
             fail(conn, "cannot connect (" + ec.message() + "); retrying", level);
             return;
         }
-        std::error_code ignored;
-        conn->socket().set_option(tcp::no_delay(true), ignored);
+        tune_socket(conn->socket());
         arm_deadline(conn, limits.handshake_timeout, "no TLS handshake and HELLO");
         start_tls(conn, asio::ssl::stream_base::client);
     });
@@ -416,6 +473,7 @@ void PeerMesh::State::fail(std::shared_ptr<Connection> conn, const std::string& 
     std::error_code ignored;
     conn->socket().close(ignored);
     conn->deadline.cancel();
+    conn->stall_timer.cancel();
     Peer* p = conn->peer;
     if (!p) {
         std::erase(inbound, conn);
@@ -542,9 +600,7 @@ void PeerMesh::State::send_hello(const std::shared_ptr<Connection>& conn, const 
 {
     conn->writing.clear();
     append_hello(conn->writing, hello);
-    conn->write_in_flight = true;
-    asio::async_write(conn->stream, asio::buffer(conn->writing), [this, conn](std::error_code ec, size_t) {
-        conn->write_in_flight = false;
+    write(conn, [this, conn](std::error_code ec) {
         if (conn->closed) return;
         if (ec) {
             fail(conn, "sending HELLO: " + ec.message(), LogLevel::warn);
@@ -620,13 +676,14 @@ void PeerMesh::State::adopt(const std::shared_ptr<Connection>& conn, Peer* p)
 {
     std::erase(inbound, conn);
     if (conn->controller) {
-        if (controllers.size() >= kMaxInboundHandshakes) {
+        if (controllers.size() >= kMaxControllers) {
             fail(conn, "refused: too many controllers connected", LogLevel::warn);
             return;
         }
         conn->stage = Stage::established;
         conn->deadline.cancel();
         controllers.push_back(conn);
+        arm_idle(conn);
         log_debug("controller '" + conn->hello.id + "' from " + conn->remote + " connected");
         return;
     }
@@ -659,6 +716,14 @@ void PeerMesh::State::establish(const std::shared_ptr<Connection>& conn, const H
 
 void PeerMesh::State::on_request(const std::shared_ptr<Connection>& conn, const nlohmann::json& request)
 {
+    // One at a time: a controller that pipelines requests could make replies
+    // (and the work behind them) pile up without bound.
+    if (conn->request_in_flight) {
+        fail(conn, "protocol error: a second request before the reply to the first", LogLevel::warn);
+        return;
+    }
+    conn->request_in_flight = true;
+    conn->deadline.cancel();  // not idle while we work for it
     if (!handler) {
         append_ctl_reply(conn->replies, {{"ok", false}, {"error", "this VMM is not part of a cluster"}});
         write_replies(conn);
@@ -677,22 +742,52 @@ void PeerMesh::State::on_request(const std::shared_ptr<Connection>& conn, const 
     });
 }
 
-// A controller's replies, in order, one write at a time (two requests may
-// be answered at once from different threads).
+// The controller's reply, once it is ready (at most one is pending).
 void PeerMesh::State::write_replies(const std::shared_ptr<Connection>& conn)
 {
     if (conn->write_in_flight || conn->replies.empty() || conn->closed) return;
     conn->writing = std::move(conn->replies);
     conn->replies.clear();
-    conn->write_in_flight = true;
-    asio::async_write(conn->stream, asio::buffer(conn->writing), [this, conn](std::error_code ec, size_t) {
-        conn->write_in_flight = false;
+    write(conn, [this, conn](std::error_code ec) {
         if (ec) {
             fail(conn, "sending a reply: " + ec.message(), LogLevel::debug);
             return;
         }
+        conn->request_in_flight = false;
+        arm_idle(conn);
         write_replies(conn);
     });
+}
+
+void PeerMesh::State::arm_idle(const std::shared_ptr<Connection>& conn)
+{
+    conn->deadline.expires_after(limits.controller_idle_timeout);
+    conn->deadline.async_wait([this, conn](std::error_code ec) {
+        if (ec || conn->closed || conn->request_in_flight) return;
+        fail(conn, "idle for " + std::to_string(limits.controller_idle_timeout.count()) + " ms; closed", LogLevel::debug);
+    });
+}
+
+// Writes conn->writing; a write that makes no progress within
+// write_stall_timeout drops the connection (its peer is stopped or gone).
+template <typename Done>
+void PeerMesh::State::write(const std::shared_ptr<Connection>& conn, Done done)
+{
+    conn->write_in_flight = true;
+    conn->stall_timer.expires_after(limits.write_stall_timeout);
+    conn->stall_timer.async_wait([this, conn](std::error_code ec) {
+        if (ec || conn->closed || !conn->write_in_flight) return;
+        fail(conn,
+             "sending stalled for " + std::to_string(limits.write_stall_timeout.count()) +
+                 " ms (is it stopped?); dropped so the other peers carry on",
+             LogLevel::warn);
+    });
+    asio::async_write(conn->stream, asio::buffer(conn->writing),
+                      [conn, done = std::move(done)](std::error_code ec, size_t) mutable {
+                          conn->write_in_flight = false;
+                          conn->stall_timer.cancel();
+                          done(ec);
+                      });
 }
 
 void PeerMesh::State::on_frame(Peer& p, std::vector<uint8_t> frame)
@@ -811,9 +906,20 @@ void PeerMesh::State::do_cut(uint64_t epoch)
 // Queued behind everything already queued for `p`, whatever the queue's limit.
 void PeerMesh::State::queue_bytes(Peer& p, const std::vector<uint8_t>& bytes)
 {
-    std::lock_guard lock(mutex);
-    p.queue.push_bytes(bytes);
-    wake_writer(p);
+    bool queued;
+    {
+        std::lock_guard lock(mutex);
+        queued = p.queue.push_bytes(bytes);
+        wake_writer(p);
+    }
+    if (queued) return;
+    // Only a peer that has been away or stalled long enough to back up this
+    // much gets here; what it misses ends any epoch that needed it.
+    const std::string who = p.address.to_string();  // (p.name is the network thread's)
+    drop_log.warn("peer " + who + ": its queue is full; a control message for it was dropped");
+    asio::post(io, [this, who] {
+        if (cut.epoch()) fail_epoch("a control message for " + who + " was dropped (its queue is full)");
+    });
 }
 
 void PeerMesh::State::release(const std::vector<size_t>& released)
@@ -922,14 +1028,11 @@ void PeerMesh::State::start_write(Peer& p)
         p.writer_active = true;
         p.queue.take_batch(conn->writing);
     }
-    conn->write_in_flight = true;
-    asio::async_write(conn->stream, asio::buffer(conn->writing),
-                      [this, &p, conn](std::error_code ec, size_t) { on_written(p, conn, ec); });
+    write(conn, [this, &p, conn](std::error_code ec) { on_written(p, conn, ec); });
 }
 
 void PeerMesh::State::on_written(Peer& p, const std::shared_ptr<Connection>& conn, std::error_code ec)
 {
-    conn->write_in_flight = false;
     if (conn->closed || p.conn != conn) return;  // fail() already reset the queue's accounting
     {
         std::lock_guard lock(mutex);

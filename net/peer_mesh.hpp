@@ -74,6 +74,18 @@ struct PeerMeshLimits {
     std::chrono::milliseconds backoff_max{2000};
     std::chrono::milliseconds connect_timeout{3000};
     std::chrono::milliseconds handshake_timeout{5000};
+    // A write to a connected peer that makes no progress for this long drops
+    // that peer (logged), so one stopped VMM does not stall the others: its
+    // frames are then dropped like those of any peer that is away.
+    std::chrono::milliseconds write_stall_timeout{10000};
+    // A controller with no request in flight is closed after this long.
+    std::chrono::milliseconds controller_idle_timeout{30000};
+    // Unauthenticated connections: at most this many at once, and at most
+    // per_source_handshakes from one address. When all are taken, a new one
+    // from a configured peer's address evicts the oldest from elsewhere, so
+    // idle sockets cannot keep a restarting peer out.
+    size_t max_handshakes = 16;
+    size_t per_source_handshakes = 4;
     // How long create() keeps trying a listen address that is in use: the
     // VMM this one replaces (a restore right after kill -9) releases its
     // port only when its exit completes, which can lag behind the kill.

@@ -25,8 +25,16 @@ public:
 
     // Appends one FRAME message. The caller checked has_room().
     void push_frame(std::span<const uint8_t> frame);
-    // Appends already-encoded bytes (the unsent tail of a direct send).
-    void push_bytes(std::span<const uint8_t> bytes) { pending_.insert(pending_.end(), bytes.begin(), bytes.end()); }
+    // Appends an already-encoded control message (MARKER, PREPARE...). These
+    // may go past the frame limit, since a cut needs its markers, but not
+    // past limit() + kControlAllowance: false, and nothing queued, beyond.
+    static constexpr size_t kControlAllowance = 256 * 1024;
+    bool push_bytes(std::span<const uint8_t> bytes)
+    {
+        if (this->bytes() + bytes.size() > limit_ + kControlAllowance) return false;
+        pending_.insert(pending_.end(), bytes.begin(), bytes.end());
+        return true;
+    }
     // Moves everything queued into `batch` (whose old contents are dropped);
     // those bytes count as in flight until batch_done().
     void take_batch(std::vector<uint8_t>& batch);

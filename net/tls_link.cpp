@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,6 +21,37 @@ int remaining_ms(TlsLink::Clock::time_point deadline)
     return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, INT_MAX));
 }
 
+// OpenSSL writes with write(2): a connection the other end closed raises
+// SIGPIPE, which would kill a CLI. Blocked for the call on this thread, and
+// one it raised is consumed (one that was pending before is left alone).
+class SigpipeBlock {
+public:
+    SigpipeBlock()
+    {
+        sigemptyset(&pipe_);
+        sigaddset(&pipe_, SIGPIPE);
+        sigset_t pending;
+        sigpending(&pending);
+        was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+        pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+    }
+    ~SigpipeBlock()
+    {
+        if (!was_pending_) {
+            const timespec none{0, 0};
+            while (sigtimedwait(&pipe_, nullptr, &none) == SIGPIPE) {}
+        }
+        pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+    SigpipeBlock(const SigpipeBlock&) = delete;
+    SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+private:
+    sigset_t pipe_;
+    sigset_t old_;
+    bool was_pending_ = false;
+};
+
 }  // namespace
 
 Result<TlsLink> TlsLink::handshake(UniqueFd fd, SSL_CTX* ctx, Side side, Clock::time_point deadline, std::string who)
@@ -26,6 +59,7 @@ Result<TlsLink> TlsLink::handshake(UniqueFd fd, SSL_CTX* ctx, Side side, Clock::
     const int flags = ::fcntl(fd.get(), F_GETFL);
     if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) return errno_error("fcntl");
     ERR_clear_error();
+    const SigpipeBlock no_sigpipe;  // the handshake writes too
     UniqueSsl ssl(SSL_new(ctx));
     if (!ssl || SSL_set_fd(ssl.get(), fd.get()) != 1) return Error("cannot set up TLS: " + last_tls_error());
     TlsLink link(std::move(fd), std::move(ssl), std::move(who));
@@ -59,6 +93,7 @@ Result<bool> TlsLink::wait_for_retry(int rc, Clock::time_point deadline, const c
 
 Result<void> TlsLink::send(std::span<const uint8_t> bytes, Clock::time_point deadline)
 {
+    const SigpipeBlock no_sigpipe;
     size_t off = 0;
     while (off < bytes.size()) {
         ERR_clear_error();
@@ -76,6 +111,7 @@ Result<void> TlsLink::send(std::span<const uint8_t> bytes, Clock::time_point dea
 
 Result<size_t> TlsLink::receive(std::span<uint8_t> buffer, Clock::time_point deadline)
 {
+    const SigpipeBlock no_sigpipe;  // reading may answer a key update
     for (;;) {
         ERR_clear_error();
         const int chunk = static_cast<int>(std::min<size_t>(buffer.size(), INT_MAX));

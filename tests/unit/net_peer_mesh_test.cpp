@@ -363,6 +363,37 @@ UniqueFd connect_to(const SocketAddress& a)
     return fd;
 }
 
+// A connection to `a` whose source address is `source_ip` (any port).
+UniqueFd connect_from(const char* source_ip, const SocketAddress& a)
+{
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(fd.valid());
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    REQUIRE(::inet_pton(AF_INET, source_ip, &from.sin_addr) == 1);
+    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(a.port());
+    std::memcpy(&sa.sin_addr, a.address().data(), 4);
+    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    return fd;
+}
+
+// Whether the other end closed `fd` within `timeout` (EOF or reset).
+bool closed_within(int fd, std::chrono::milliseconds timeout)
+{
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 50) <= 0) continue;
+        uint8_t buf[512];
+        const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN)) return true;
+    }
+    return false;
+}
+
 UniqueFd listen_on(const SocketAddress& a)
 {
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -1831,4 +1862,97 @@ TEST_CASE("mesh cluster: the cut of an epoch on three VMMs under traffic is cons
             CHECK(all[y]->sink.seqs_from(all[x]->mac()) == range(0, total[y]));
         }
     }
+}
+
+// ---- bounds and liveness ----------------------------------------------------
+
+TEST_CASE("mesh: idle sockets cannot keep a restarting peer out; per-address and total limits hold")
+{
+    // m (127.0.0.2) is dialed by peer f (127.0.0.1). 16 idle sockets from
+    // four other addresses fill every handshake slot.
+    const SocketAddress f = fresh_address("127.0.0.1");
+    PeerMeshLimits limits;
+    limits.handshake_timeout = 20s;  // the idle sockets would otherwise just time out
+    auto node = create_node(make_spec("m", fresh_address("127.0.0.2"), {f}), limits);
+    start(*node);
+    const SocketAddress& m = node->spec.listen;
+
+    std::vector<UniqueFd> idle;
+    for (const char* ip : {"127.0.0.50", "127.0.0.51", "127.0.0.52", "127.0.0.53"})
+        for (int i = 0; i < 4; ++i) idle.push_back(connect_from(ip, m));
+    std::this_thread::sleep_for(200ms);
+    // A fifth from one of those addresses, and a seventeenth from a new one: refused.
+    UniqueFd fifth = connect_from("127.0.0.50", m);
+    CHECK(closed_within(fifth.get(), 2s));
+    UniqueFd seventeenth = connect_from("127.0.0.60", m);
+    CHECK(closed_within(seventeenth.get(), 2s));
+
+    // The peer restarts and dials: it gets in, and one idle socket goes.
+    auto peer = tls_over(connect_from("127.0.0.1", m), TlsLink::Side::client, kNoSecret, kNoCluster);
+    REQUIRE_MESSAGE(peer->link, peer->handshake_error);
+    write_all(*peer, hello_bytes(peer_hello("f", f, m)));
+    CHECK(read_hello(*peer).id == "m");
+    CHECK(wait_until([&] { return node->mesh->connected_peers() == 1; }));
+    size_t evicted = 0;
+    for (auto& fd : idle) evicted += closed_within(fd.get(), 10ms) ? 1 : 0;
+    CHECK(evicted == 1);
+}
+
+TEST_CASE("mesh: a peer that stops reading is dropped after the write-stall limit; broadcast to the others goes on")
+{
+    // m broadcasts; b reads; f (the test) completes its handshake and then
+    // never reads again, like a SIGSTOPped VMM.
+    const SocketAddress f = fresh_address("127.0.0.1");
+    const SocketAddress m = fresh_address("127.0.0.2");
+    const SocketAddress b = fresh_address("127.0.0.3");
+    PeerMeshLimits limits;
+    limits.write_stall_timeout = 500ms;
+    auto nm = create_node(make_spec("m", m, {f, b}), limits);
+    auto nb = create_node(make_spec("b", b, {f, m}), limits);
+    start(*nm);
+    start(*nb);
+    auto peer = tls_over(connect_from("127.0.0.1", m), TlsLink::Side::client, kNoSecret, kNoCluster);
+    REQUIRE_MESSAGE(peer->link, peer->handshake_error);
+    write_all(*peer, hello_bytes(peer_hello("f", f, m)));
+    (void)read_hello(*peer);
+    REQUIRE(wait_until([&] { return nm->mesh->connected_peers() == 2; }));
+
+    // Far more than f's socket buffers and send queue hold.
+    constexpr uint32_t kFrames = 12000;
+    const auto start_time = std::chrono::steady_clock::now();
+    for (uint32_t i = 0; i < kFrames; ++i) nm->send(make_frame(kBroadcast, nm->mac(), i, 1400));
+    REQUIRE(nb->sink.wait_for_frames(kFrames, 30s));
+    CHECK(nb->sink.seqs() == range(0, kFrames));
+    CHECK(std::chrono::steady_clock::now() - start_time < 20s);
+    CHECK(nm->mesh->connected_peer_ids() == std::vector<std::string>{"b"});
+}
+
+TEST_CASE("mesh cluster: a controller gets one request at a time (10,000 pipelined: closed after the first) and is closed when idle")
+{
+    PeerMeshLimits limits;
+    limits.controller_idle_timeout = 300ms;
+    auto nodes = make_secure_cluster(2, limits);
+    Node& m = *nodes[0];
+
+    SUBCASE("pipelined requests")
+    {
+        auto c = dial_tls(m.spec.listen, bytes_of(kSecret), kCluster);
+        write_all(*c, controller_hello_bytes(kCluster, m.spec.listen, "a"));
+        (void)read_hello(*c);
+        std::vector<uint8_t> bytes;
+        for (int i = 0; i < 10000; ++i) append_ctl_request(bytes, {{"cmd", "list"}, {"i", i}});
+        (void)c->link->send(bytes, TlsLink::Clock::now() + 5s);  // may fail once it is closed
+        CHECK(read_messages(*c, 1).eof);
+        CHECK(m.handler.requests().size() == 1);
+    }
+    SUBCASE("idle")
+    {
+        auto c = dial_tls(m.spec.listen, bytes_of(kSecret), kCluster);
+        write_all(*c, controller_hello_bytes(kCluster, m.spec.listen, "a"));
+        (void)read_hello(*c);
+        const auto before = std::chrono::steady_clock::now();
+        CHECK(read_messages(*c, 1).eof);
+        CHECK(std::chrono::steady_clock::now() - before < 2s);
+    }
+    CHECK(m.mesh->connected_peer_ids() == std::vector<std::string>{"b"});
 }

@@ -92,3 +92,20 @@ TEST_CASE("send queue counts queued and in-flight bytes against one limit")
     }
     CHECK_FALSE(d.next().value().has_value());
 }
+
+TEST_CASE("send queue: control messages may pass the frame limit, but only by a bounded allowance")
+{
+    SendQueue q(3 * encoded_frame_size(100));
+    const std::vector<uint8_t> frame(100, 0xab);
+    for (int i = 0; i < 3; ++i) q.push_frame(frame);
+    CHECK_FALSE(q.has_room(encoded_frame_size(100)));
+    std::vector<uint8_t> marker;
+    append_marker(marker, 1);
+    CHECK(q.push_bytes(marker));  // a cut needs its marker even behind a full queue
+    const size_t before = q.bytes();
+    size_t pushed = 0;
+    while (q.push_bytes(marker)) ++pushed;
+    CHECK(pushed > 0);
+    CHECK(q.bytes() <= q.limit() + SendQueue::kControlAllowance);
+    CHECK(q.bytes() == before + pushed * marker.size());
+}
