@@ -5,6 +5,8 @@ PACKAGES=(
   meson ninja-build g++ pkg-config python3
   libcli11-dev doctest-dev liburing-dev libasio-dev libtomlplusplus-dev nlohmann-json3-dev
   libxxhash-dev libzstd-dev
+  # TLS 1.3 for the peer channel and hashes (OpenSSL); the sandbox's seccomp filter
+  libssl-dev libseccomp-dev
   # guest images: guest-images/linux/build.sh fetches Debian's kernel and busybox with apt-get download
   binutils cpio xz-utils
   # benchmarks compare against QEMU/KVM on the same guest image
