@@ -57,6 +57,11 @@ void kick(int fd)
 
 }  // namespace
 
+bool valid_queue_size(uint32_t size, uint16_t device_max)
+{
+    return size != 0 && size <= device_max && size <= Virtqueue::kMaxSize && (size & (size - 1)) == 0;
+}
+
 VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device, const VirtioPlatform& platform)
     : device_(std::move(device)),
       platform_(platform),
@@ -263,7 +268,12 @@ void VirtioPciTransport::common_write(uint64_t offset, size_t size, uint32_t val
     case cc::kDeviceStatus: write_status(static_cast<uint8_t>(value)); break;
     case cc::kQueueSelect: queue_select_ = static_cast<uint16_t>(value); break;
     case cc::kQueueSize:
-        if (queue_writable) q->size = static_cast<uint16_t>(value);
+        if (!queue_writable) break;
+        if (valid_queue_size(static_cast<uint16_t>(value), device_->max_queue_size()))
+            q->size = static_cast<uint16_t>(value);
+        else
+            guest_log_.warn(std::string(device_->name()) + ": queue size " + std::to_string(static_cast<uint16_t>(value)) +
+                            " ignored (a power of two up to " + std::to_string(device_->max_queue_size()) + ")");
         break;
     case cc::kQueueMsixVector:
         if (q) q->msix_vector = vector(value);
@@ -471,7 +481,9 @@ Result<void> VirtioPciTransport::restore_queues(StateReader& in)
         TRY_ASSIGN(pos.used_idx, in.u16());
         TRY_ASSIGN(pos.signalled_used, in.u16());
         TRY_ASSIGN(pos.notifications, in.boolean());
-        if (q.size > device_->max_queue_size()) return in.err("queue size " + std::to_string(q.size) + " too large");
+        if (!valid_queue_size(q.size, device_->max_queue_size()))
+            return in.err("queue size " + std::to_string(q.size) + " is not a power of two up to " +
+                          std::to_string(device_->max_queue_size()));
         if (q.msix_vector != vpci::kNoVector && q.msix_vector >= msix_->vectors()) return in.err("bad queue MSI-X vector");
         q.vq.reset();
         if (!active) continue;

@@ -29,6 +29,12 @@ inline constexpr uint32_t kNotifyMultiplier = 4;
 inline constexpr uint16_t kNoVector = 0xffff;
 }  // namespace vpci
 
+// The queue sizes the transport takes, from a driver and from a checkpoint
+// alike (so a guest cannot make its own checkpoint unrestorable): a power of
+// two (vvmm offers split virtqueues only, virtio 1.x 2.7) from 1 to the
+// device's maximum. A driver's write of any other size is ignored.
+bool valid_queue_size(uint32_t size, uint16_t device_max);
+
 struct VirtioPlatform {
     vmm::KvmVm& vm;
     vmm::GsiRouter& gsi;

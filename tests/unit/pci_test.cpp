@@ -156,3 +156,138 @@ TEST_CASE("GSI routing keeps KVM's default irqchip routes")
     CHECK(irqchip == 16 + 24);
     CHECK(msi == 1);
 }
+
+// ---- virtio-pci queue sizes (the guest's writes and checkpoints agree) -------------
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "devices/virtio/virtio_pci_transport.hpp"
+#include "vmm/base/le.hpp"
+#include "vmm/kvm_system.hpp"
+
+namespace {
+
+struct QuietDevice : VirtioDevice {
+    uint16_t device_type() const override { return virtio::kDeviceBlock; }
+    std::string_view name() const override { return "quiet"; }
+    uint64_t device_features() const override { return 0; }
+    unsigned queue_count() const override { return 1; }
+    size_t config_size() const override { return 4; }
+    void read_config(uint64_t, std::span<uint8_t>) const override {}
+    void activate(VirtioQueues&) override {}
+    void reset() override {}
+    void queue_notify(unsigned) override {}
+};
+
+// A transport on a real (never run) KVM VM: it needs irqfds and MSI routes.
+struct TransportRig {
+    TransportRig(vvmm::vmm::KvmSystem k, vvmm::vmm::KvmVm v, std::unique_ptr<vvmm::vmm::IoThread> i, vvmm::vmm::GuestMemory m)
+        : kvm(std::move(k)), vm(std::move(v)), io(std::move(i)), mem(std::move(m))
+    {
+    }
+    vvmm::vmm::KvmSystem kvm;
+    vvmm::vmm::KvmVm vm;
+    vvmm::vmm::GsiRouter gsi{vm};
+    vvmm::vmm::IoBus mmio{"mmio"};
+    std::unique_ptr<vvmm::vmm::IoThread> io;
+    vvmm::vmm::GuestMemory mem;
+
+    std::shared_ptr<VirtioPciTransport> make()
+    {
+        auto t = VirtioPciTransport::create(std::make_shared<QuietDevice>(), {vm, gsi, mmio, *io, mem}, 0xC0000000);
+        REQUIRE_MESSAGE(t.ok(), (t.ok() ? "" : t.error().message()));
+        return t.value();
+    }
+};
+
+std::optional<TransportRig> transport_rig()
+{
+    if (::access("/dev/kvm", R_OK | W_OK) != 0) return std::nullopt;
+    auto kvm = vvmm::vmm::KvmSystem::open();
+    if (!kvm) return std::nullopt;
+    auto vm = vvmm::vmm::KvmVm::create(*kvm);
+    if (!vm) return std::nullopt;
+    return std::optional<TransportRig>(std::in_place, std::move(*kvm), std::move(*vm), vvmm::vmm::IoThread::create().value(),
+                                       vvmm::vmm::GuestMemory::create(2 << 20).value());
+}
+
+void write16(VirtioPciTransport& t, uint64_t offset, uint16_t v)
+{
+    uint8_t b[2];
+    vvmm::store_le<uint16_t>(b, v);
+    t.write(vpci::kCommon + offset, b);
+}
+
+uint16_t read16(VirtioPciTransport& t, uint64_t offset)
+{
+    uint8_t b[2];
+    t.read(vpci::kCommon + offset, b);
+    return vvmm::load_le<uint16_t>(b);
+}
+
+constexpr uint64_t kQueueSelect = 0x16, kQueueSize = 0x18;
+
+}  // namespace
+
+TEST_CASE("virtio queue sizes: powers of two from 1 to the device's maximum")
+{
+    CHECK(valid_queue_size(1, 256));
+    CHECK(valid_queue_size(64, 256));
+    CHECK(valid_queue_size(256, 256));
+    CHECK_FALSE(valid_queue_size(0, 256));
+    CHECK_FALSE(valid_queue_size(512, 256));
+    CHECK_FALSE(valid_queue_size(100, 256));
+    CHECK_FALSE(valid_queue_size(0x8000, 0xffff));  // beyond what the virtqueue parser takes
+}
+
+TEST_CASE("virtio-pci: a guest's bad queue size is ignored, so its checkpoint restores")
+{
+    auto rig = transport_rig();
+    if (!rig) {
+        MESSAGE("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    auto t = rig->make();
+    write16(*t, kQueueSelect, 0);
+    REQUIRE(read16(*t, kQueueSize) == 256);
+    for (uint16_t bad : {512, 100, 0, 0xffff}) {
+        write16(*t, kQueueSize, bad);
+        CHECK(read16(*t, kQueueSize) == 256);
+    }
+    write16(*t, kQueueSize, 64);
+    CHECK(read16(*t, kQueueSize) == 64);
+    uint8_t desc[4];
+    vvmm::store_le<uint32_t>(desc, 0xabcde0);  // a mark to find the queue in the saved state
+    t->write(vpci::kCommon + 0x20, desc);
+    write16(*t, kQueueSize, 1000);  // still ignored after a good one
+    CHECK(read16(*t, kQueueSize) == 64);
+
+    // Whatever the guest programmed, the checkpoint of it restores.
+    vvmm::StateWriter out;
+    REQUIRE(t->save(out).ok());
+    auto state = out.take();
+    auto other = rig->make();
+    vvmm::StateReader in(state, "virtio");
+    auto restored = other->restore(in, 1);
+    CHECK_MESSAGE(restored.ok(), (restored.ok() ? "" : restored.error().message()));
+    write16(*other, kQueueSelect, 0);
+    CHECK(read16(*other, kQueueSize) == 64);
+
+    // And a checkpoint with a size the guest could not have set is refused.
+    const uint8_t mark[8] = {0xe0, 0xcd, 0xab, 0, 0, 0, 0, 0};
+    auto at = std::search(state.begin(), state.end(), std::begin(mark), std::end(mark));
+    REQUIRE(at != state.end());
+    const size_t size_at = static_cast<size_t>(at - state.begin()) - 5;  // size, MSI-X vector, enabled, desc
+    REQUIRE(vvmm::load_le<uint16_t>(&state[size_at]) == 64);
+    for (uint16_t bad : {100, 512, 0}) {
+        vvmm::store_le<uint16_t>(&state[size_at], bad);
+        auto third = rig->make();
+        vvmm::StateReader crafted(state, "virtio");
+        auto r = third->restore(crafted, 1);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error().message().find("is not a power of two up to 256") != std::string::npos);
+    }
+}
