@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -46,6 +47,9 @@ Result<std::unique_ptr<HostConsole>> HostConsole::create(const ConsoleSpec& spec
         c->out_fd_ = UniqueFd(::open(spec.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
         if (!c->out_fd_.valid()) return errno_error("cannot open console log '" + spec.path + "'");
         c->out_ = c->out_fd_.get();
+        struct stat st {};
+        if (::fstat(c->out_, &st) < 0) return errno_error("cannot stat console log '" + spec.path + "'");
+        c->log_bytes_ = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
     }
     return c;
 }
@@ -61,8 +65,24 @@ HostConsole::~HostConsole()
 
 void HostConsole::write(uint8_t byte)
 {
-    // A closed stdout must not stop the guest: the byte is lost, like on a cut serial line.
-    while (::write(out_, &byte, 1) < 0 && errno == EINTR) {
+    if (out_fd_.valid()) {
+        if (log_capped_) return;
+        if (log_bytes_ >= spec_.max_bytes) {
+            log_capped_ = true;
+            const std::string marker = "\n[vvmm: console output truncated at " + std::to_string(spec_.max_bytes) +
+                                       " bytes; the rest of the guest's output is dropped]\n";
+            write_out(marker.data(), marker.size());
+            return;
+        }
+        ++log_bytes_;
+    }
+    write_out(&byte, 1);
+}
+
+void HostConsole::write_out(const void* data, size_t size)
+{
+    // A closed stdout must not stop the guest: the bytes are lost, like on a cut serial line.
+    while (::write(out_, data, size) < 0 && errno == EINTR) {
     }
 }
 

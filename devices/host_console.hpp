@@ -15,9 +15,18 @@
 
 namespace vvmm::dev {
 
+// A guest can print for ever: a console log file stops growing at this many
+// bytes (the file's size, earlier runs' output included, since restores
+// append to the same file). One marker line then says output was cut, and
+// the rest is dropped: the start of the output (the boot, the first error)
+// is what explains a runaway guest, and a file that is only ever appended to
+// stays safe for whoever follows it (tail -f, the tests). A terminal has no cap.
+inline constexpr uint64_t kDefaultConsoleLogCap = 64ull << 20;
+
 struct ConsoleSpec {
     enum class Kind { stdio, file } kind = Kind::stdio;
     std::string path;
+    uint64_t max_bytes = kDefaultConsoleLogCap;  // file consoles
 };
 
 // "stdio" or "file:PATH".
@@ -40,6 +49,7 @@ public:
     static Result<std::unique_ptr<HostConsole>> create(const ConsoleSpec& spec, std::function<void()> on_quit);
     ~HostConsole();
 
+    // Called with the UART's lock held (one writer at a time).
     void write(uint8_t byte);
     // Starts forwarding stdin to the UART (stdio consoles only).
     void connect_input(Serial16550& uart);
@@ -50,8 +60,12 @@ private:
     bool deliver(Serial16550& uart, std::span<const uint8_t> bytes);
 
     ConsoleSpec spec_;
+    void write_out(const void* data, size_t size);
+
     UniqueFd out_fd_;     // the log file, when there is one
     int out_ = 1;
+    uint64_t log_bytes_ = 0;  // the log file's size
+    bool log_capped_ = false;
     std::optional<RawTerminal> raw_;
     UniqueFd stop_fd_;    // eventfd that ends the input thread
     std::thread input_;

@@ -1,5 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 
 #include "devices/host_console.hpp"
@@ -68,6 +72,39 @@ TEST_CASE("escape sequence: Ctrl-A x quits, Ctrl-A Ctrl-A sends one Ctrl-A")
     CHECK(out == std::string("a\x01\x01") + "b");
     CHECK_FALSE(f.feed(0x01, out));
     CHECK(f.feed('x', out));
+}
+
+TEST_CASE("a console log stops at its cap with one marker line, earlier runs' output included")
+{
+    char dir[] = "/tmp/vvmm-console-XXXXXX";
+    REQUIRE(::mkdtemp(dir));
+    const std::string path = std::string(dir) + "/console.log";
+    auto read_all = [&] {
+        std::ifstream f(path, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(f), {});
+    };
+    dev::ConsoleSpec spec{dev::ConsoleSpec::Kind::file, path, 100};
+    {
+        auto c = dev::HostConsole::create(spec, [] {});
+        REQUIRE(c.ok());
+        for (int i = 0; i < 60; ++i) c.value()->write('a');
+    }
+    {
+        // A restore appends to the same file: the cap counts what is there.
+        auto c = dev::HostConsole::create(spec, [] {});
+        REQUIRE(c.ok());
+        for (int i = 0; i < 5000; ++i) c.value()->write('b');
+    }
+    const std::string marker = "\n[vvmm: console output truncated at 100 bytes; the rest of the guest's output is dropped]\n";
+    CHECK(read_all() == std::string(60, 'a') + std::string(40, 'b') + marker);
+    {
+        auto c = dev::HostConsole::create(spec, [] {});
+        REQUIRE(c.ok());
+        c.value()->write('c');
+    }
+    CHECK(read_all().size() == 100 + 2 * marker.size());  // one marker per run that tried to write
+    CHECK(dev::ConsoleSpec{}.max_bytes == 64ull << 20);
+    std::filesystem::remove_all(dir);
 }
 
 namespace {
