@@ -1,5 +1,6 @@
 #include "devices/virtio/virtio_net.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "vmm/base/le.hpp"
@@ -94,6 +95,14 @@ void VirtioNet::transmit()
             std::vector<uint8_t> buf(len);
             ChainReader(queues_->memory(), chain).read(buf);
             buf.erase(buf.begin(), buf.begin() + vnet::kHeaderSize);
+            if (!std::equal(mac_.begin(), mac_.end(), buf.begin() + 6)) {
+                ++spoofed_tx_dropped_;
+                guest_log_.warn("virtio-net: dropped a transmitted frame whose source MAC is not the card's (" +
+                                std::to_string(spoofed_tx_dropped_.load()) + " so far)");
+                vq->push_used(chain.head, 0);
+                returned = true;
+                return true;
+            }
             pending_tx_ = PendingTx{chain.head, std::move(buf)};
             return send_pending();
         });

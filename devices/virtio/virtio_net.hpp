@@ -46,6 +46,12 @@ public:
     void save_state(StateWriter& out) const override;
     Result<void> restore_state(StateReader& in, uint16_t version) override;
 
+    // Transmitted frames whose Ethernet source address is not this card's
+    // MAC, dropped: the mesh learns where a MAC lives from the frames'
+    // sources, so a guest must not claim another VM's address. (The MAC is
+    // fixed: vvmm offers no VIRTIO_NET_F_CTRL_MAC_ADDR.)
+    uint64_t spoofed_tx_dropped() const { return spoofed_tx_dropped_; }
+
     // net::FrameSink (backend thread)
     bool deliver_to_guest(std::span<const uint8_t> frame) override;
     void transmit_ready() override;
@@ -73,6 +79,7 @@ private:
     bool rx_refused_ = false;
     std::atomic<bool> quiesced_{false};
     std::deque<std::vector<uint8_t>> held_rx_;
+    std::atomic<uint64_t> spoofed_tx_dropped_{0};
     RateLimitedLog guest_log_;
 };
 

@@ -1,5 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <array>
+#include <cstring>
+#include <memory>
+
 #include "devices/virtio/virtqueue.hpp"
 #include "vmm/base/le.hpp"
 
@@ -276,4 +280,78 @@ TEST_CASE("kick suppression: NO_NOTIFY flag or avail_event, and the re-check on 
         CHECK_FALSE(q.enable_notifications());
         CHECK(load_le<uint16_t>(r.at(avail_event, 2)) == 2);
     }
+}
+
+// ---- virtio-net transmit: only the card's own source MAC ---------------------------
+
+#include <mutex>
+
+#include "devices/virtio/virtio_net.hpp"
+#include "vmm/io_thread.hpp"
+
+namespace {
+
+struct NetQueues : VirtioQueues {
+    Ring rx, tx;
+    Virtqueue rxq = rx.queue(), txq = tx.queue();
+    std::mutex device_lock;
+    std::string failure;
+    Virtqueue* queue(unsigned q) override { return q == vnet::kRxQueue ? &rxq : &txq; }
+    const vmm::GuestMemory& memory() const override { return tx.mem; }
+    uint64_t features() const override { return 0; }
+    void used(unsigned) override {}
+    void config_changed() override {}
+    void fail(const std::string& why) override { failure = why; }
+    bool failed() const override { return !failure.empty(); }
+    std::mutex& lock() override { return device_lock; }
+};
+
+struct SentFrames : net::NetBackend {
+    std::vector<std::vector<uint8_t>> sent;
+    void attach(net::FrameSink*) override {}
+    Result<void> start() override { return ok(); }
+    bool try_send(std::span<const uint8_t> frame) override
+    {
+        sent.emplace_back(frame.begin(), frame.end());
+        return true;
+    }
+    void receive_ready() override {}
+    void stop() override {}
+};
+
+}  // namespace
+
+TEST_CASE("virtio-net drops and counts transmitted frames with another source MAC")
+{
+    const std::array<uint8_t, 6> mine{0x52, 0x54, 0, 0, 0, 1}, theirs{0x52, 0x54, 0, 0, 0, 2};
+    auto backend = std::make_shared<SentFrames>();
+    auto io = vmm::IoThread::create().value();
+    VirtioNet net(mine, backend, *io);
+    NetQueues queues;
+    net.activate(queues);
+
+    // Frame i in slot i: virtio header, then destination, source, payload.
+    auto post = [&](uint16_t i, const std::array<uint8_t, 6>& source) {
+        const uint64_t gpa = 0x10000 + 0x1000 * i;
+        uint8_t* f = queues.tx.at(gpa, 12 + 60);
+        std::memset(f, 0, 12 + 60);
+        std::memset(f + 12, 0xff, 6);  // broadcast: learnt by every peer
+        std::memcpy(f + 12 + 6, source.data(), 6);
+        f[12 + 12] = static_cast<uint8_t>(i);
+        queues.tx.desc(i, gpa, 12 + 60, 0, 0);
+        queues.tx.post(i);
+    };
+    post(0, mine);
+    post(1, theirs);
+    post(2, mine);
+    {
+        std::lock_guard lock(queues.device_lock);
+        net.queue_notify(vnet::kTxQueue);
+    }
+    CHECK(queues.failure.empty());
+    REQUIRE(backend->sent.size() == 2);
+    CHECK(backend->sent[0][12] == 0);
+    CHECK(backend->sent[1][12] == 2);
+    CHECK(net.spoofed_tx_dropped() == 1);
+    CHECK(queues.tx.used_idx() == 3);  // the dropped frame's buffer went back to the guest too
 }
