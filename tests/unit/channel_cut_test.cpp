@@ -361,3 +361,59 @@ TEST_CASE("channel state: round trip, and every truncation or bad field is refus
     runt.peers.push_back({"vm1", {std::vector<uint8_t>(10, 0)}});  // shorter than an Ethernet header
     CHECK_FALSE(vvmm::net::decode_channel_state(vvmm::net::encode_channel_state(runt)).ok());
 }
+
+TEST_CASE("channel cut: a marker's epoch is tentative; a bogus one never blocks later epochs")
+{
+    constexpr uint64_t kLast = ~0ull;
+    {
+        // MARKER(2^64-1) with no PREPARE: the mesh abandons it (abort), and epoch 5 still starts.
+        ChannelCut cut(2);
+        CHECK(cut.on_marker(0, kLast) == ChannelCut::MarkerAction::hold);
+        CHECK(cut.abort(kLast) == std::vector<size_t>{0});
+        CHECK(cut.on_marker(1, kLast) == ChannelCut::MarkerAction::ignore);  // that one number is spent
+        CHECK_FALSE(cut.begin(kLast).ok());
+        REQUIRE(cut.begin(5).ok());
+        CHECK(cut.on_marker(1, 5) == ChannelCut::MarkerAction::hold);
+    }
+    {
+        // A PREPARE while the bogus epoch holds a connection: the real epoch replaces it, and the
+        // held connection is read again at the capture, recording until its own marker.
+        ChannelCut cut(2);
+        CHECK(cut.on_marker(0, kLast) == ChannelCut::MarkerAction::hold);
+        REQUIRE(cut.begin(5).ok());
+        CHECK(cut.epoch() == 5);
+        CHECK_FALSE(cut.begin(6).ok());  // 5 is adopted: it is not replaced
+        CHECK(cut.captured() == std::vector<size_t>{0});
+        CHECK(cut.on_frame(0, {7}));  // sent before peer 0's cut of epoch 5: in flight
+        CHECK(cut.on_marker(0, 5) == ChannelCut::MarkerAction::proceed);
+        CHECK(cut.on_marker(1, 5) == ChannelCut::MarkerAction::proceed);
+        REQUIRE(cut.complete());
+        CHECK(cut.finish()[0] == RecordedFrames{{7}});
+        REQUIRE(cut.begin(6).ok());  // the bogus number left no floor behind
+        CHECK(cut.abort(6).empty());
+        CHECK(cut.on_marker(1, kLast) == ChannelCut::MarkerAction::ignore);  // replaced: abandoned
+    }
+    {
+        // An aborted epoch the cut never ran moves the floor only by a bounded step.
+        ChannelCut cut(2);
+        cut.abort(kLast);
+        REQUIRE(cut.begin(5).ok());
+        cut.abort(5);
+        cut.abort(5 + vvmm::net::kMaxEpochStep + 1);
+        CHECK(cut.begin(6).ok());
+        cut.abort(6);
+        cut.abort(9);  // a PREPARE refused here, then its ABORT: its late markers are stale
+        CHECK(cut.on_marker(0, 9) == ChannelCut::MarkerAction::ignore);
+        CHECK(cut.begin(10).ok());
+    }
+    {
+        // A tentative epoch's held connection comes back if the real epoch aborts before its capture.
+        ChannelCut cut(3);
+        CHECK(cut.on_marker(2, kLast) == ChannelCut::MarkerAction::hold);
+        REQUIRE(cut.begin(3).ok());
+        CHECK(cut.on_marker(1, 3) == ChannelCut::MarkerAction::hold);
+        auto released = cut.abort(3);
+        std::sort(released.begin(), released.end());
+        CHECK(released == std::vector<size_t>{1, 2});
+    }
+}
