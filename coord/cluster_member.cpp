@@ -70,16 +70,20 @@ Result<EpochOptions> epoch_options(const json& j, const std::string& default_mod
     return o;
 }
 
+uint64_t newest_committed(const ClusterConfig& config)
+{
+    const auto epochs = committed_epochs(config.checkpoint_dir.string());
+    return epochs.empty() ? 0 : epochs.back();
+}
+
 }  // namespace
 
 ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::PeerMesh& mesh,
                              ckpt::Checkpointer& checkpointer, std::function<json()> status, uint64_t restore_epoch)
     : config_(config), vm_(std::move(vm)), node_(config.vm(vm_) ? config.vm(vm_)->node : ""),
       vm_root_(vm_checkpoint_root(config.checkpoint_dir.string(), vm_)), mesh_(mesh), checkpointer_(checkpointer),
-      status_(std::move(status)), restore_epoch_(restore_epoch)
+      status_(std::move(status)), authority_(vm_, newest_committed(config)), restore_epoch_(restore_epoch)
 {
-    const auto epochs = committed_epochs(config_.checkpoint_dir.string());
-    if (!epochs.empty()) last_epoch_ = epochs.back();
     mesh_.set_cluster_handler(this);
 }
 
@@ -155,8 +159,14 @@ void ClusterMember::start_epoch(const json& request, std::function<void(json)> r
         reply(failure("not every VM is connected to " + vm_ + " (missing: " + missing + "); no epoch was started"));
         return;
     }
+    auto next = authority_.next_epoch();
+    if (!next) {
+        reply(failure(next.error().message()));
+        return;
+    }
+    authority_.started(*next);
     Epoch e;
-    e.number = last_epoch_ + 1;
+    e.number = *next;
     e.initiator = vm_;
     e.mode = options->mode;
     e.incremental = options->incremental;
@@ -189,8 +199,8 @@ void ClusterMember::on_control(const std::string& peer, MessageType type, uint64
     switch (type) {
     case MessageType::prepare: on_prepare(peer, epoch, body); return;
     case MessageType::done: on_done(peer, epoch, body); return;
-    case MessageType::commit: on_commit(epoch, body); return;
-    case MessageType::abort: on_abort(epoch, ckpt::field_or<std::string>(body, "reason", "no reason given")); return;
+    case MessageType::commit: on_commit(peer, epoch, body); return;
+    case MessageType::abort: on_abort(peer, epoch, ckpt::field_or<std::string>(body, "reason", "no reason given")); return;
     case MessageType::restored: {
         std::lock_guard lock(mutex_);
         // Bounded by the peers: only this VM's restore epoch, only until its barrier.
@@ -206,16 +216,18 @@ void ClusterMember::on_control(const std::string& peer, MessageType type, uint64
 void ClusterMember::on_prepare(const std::string& peer, uint64_t epoch, const json& body)
 {
     auto refuse = [&](const std::string& why) {
-        log_warn("epoch " + std::to_string(epoch) + " from " + peer + " refused: " + why);
+        peer_log_.warn("epoch " + std::to_string(epoch) + " from " + peer + " refused: " + why);
         mesh_.send_control(peer, MessageType::done, epoch, failure(vm_ + " " + why));
     };
     auto options = epoch_options(body, config_.mode, "timeout_ms", 1);
     if (!options) return refuse("got a bad PREPARE: " + options.error().message());
     if (ckpt::field_or<std::string>(body, "initiator", "") != peer) return refuse("got a PREPARE whose initiator is not its sender");
     std::unique_lock lock(mutex_);
-    if (epoch_ && epoch_->number == epoch) return;  // a repeat
+    if (epoch_ && epoch_->number == epoch && epoch_->initiator == peer) return;  // a repeat
+    // Before the busy check: a PREPARE refused for being busy is still its
+    // epoch's, whose initiator's ABORT then counts.
+    if (auto r = authority_.on_prepare(peer, epoch); !r) return refuse(r.error().message());
     if (epoch_) return refuse("is busy with epoch " + std::to_string(epoch_->number));
-    if (epoch <= last_epoch_) return refuse("has seen epoch " + std::to_string(last_epoch_) + " already");
     Epoch e;
     e.number = epoch;
     e.initiator = peer;
@@ -227,7 +239,9 @@ void ClusterMember::on_prepare(const std::string& peer, uint64_t epoch, const js
         epoch_.reset();
         lock.unlock();
         refuse(r.error().message());
+        return;
     }
+    authority_.running(epoch);
 }
 
 Result<void> ClusterMember::begin(Epoch e)
@@ -238,7 +252,6 @@ Result<void> ClusterMember::begin(Epoch e)
     if (epoch_thread_busy_) return Error("is still finishing the checkpoint of an earlier epoch");
     if (epoch_thread_.joinable()) epoch_thread_.join();
     const uint64_t number = e.number;
-    last_epoch_ = std::max(last_epoch_, number);
     epoch_ = std::move(e);
     TRY(mesh_.begin_epoch(number));
     epoch_thread_busy_ = true;
@@ -350,7 +363,13 @@ void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>& lock)
     abort_cut(lock, number);
 }
 
-void ClusterMember::on_commit(uint64_t epoch, const json& body)
+void ClusterMember::drop(const std::string& peer, MessageType type, uint64_t epoch, const std::string& why)
+{
+    peer_log_.warn("epoch " + std::to_string(epoch) + ": " + std::string(net::message_type_name(type)) + " from " +
+                   peer + " dropped: " + why);
+}
+
+void ClusterMember::on_commit(const std::string& peer, uint64_t epoch, const json& body)
 {
     auto m = body.is_object() && body.contains("manifest") ? cluster_manifest_from_json(body.at("manifest"))
                                                             : Result<ClusterManifest>(Error("no manifest"));
@@ -359,9 +378,11 @@ void ClusterMember::on_commit(uint64_t epoch, const json& body)
         log_error("epoch " + std::to_string(epoch) + ": malformed COMMIT ignored" + (m ? "" : ": " + m.error().message()));
         return;
     }
+    // Only the initiator decides: another peer's COMMIT would record an
+    // epoch as committed that is not.
+    if (auto r = authority_.on_decision(peer, epoch); !r) return drop(peer, MessageType::commit, epoch, r.error().message());
     if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m.value()); !w)
         log_error("epoch " + std::to_string(epoch) + " committed, but this node cannot record it: " + w.error().message());
-    last_epoch_ = std::max(last_epoch_, epoch);
     if (epoch_ && epoch_->number == epoch) {
         epoch_->decided = true;
         epoch_.reset();
@@ -369,11 +390,17 @@ void ClusterMember::on_commit(uint64_t epoch, const json& body)
     cv_.notify_all();
 }
 
-void ClusterMember::on_abort(uint64_t epoch, const std::string& reason)
+void ClusterMember::on_abort(const std::string& peer, uint64_t epoch, const std::string& reason)
 {
+    {
+        std::lock_guard lock(mutex_);
+        // Only the initiator aborts: another peer's ABORT would end (or,
+        // with a wild number, block) this VMM's cut of a running epoch.
+        if (auto r = authority_.on_decision(peer, epoch); !r) return drop(peer, MessageType::abort, epoch, r.error().message());
+    }
+    // Not with mutex_ held: see abort_cut.
     mesh_.abort_epoch(epoch);
     std::lock_guard lock(mutex_);
-    last_epoch_ = std::max(last_epoch_, epoch);
     if (epoch_ && epoch_->number == epoch && !epoch_->tally) {
         log_warn("epoch " + std::to_string(epoch) + " aborted: " + reason + "; the VM keeps running");
         epoch_->decided = true;
@@ -389,7 +416,7 @@ Result<void> ClusterMember::wait_restored(uint64_t epoch, const std::function<bo
     {
         std::lock_guard lock(mutex_);
         restore_epoch_ = epoch;
-        last_epoch_ = std::max(last_epoch_, epoch);
+        authority_.restored(epoch);
     }
     mesh_.send_control("", MessageType::restored, epoch, json::object());
     const auto start = Clock::now();

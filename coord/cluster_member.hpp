@@ -30,6 +30,7 @@
 #include "coord/cluster_config.hpp"
 #include "coord/epoch_initiator.hpp"
 #include "net/peer_mesh.hpp"
+#include "vmm/base/log.hpp"
 
 namespace vvmm::coord {
 
@@ -75,8 +76,10 @@ private:
     // Ends the mesh's part of an aborted epoch: never with mutex_ held, since
     // it waits for the network thread, whose handlers take mutex_.
     void abort_cut(std::unique_lock<std::mutex>& lock, uint64_t epoch);
-    void on_commit(uint64_t epoch, const nlohmann::json& body);
-    void on_abort(uint64_t epoch, const std::string& reason);
+    // Only from the epoch's initiator (EpochAuthority); others are dropped.
+    void on_commit(const std::string& peer, uint64_t epoch, const nlohmann::json& body);
+    void on_abort(const std::string& peer, uint64_t epoch, const std::string& reason);
+    void drop(const std::string& peer, net::MessageType type, uint64_t epoch, const std::string& why);
     nlohmann::json list() const;
     std::vector<std::string> peers() const;
 
@@ -90,7 +93,8 @@ private:
 
     mutable std::mutex mutex_;
     std::condition_variable cv_;
-    uint64_t last_epoch_ = 0;  // the highest epoch seen, committed or not
+    EpochAuthority authority_;  // epoch numbers seen, and who may decide which
+    RateLimitedLog peer_log_;   // refused and dropped epoch messages
     std::optional<Epoch> epoch_;
     std::thread epoch_thread_;
     bool epoch_thread_busy_ = false;

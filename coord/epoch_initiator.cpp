@@ -1,8 +1,10 @@
 #include "coord/epoch_initiator.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include "ckpt/json_field.hpp"
+#include "net/channel_cut.hpp"
 
 namespace vvmm::coord {
 
@@ -56,6 +58,57 @@ std::vector<std::string> EpochInitiator::waiting_for() const
     for (const auto& v : vms_)
         if (!done_.count(v)) out.push_back(v);
     return out;
+}
+
+Result<uint64_t> EpochAuthority::next_epoch() const
+{
+    if (last_ == std::numeric_limits<uint64_t>::max())
+        return Error("epoch numbers are exhausted (the newest known epoch is " + std::to_string(last_) + ")");
+    return last_ + 1;
+}
+
+void EpochAuthority::started(uint64_t epoch)
+{
+    last_ = std::max(last_, epoch);
+    running_ = epoch;
+    remember(epoch, self_);
+}
+
+Result<void> EpochAuthority::on_prepare(const std::string& peer, uint64_t epoch)
+{
+    if (epoch <= last_) return Error("has seen epoch " + std::to_string(last_) + " already");
+    if (epoch - last_ > net::kMaxEpochStep)
+        return Error("will not jump from epoch " + std::to_string(last_) + " to " + std::to_string(epoch) +
+                     " (at most " + std::to_string(net::kMaxEpochStep) + " ahead)");
+    last_ = epoch;
+    remember(epoch, peer);
+    return ok();
+}
+
+Result<void> EpochAuthority::on_decision(const std::string& peer, uint64_t epoch)
+{
+    auto it = std::find_if(recent_.begin(), recent_.end(), [&](const Prepared& p) { return p.epoch == epoch; });
+    if (it == recent_.end()) return Error("no PREPARE of that epoch came here");
+    if (it->initiator == self_) return Error("this VMM initiated it");
+    if (it->initiator != peer) return Error("its initiator is " + it->initiator);
+    if (it->decided) return Error("it was decided already");
+    it->decided = true;
+    return ok();
+}
+
+void EpochAuthority::restored(uint64_t epoch)
+{
+    last_ = std::max(last_, epoch);
+}
+
+void EpochAuthority::remember(uint64_t epoch, const std::string& initiator)
+{
+    recent_.push_back({epoch, initiator});
+    if (recent_.size() <= kRemembered) return;
+    // The oldest goes, unless it is the running epoch: then the next one.
+    auto victim = recent_.begin();
+    if (victim->epoch == running_) ++victim;
+    recent_.erase(victim);
 }
 
 }  // namespace vvmm::coord

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coord/cluster_manifest.hpp"
+#include "vmm/base/result.hpp"
 
 namespace vvmm::coord {
 
@@ -45,6 +47,49 @@ private:
     std::vector<EpochVm> ordered_;
     Outcome outcome_ = Outcome::pending;
     std::string reason_;
+};
+
+// Which epoch messages a VMM believes (DESIGN.md, "Trust"). Peers are
+// authenticated, but a buggy or compromised one must not decide an epoch
+// it did not start, nor push the epoch numbers out of reach. Plain
+// bookkeeping, like EpochInitiator; the cluster member asks it first.
+//  - A PREPARE's epoch must be newer than every epoch this VMM has seen and
+//    at most net::kMaxEpochStep past it.
+//  - COMMIT and ABORT of epoch E count only from E's initiator: the peer
+//    whose PREPARE(E) passed here, and once. If this VMM initiated E, no
+//    peer's COMMIT or ABORT of E counts.
+class EpochAuthority {
+public:
+    EpochAuthority(std::string self, uint64_t newest_known) : self_(std::move(self)), last_(newest_known) {}
+
+    // The newest epoch seen: committed, prepared, aborted or restored.
+    uint64_t last_epoch() const { return last_; }
+    // The number for an epoch this VMM starts (then call started()).
+    Result<uint64_t> next_epoch() const;
+    void started(uint64_t epoch);
+    Result<void> on_prepare(const std::string& peer, uint64_t epoch);
+    // The PREPARE of `epoch` began it here: it is remembered for as long as
+    // no other epoch runs, however many refused PREPAREs come meanwhile.
+    void running(uint64_t epoch) { running_ = epoch; }
+    Result<void> on_decision(const std::string& peer, uint64_t epoch);
+    // A restore from `epoch` (the user chose it, from this node's own files).
+    void restored(uint64_t epoch);
+
+private:
+    struct Prepared {
+        uint64_t epoch;
+        std::string initiator;
+        bool decided = false;
+    };
+    void remember(uint64_t epoch, const std::string& initiator);
+
+    // A few recent epochs: the running one, and PREPAREs refused while it
+    // ran (their ABORT still counts, so their late markers are stale).
+    static constexpr size_t kRemembered = 8;
+    std::string self_;
+    uint64_t last_;
+    uint64_t running_ = 0;
+    std::deque<Prepared> recent_;  // oldest first
 };
 
 }  // namespace vvmm::coord

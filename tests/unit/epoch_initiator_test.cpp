@@ -62,3 +62,68 @@ TEST_CASE("epoch initiator: aborts on a failed DONE, a lost VM, a deadline or a 
     CHECK(k.on_done("vm0", {{"ok", false}, {"error", 5}}) == Outcome::abort);
     CHECK(k.abort_reason() == "vm0: failed");
 }
+
+using vvmm::coord::EpochAuthority;
+
+TEST_CASE("epoch authority: COMMIT and ABORT count only from the epoch's initiator, once")
+{
+    EpochAuthority a("vm0", 4);
+    REQUIRE(a.on_prepare("vm1", 5).ok());
+    CHECK_FALSE(a.on_decision("vm2", 5).ok());  // a peer that did not start it
+    CHECK_FALSE(a.on_decision("vm1", 6).ok());  // an epoch that never came here
+    CHECK(a.on_decision("vm1", 5).ok());
+    CHECK_FALSE(a.on_decision("vm1", 5).ok());  // a second COMMIT or ABORT of it
+    CHECK(a.last_epoch() == 5);
+
+    // This VMM's own epoch: no peer decides it.
+    REQUIRE(a.next_epoch().value() == 6);
+    a.started(6);
+    auto forged = a.on_decision("vm1", 6);
+    REQUIRE_FALSE(forged.ok());
+    CHECK(forged.error().message() == "this VMM initiated it");
+
+    // A PREPARE refused here for being busy is still its epoch's: its ABORT counts.
+    REQUIRE(a.on_prepare("vm2", 7).ok());
+    CHECK(a.on_decision("vm2", 7).ok());
+}
+
+TEST_CASE("epoch authority: epoch numbers move forward by a bounded step and never wrap")
+{
+    EpochAuthority a("vm0", 10);
+    CHECK(a.on_prepare("vm1", 10).error().message() == "has seen epoch 10 already");
+    CHECK_FALSE(a.on_prepare("vm1", 3).ok());
+    auto wild = a.on_prepare("vm1", ~0ull);
+    REQUIRE_FALSE(wild.ok());
+    CHECK(wild.error().message().find("at most 1024 ahead") != std::string::npos);
+    CHECK(a.last_epoch() == 10);  // a refused PREPARE moves nothing
+    CHECK(a.next_epoch().value() == 11);
+    CHECK(a.on_prepare("vm1", 10 + 1024).ok());
+    CHECK(a.last_epoch() == 1034);
+
+    // A node whose own files say the last epoch is 2^64-1 (restored from them) starts no more.
+    EpochAuthority end("vm0", 0);
+    end.restored(~0ull);
+    auto next = end.next_epoch();
+    REQUIRE_FALSE(next.ok());
+    CHECK(next.error().message().find("exhausted") != std::string::npos);
+    CHECK_FALSE(end.on_prepare("vm1", 0).ok());  // nothing after it either, and no wrap to 0
+}
+
+TEST_CASE("epoch authority: only a few refused epochs are remembered")
+{
+    EpochAuthority a("vm0", 0);
+    for (uint64_t e = 1; e <= 20; ++e) REQUIRE(a.on_prepare("vm1", e).ok());
+    CHECK_FALSE(a.on_decision("vm1", 1).ok());  // long forgotten
+    CHECK(a.on_decision("vm1", 20).ok());
+
+    // The running epoch is never forgotten, however many refused PREPAREs come meanwhile.
+    a.running(20);
+    REQUIRE(a.on_prepare("vm2", 21).ok());
+    for (uint64_t e = 22; e <= 60; ++e) REQUIRE(a.on_prepare("vm1", e).ok());
+    CHECK_FALSE(a.on_decision("vm2", 21).ok());
+    EpochAuthority b("vm0", 0);
+    REQUIRE(b.on_prepare("vm1", 1).ok());
+    b.running(1);
+    for (uint64_t e = 2; e <= 40; ++e) REQUIRE(b.on_prepare("vm2", e).ok());
+    CHECK(b.on_decision("vm1", 1).ok());
+}
