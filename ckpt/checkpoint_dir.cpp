@@ -6,9 +6,14 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <limits>
+#include <optional>
 #include <regex>
 
+#include "vmm/base/parse_number.hpp"
+#include "vmm/base/small_file.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 namespace vvmm::ckpt {
@@ -16,20 +21,43 @@ namespace fs = std::filesystem;
 
 uint64_t digest_of(std::span<const uint8_t> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
+namespace {
+
+// The names in `dir`, without exceptions: an entry that cannot be read ends
+// the listing with `ec` set.
+std::vector<std::string> list_names(const std::string& dir, std::error_code& ec)
+{
+    std::vector<std::string> names;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+        names.push_back(it->path().filename().string());
+    return names;
+}
+
+// A temporary directory's writer, from ".tmp-<n>-<pid>"; nullopt for any
+// other name, which is not ours to remove.
+std::optional<pid_t> tmp_dir_owner(const std::string& name)
+{
+    static const std::regex tmp_name(R"(\.tmp-\d+-(\d+))");
+    std::smatch m;
+    if (!std::regex_match(name, m, tmp_name)) return std::nullopt;
+    const auto pid = parse_unsigned<uint32_t>(m[1].str());
+    if (!pid || *pid == 0 || *pid > static_cast<uint32_t>(std::numeric_limits<pid_t>::max())) return std::nullopt;
+    return static_cast<pid_t>(*pid);
+}
+
+}  // namespace
+
 Result<void> prepare_root(const std::string& root)
 {
     std::error_code ec;
     fs::create_directories(root, ec);
     if (ec) return Error("cannot create checkpoint directory " + root + ": " + ec.message());
-    if (!fs::is_directory(root)) return Error(root + " is not a directory");
-    static const std::regex tmp_name(R"(\.tmp-\d+-(\d+))");
-    for (const auto& e : fs::directory_iterator(root, ec)) {
-        std::smatch m;
-        const std::string name = e.path().filename().string();
-        if (!std::regex_match(name, m, tmp_name)) continue;
-        const pid_t pid = static_cast<pid_t>(std::stol(m[1].str()));
-        if (pid == ::getpid() || (::kill(pid, 0) == 0 || errno == EPERM)) continue;  // still being written
-        fs::remove_all(e.path(), ec);
+    if (!fs::is_directory(root, ec)) return Error(root + " is not a directory");
+    for (const auto& name : list_names(root, ec)) {
+        const auto pid = tmp_dir_owner(name);
+        if (!pid) continue;
+        if (*pid == ::getpid() || (::kill(*pid, 0) == 0 || errno == EPERM)) continue;  // still being written
+        fs::remove_all(root + "/" + name, ec);
     }
     return ok();
 }
@@ -37,22 +65,21 @@ Result<void> prepare_root(const std::string& root)
 Result<std::string> next_id(const std::string& root)
 {
     static const std::regex id_name(R"(\d{6})");
-    unsigned long max = 0;
+    uint64_t max = 0;
     std::error_code ec;
-    for (const auto& e : fs::directory_iterator(root, ec)) {
-        const std::string name = e.path().filename().string();
-        if (std::regex_match(name, id_name)) max = std::max(max, std::stoul(name));
-    }
+    for (const auto& name : list_names(root, ec))
+        if (std::regex_match(name, id_name)) max = std::max(max, parse_unsigned<uint64_t>(name).value_or(0));
     if (ec) return Error("cannot list " + root + ": " + ec.message());
-    char b[16];
-    std::snprintf(b, sizeof b, "%06lu", max + 1);
+    char b[24];
+    std::snprintf(b, sizeof b, "%06llu", static_cast<unsigned long long>(max + 1));
     return std::string(b);
 }
 
 Result<FileDigest> write_durable(const std::string& dir, const std::string& name, std::span<const uint8_t> bytes)
 {
     const std::string path = dir + "/" + name;
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    // O_EXCL already refuses a planted symbolic link; O_NOFOLLOW says so too.
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd.valid()) return errno_error("creating " + path);
     size_t done = 0;
     while (done < bytes.size()) {
@@ -95,10 +122,10 @@ Result<std::vector<uint8_t>> read_verified(const std::string& dir, const FileDig
 {
     const std::string path = dir + "/" + d.file;
     if (d.size > max_size) return Error(path + ": size " + std::to_string(d.size) + " is implausible");
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return errno_error("cannot read " + path);
+    TRY_ASSIGN(auto fd, open_no_symlink(path, O_RDONLY, "checkpoint file"));
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path);
+    if (!S_ISREG(st.st_mode)) return Error(path + " is not a regular file");
     if (static_cast<uint64_t>(st.st_size) != d.size)
         return Error(path + " is " + std::to_string(st.st_size) + " bytes, the manifest says " + std::to_string(d.size) +
                      " (truncated or replaced)");

@@ -10,23 +10,26 @@
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/memory_hash.hpp"
 #include "ckpt/memory_image_writer.hpp"
+#include "vmm/base/small_file.hpp"
+#include "vmm/guest_memory.hpp"
 
 namespace vvmm::ckpt {
 namespace {
 
 constexpr uint64_t kMaxStateBytes = 256ull << 20;
 
-Result<ChainLink> open_link(const std::string& dir)
+// The files of a checkpoint whose manifest was read and checked.
+Result<ChainLink> open_link(const std::string& dir, Manifest manifest)
 {
     ChainLink link;
     link.dir = dir;
-    TRY_ASSIGN(link.manifest, read_manifest(dir));
+    link.manifest = std::move(manifest);
     const auto& mem = link.manifest.memory;
     const std::string path = dir + "/" + mem.file;
-    link.memory_fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!link.memory_fd.valid()) return errno_error("cannot open " + path);
+    TRY_ASSIGN(link.memory_fd, open_no_symlink(path, O_RDONLY, "memory image"));
     struct stat st {};
     if (::fstat(link.memory_fd.get(), &st) < 0) return errno_error("stat " + path);
+    if (!S_ISREG(st.st_mode)) return Error(path + " is not a regular file");
     if (static_cast<uint64_t>(st.st_size) != mem.size)
         return Error(path + " is " + std::to_string(st.st_size) + " bytes, the manifest says " + std::to_string(mem.size) +
                      " (truncated?)");
@@ -50,11 +53,15 @@ Result<LoadedCheckpoint> load_checkpoint(const std::string& dir_in)
 {
     std::string dir = dir_in;
     while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-    if (!std::filesystem::is_directory(dir)) return Error("no checkpoint at " + dir);
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) return Error("no checkpoint at " + dir);
     LoadedCheckpoint lc;
     lc.dir = dir;
-    TRY_ASSIGN(auto first, open_link(dir));
-    lc.manifest = first.manifest;
+    TRY_ASSIGN(lc.manifest, read_manifest(dir));
+    // Page maps and chunk tables are sized by the VM's memory: a VM this
+    // host cannot back is refused before any of them is read.
+    TRY(vmm::check_host_can_back(lc.manifest.vm.mem_bytes, vmm::host_ram_plus_swap()));
+    TRY_ASSIGN(auto first, open_link(dir, lc.manifest));
     TRY_ASSIGN(auto state, read_verified(dir, lc.manifest.state, kMaxStateBytes));
     TRY_ASSIGN(lc.sections, decode_state(state));
     lc.chain.push_back(std::move(first));
@@ -63,12 +70,20 @@ Result<LoadedCheckpoint> load_checkpoint(const std::string& dir_in)
         const Manifest& child = lc.chain.back().manifest;
         if (lc.chain.size() > kMaxChainDepthLoad) return Error(dir + ": chain of parents is too long (a loop?)");
         const std::string parent_dir = (root.empty() ? "." : root) + "/" + *child.parent;
-        auto link = open_link(parent_dir);
-        if (!link) return link.error().context("parent of " + lc.chain.back().dir);
-        const Manifest& pm = link->manifest;
-        if (pm.vm.cpus != lc.manifest.vm.cpus || pm.vm.mem_bytes != lc.manifest.vm.mem_bytes || pm.memory.size != lc.manifest.memory.size)
+        // The parent is a sibling directory, not a link to somewhere else.
+        struct stat st {};
+        if (::lstat(parent_dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+            return Error(parent_dir + " (the parent of " + lc.chain.back().dir +
+                         ") is a symbolic link, which a checkpoint may not hold; refused");
+        auto pm = read_manifest(parent_dir);
+        if (!pm) return pm.error().context("parent of " + lc.chain.back().dir);
+        // Same VM, checked before its files are read.
+        if (pm->vm.cpus != lc.manifest.vm.cpus || pm->vm.mem_bytes != lc.manifest.vm.mem_bytes ||
+            pm->memory.size != lc.manifest.memory.size)
             return Error(parent_dir + " belongs to a different VM than " + dir);
-        if (pm.depth + 1 != child.depth) return Error(parent_dir + ": chain depth does not match its child's");
+        if (pm->depth + 1 != child.depth) return Error(parent_dir + ": chain depth does not match its child's");
+        auto link = open_link(parent_dir, std::move(pm).value());
+        if (!link) return link.error().context("parent of " + lc.chain.back().dir);
         lc.chain.push_back(std::move(link).value());
     }
     if (!lc.chain.back().manifest.memory.full) return Error(dir + ": the chain does not end in a full checkpoint");

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "vmm/base/parse_number.hpp"
 #include "vmm/base/result.hpp"
 
 namespace vvmm::ckpt {
@@ -26,9 +27,10 @@ inline std::string hex_digest(uint64_t v)
 
 inline Result<uint64_t> parse_hex_digest(const std::string& s)
 {
-    if (s.size() != 16 || s.find_first_not_of("0123456789abcdef") != std::string::npos)
+    const auto v = parse_unsigned<uint64_t>(s, 16);
+    if (s.size() != 16 || s.find_first_not_of("0123456789abcdef") != std::string::npos || !v)
         return Error("bad checksum '" + s + "' (not 16 lower-case hex digits)");
-    return std::stoull(s, nullptr, 16);
+    return *v;
 }
 
 // Field readers that turn a wrong type or a missing field into an Error

@@ -2,16 +2,22 @@
 
 #include "ckpt/json_field.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <type_traits>
 
 #include "vmm/base/small_file.hpp"
+#include "vmm/memory_layout.hpp"
+#include "vmm/mp_table.hpp"
 
 namespace vvmm::ckpt {
 namespace {
 
 using nlohmann::json;
+
+constexpr size_t kMaxDevices = 31;
+constexpr size_t kMaxStats = 64;
 
 json digest_json(const FileDigest& d) { return {{"file", d.file}, {"size", d.size}, {"xxh3", hex_digest(d.xxh3)}}; }
 
@@ -45,8 +51,14 @@ Result<VmShape> vm_from(const json& j)
     TRY_ASSIGN(vm.console, field<std::string>(j, "console"));
     TRY_ASSIGN(vm.disks, field<std::vector<std::string>>(j, "disks"));
     TRY_ASSIGN(vm.nets, field<std::vector<std::string>>(j, "nets"));
-    if (vm.cpus == 0 || vm.cpus > 32) return Error("vm.cpus out of range");
-    if (vm.mem_bytes == 0 || vm.mem_bytes % kChunkSize) return Error("vm.mem_bytes is not a multiple of 2 MiB");
+    // What `vvmm run` accepts, checked before anything is sized by it: a
+    // restore allocates per-chunk tables and page maps by mem_bytes.
+    if (vm.cpus == 0 || vm.cpus > vmm::kMaxCpus) return Error("vm.cpus out of range");
+    if (vm.mem_bytes % kChunkSize) return Error("vm.mem_bytes is not a multiple of 2 MiB");
+    if (vm.mem_bytes < vmm::layout::kMinMemory || vm.mem_bytes > vmm::layout::kMaxMemory)
+        return Error("vm.mem_bytes " + std::to_string(vm.mem_bytes) + " is out of range (32 MiB..1 TiB)");
+    // Every disk and network card takes a PCI slot (31 beside the host bridge).
+    if (vm.disks.size() + vm.nets.size() > kMaxDevices) return Error("more disks and network cards than PCI slots");
     return vm;
 }
 
@@ -167,7 +179,17 @@ Result<Manifest> manifest_from_json(const json& j)
         TRY_ASSIGN(part.channels, digest_from(c.at("channels")));
         m.cluster = std::move(part);
     }
-    if (j.contains("stats")) m.stats = j.at("stats");
+    if (j.contains("stats")) {
+        // Kept with the manifest of every link of a chain: only the small
+        // flat object vvmm writes, not a crafted tree of millions of values.
+        const json& stats = j.at("stats");
+        const auto small = [](const json& v) {
+            return !v.is_structured() && !(v.is_string() && v.get_ref<const std::string&>().size() > 256);
+        };
+        if (!stats.is_object() || stats.size() > kMaxStats || !std::all_of(stats.begin(), stats.end(), small))
+            return Error("field 'stats' is not a small object of numbers");
+        m.stats = stats;
+    }
     return m;
 }
 
@@ -175,7 +197,7 @@ Result<Manifest> read_manifest(const std::string& dir)
 {
     const std::string path = dir + "/manifest.json";
     // A 1 TiB VM's manifest (an xxh3 per 2 MiB chunk) is about 10 MiB.
-    TRY_ASSIGN(auto text, read_small_file(path, 64u << 20, "checkpoint manifest"));
+    TRY_ASSIGN(auto text, read_small_file(path, 64u << 20, "checkpoint manifest", Symlinks::refuse));
     json j = json::parse(text, nullptr, false);
     if (j.is_discarded()) return Error(path + ": not valid JSON (damaged or truncated manifest)");
     auto m = manifest_from_json(j);

@@ -21,7 +21,7 @@ Result<std::unique_ptr<MemoryImageWriter>> MemoryImageWriter::create(const std::
     // Create first, then ask for O_DIRECT: a file system without it (tmpfs
     // before Linux 6.6, ramfs) creates the file and only then refuses the
     // open, so O_CREAT|O_EXCL|O_DIRECT cannot simply be retried without it.
-    w->fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    w->fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!w->fd_.valid()) return errno_error("creating " + path);
     const int fl = ::fcntl(w->fd_.get(), F_GETFL);
     w->direct_ = fl >= 0 && ::fcntl(w->fd_.get(), F_SETFL, fl | O_DIRECT) == 0;

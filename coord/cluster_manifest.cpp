@@ -8,6 +8,7 @@
 
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/json_field.hpp"
+#include "vmm/base/parse_number.hpp"
 #include "vmm/base/small_file.hpp"
 
 namespace vvmm::coord {
@@ -127,8 +128,10 @@ Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const Clu
 Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch)
 {
     const std::string path = checkpoint_dir + "/epochs/" + epoch_name(epoch) + ".json";
-    if (!std::filesystem::exists(path)) return Error("epoch " + std::to_string(epoch) + " was not committed (no " + path + ")");
-    TRY_ASSIGN(auto text, read_small_file(path, kMaxManifestBytes, "cluster manifest"));
+    std::error_code ec;
+    if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec)))
+        return Error("epoch " + std::to_string(epoch) + " was not committed (no " + path + ")");
+    TRY_ASSIGN(auto text, read_small_file(path, kMaxManifestBytes, "cluster manifest", Symlinks::refuse));
     const json j = json::parse(text, nullptr, false);
     if (j.is_discarded()) return Error(path + " is not valid JSON");
     auto m = cluster_manifest_from_json(j);
@@ -141,16 +144,16 @@ std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir)
 {
     std::vector<uint64_t> out;
     std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(checkpoint_dir + "/epochs", ec)) {
-        const std::string name = e.path().filename().string();
+    // Without exceptions: a directory that cannot be read just ends the list.
+    for (std::filesystem::directory_iterator it(checkpoint_dir + "/epochs", ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
         if (name.size() < 6 || !name.ends_with(".json") || name[0] == '.') continue;
-        const std::string digits = name.substr(0, name.size() - 5);
-        if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 18) continue;
-        const uint64_t epoch = std::stoull(digits);
+        // Anything else (too long a number, other characters) is not ours: ignored.
+        const auto epoch = parse_unsigned<uint64_t>(std::string_view(name).substr(0, name.size() - 5));
         // Only the name the initiator writes: a stray "9.json" beside
         // "000009.json" must not count as an epoch, nor the same one twice.
-        if (epoch == 0 || name != epoch_name(epoch) + ".json") continue;
-        out.push_back(epoch);
+        if (!epoch || *epoch == 0 || name != epoch_name(*epoch) + ".json") continue;
+        out.push_back(*epoch);
     }
     std::sort(out.begin(), out.end());
     return out;
@@ -176,7 +179,8 @@ RecentEpochs recent_epochs(const std::string& checkpoint_dir, size_t budget)
 
 Result<uint64_t> vm_manifest_digest(const std::string& vm_checkpoint_dir)
 {
-    TRY_ASSIGN(auto text, read_small_file(vm_checkpoint_dir + "/manifest.json", kMaxManifestBytes, "checkpoint manifest"));
+    TRY_ASSIGN(auto text, read_small_file(vm_checkpoint_dir + "/manifest.json", kMaxManifestBytes, "checkpoint manifest",
+                                          Symlinks::refuse));
     return ckpt::digest_of({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
 }
 

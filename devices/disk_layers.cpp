@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "vmm/base/le.hpp"
+#include "vmm/base/small_file.hpp"
 
 namespace vvmm::dev {
 namespace {
@@ -131,10 +132,11 @@ Result<void> write_layer_map(const std::string& path, uint64_t disk_size, std::v
 Result<std::vector<std::pair<uint64_t, uint64_t>>> read_layer_map(const std::string& path, uint64_t disk_size)
 {
     const std::string what = "disk layer map '" + path + "'";
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return errno_error("cannot open " + what);
+    // Maps live in checkpoint directories: a symbolic link there is refused.
+    TRY_ASSIGN(auto fd, open_no_symlink(path, O_RDONLY, "disk layer map"));
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0) return errno_error("cannot stat " + what);
+    if (!S_ISREG(st.st_mode)) return Error(what + " is not a regular file");
     const uint64_t blocks = (disk_size + kLayerBlockSize - 1) / kLayerBlockSize;
     if (static_cast<uint64_t>(st.st_size) < kMapHeader) return Error(what + ": too short for a header");
     // At most one run per two blocks can be disjoint; bound before allocating.
@@ -197,8 +199,7 @@ Result<DiskChain> DiskChain::open(const ChainDescription& d, const std::string& 
     for (const auto& l : d.layers) {
         Overlay o;
         o.path = l.data_path;
-        o.fd = UniqueFd(::open(l.data_path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!o.fd.valid()) return errno_error("cannot open disk layer '" + l.data_path + "'");
+        TRY_ASSIGN(o.fd, open_no_symlink(l.data_path, O_RDONLY, "disk layer"));
         if (::fstat(o.fd.get(), &st) < 0) return errno_error("cannot stat disk layer '" + l.data_path + "'");
         if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != d.size)
             return Error("disk layer '" + l.data_path + "' is not a " + std::to_string(d.size) + "-byte file");

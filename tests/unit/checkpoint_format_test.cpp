@@ -4,16 +4,21 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include "ckpt/checkpoint_dir.hpp"
+#include "ckpt/checkpoint_loader.hpp"
 #include "ckpt/dirty_tracker.hpp"
 #include "ckpt/manifest.hpp"
 #include "ckpt/memory_hash.hpp"
 #include "ckpt/memory_image_writer.hpp"
 #include "ckpt/state_file.hpp"
 #include "devices/virtio/virtqueue.hpp"
+#include "vmm/base/small_file.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm_system.hpp"
 #include "vmm/kvm_vm.hpp"
@@ -159,6 +164,18 @@ TEST_CASE("manifest: round trip and field validation")
     refused([](auto& k) { k["vm"]["mem_bytes"] = 12345; }, "multiple of 2 MiB");
     refused([](auto& k) { k["disks"] = nlohmann::json::array(); }, "disk layers do not match");
     refused([](auto& k) { k.erase("memory"); }, "missing field 'memory'");
+    // Sizes are bounded before anything is allocated by them: what `vvmm run` takes.
+    refused([](auto& k) { k["vm"]["mem_bytes"] = 2ull << 40; }, "out of range (32 MiB..1 TiB)");
+    refused([](auto& k) { k["vm"]["mem_bytes"] = 16ull << 20; }, "out of range (32 MiB..1 TiB)");
+    refused([](auto& k) { k["vm"]["cpus"] = 33; }, "vm.cpus out of range");
+    refused([](auto& k) { k["vm"]["nets"] = std::vector<std::string>(31, "peer"); }, "than PCI slots");
+    // Every link of a chain keeps its stats: a crafted tree there could be gigabytes.
+    refused([](auto& k) { k["stats"] = nlohmann::json::array({1, 2, 3}); }, "field 'stats'");
+    refused([](auto& k) { k["stats"]["nested"] = {{"a", 1}}; }, "field 'stats'");
+    refused([](auto& k) { k["stats"]["long"] = std::string(300, 'x'); }, "field 'stats'");
+    auto with_stats = j;
+    with_stats["stats"] = {{"pause_ms", 1.5}, {"pages", 7}, {"direct_io", true}};
+    CHECK(manifest_from_json(with_stats).ok());
 }
 
 TEST_CASE("memory checksums: per-page hashes folded per chunk equal the chunk read back")
@@ -343,4 +360,140 @@ TEST_CASE("bitmap: word-at-a-time ranges agree with bit by bit")
     Bitmap d(200);
     d.merge_words({0, 0, 0, ~0ull}, 0);
     CHECK(d.count() == 200 - 192);  // trimmed to the bitmap's size
+}
+
+// ---- hostile checkpoint directories -------------------------------------------------
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+    std::string path;
+    TempDir()
+    {
+        char t[] = "/tmp/vvmm-hostile-XXXXXX";
+        REQUIRE(::mkdtemp(t));
+        path = t;
+    }
+    ~TempDir()
+    {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+void write_text(const std::string& path, const std::string& text)
+{
+    std::ofstream f(path, std::ios::binary);
+    f << text;
+}
+
+std::string message_of(const auto& r) { return r.ok() ? std::string("(no error)") : r.error().message(); }
+
+// A loadable checkpoint of a 32 MiB VM at root/id: full, or incremental on `parent`.
+void write_checkpoint(const std::string& root, const std::string& id, std::optional<std::string> parent = {})
+{
+    const std::string dir = root + "/" + id;
+    fs::create_directories(dir);
+    Manifest m;
+    m.id = id;
+    m.parent = parent;
+    m.depth = parent ? 1 : 0;
+    m.mode = "stop";
+    m.created = "2026-11-22T00:00:00Z";
+    m.vm = {1, 32ull << 20, false, "k", "", "stdio", {}, {}};
+    m.state = write_durable(dir, "state.bin", encode_state({})).value();
+    m.memory.size = 32ull << 20;
+    m.memory.full = !parent;
+    m.memory.chunks.assign(16, std::nullopt);
+    if (parent) m.memory.page_map = write_durable(dir, "memory.map", std::vector<uint8_t>(1024, 0)).value();
+    const int fd = ::open((dir + "/memory.img").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, static_cast<off_t>(m.memory.size)) == 0);
+    ::close(fd);
+    write_text(dir + "/manifest.json", to_json(m).dump(1));
+}
+
+// Replaces root/id/name with a symbolic link to a copy of it outside the checkpoint.
+void plant_link(const std::string& root, const std::string& id, const std::string& name)
+{
+    const std::string file = root + "/" + id + "/" + name, outside = root + "/outside-" + name;
+    fs::copy_file(file, outside);
+    fs::remove(file);
+    fs::create_symlink(outside, file);
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint roots: names that are not ours are ignored, never thrown on")
+{
+    TempDir t;
+    for (const char* name : {".tmp-1-99999999999999999999", ".tmp-1-0", ".tmp--5", "99999999999999999999", "00000a",
+                             "000007", "0000001"})
+        fs::create_directories(t.path + "/" + name);
+    auto prepared = prepare_root(t.path);
+    CHECK_MESSAGE(prepared.ok(), message_of(prepared));
+    CHECK(fs::exists(t.path + "/.tmp-1-99999999999999999999"));  // not a pid: not ours to remove
+    CHECK(fs::exists(t.path + "/.tmp-1-0"));
+    auto id = next_id(t.path);
+    REQUIRE_MESSAGE(id.ok(), message_of(id));
+    CHECK(id.value() == "000008");
+}
+
+TEST_CASE("small files are read into a buffer the file's size, not the limit's")
+{
+    TempDir t;
+    const std::string path = t.path + "/small";
+    write_text(path, "hello");
+    auto text = read_small_file(path, 512ull << 20, "test file");
+    REQUIRE(text.ok());
+    CHECK(text.value() == "hello");
+    CHECK(text.value().capacity() < 4096);  // it used to hold max + 1 bytes (512 MiB here)
+    CHECK(message_of(read_small_file(path, 4, "test file")).find("more than a test file can be (4)") != std::string::npos);
+    write_text(t.path + "/empty", "");
+    CHECK(read_small_file(t.path + "/empty", 16, "test file").value().empty());
+    // Symbolic links: followed for paths the user names, refused inside checkpoints.
+    fs::create_symlink(path, t.path + "/link");
+    CHECK(read_small_file(t.path + "/link", 16, "test file").value() == "hello");
+    auto refused = read_small_file(t.path + "/link", 16, "test file", Symlinks::refuse);
+    CHECK(message_of(refused).find("is a symbolic link") != std::string::npos);
+}
+
+TEST_CASE("a symbolic link planted in a checkpoint is refused with a clear error")
+{
+    {
+        TempDir t;
+        write_checkpoint(t.path, "000001");
+        write_checkpoint(t.path, "000002", "000001");
+        auto loaded = load_checkpoint(t.path + "/000002");
+        REQUIRE_MESSAGE(loaded.ok(), message_of(loaded));  // the premise: it loads as it is
+        CHECK(loaded->chain.size() == 2);
+    }
+    for (const char* name : {"manifest.json", "state.bin", "memory.img", "memory.map"}) {
+        CAPTURE(name);
+        TempDir t;
+        write_checkpoint(t.path, "000001");
+        write_checkpoint(t.path, "000002", "000001");
+        plant_link(t.path, "000002", name);
+        auto loaded = load_checkpoint(t.path + "/000002");
+        CHECK(message_of(loaded).find("is a symbolic link") != std::string::npos);
+    }
+    {
+        // The parent must be a sibling directory, not a link to one elsewhere.
+        TempDir t;
+        fs::create_directories(t.path + "/elsewhere");
+        write_checkpoint(t.path + "/elsewhere", "000001");
+        write_checkpoint(t.path, "000002", "000001");
+        fs::create_directory_symlink(t.path + "/elsewhere/000001", t.path + "/000001");
+        auto loaded = load_checkpoint(t.path + "/000002");
+        CHECK(message_of(loaded).find("is a symbolic link") != std::string::npos);
+    }
+    {
+        // What a checkpoint writes refuses to follow a planted link too.
+        TempDir t;
+        fs::create_symlink(t.path + "/target", t.path + "/state.bin");
+        CHECK_FALSE(write_durable(t.path, "state.bin", std::vector<uint8_t>(4, 1)).ok());
+        CHECK_FALSE(fs::exists(t.path + "/target"));
+    }
 }

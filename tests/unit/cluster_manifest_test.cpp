@@ -65,6 +65,24 @@ TEST_CASE("cluster manifest: written atomically, listed, read back; bad ones ref
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("cluster manifest: foreign names and planted links in the epochs directory")
+{
+    const auto dir = std::filesystem::temp_directory_path() / ("vvmm-cm-hostile-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    REQUIRE(write_cluster_manifest(dir.string(), sample(5)).ok());
+    for (const char* name : {"99999999999999999999.json", "18446744073709551616.json", "-00001.json", "+00001.json",
+                             " 00001.json", "00001x.json", "0x0001.json"})
+        std::ofstream(dir / "epochs" / name) << "{";
+    CHECK(committed_epochs(dir.string()) == std::vector<uint64_t>{5});
+    // An epoch's manifest that is a symbolic link (to a real one elsewhere) is refused.
+    std::filesystem::rename(dir / "epochs" / "000005.json", dir / "elsewhere.json");
+    std::filesystem::create_symlink(dir / "elsewhere.json", dir / "epochs" / "000005.json");
+    auto linked = read_cluster_manifest(dir.string(), 5);
+    REQUIRE_FALSE(linked.ok());
+    CHECK(linked.error().message().find("is a symbolic link") != std::string::npos);
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("cluster manifest: recent_epochs keeps the newest that fit and counts the rest")
 {
     const auto dir = std::filesystem::temp_directory_path() / ("vvmm-cm-recent-" + std::to_string(::getpid()));

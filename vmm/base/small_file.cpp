@@ -4,28 +4,46 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-
-#include "vmm/base/unique_fd.hpp"
 
 namespace vvmm {
 
-Result<std::string> read_small_file(const std::string& path, uint64_t max, const std::string& what)
+Result<UniqueFd> open_no_symlink(const std::string& path, int flags, const std::string& what, mode_t mode)
+{
+    UniqueFd fd(::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode));
+    if (fd.valid()) return fd;
+    // ELOOP is what O_NOFOLLOW answers for a link in the last component.
+    if (errno == ELOOP) return Error(what + " " + path + " is a symbolic link, which a checkpoint may not hold; refused");
+    return errno_error("cannot open " + what + " " + path);
+}
+
+Result<std::string> read_small_file(const std::string& path, uint64_t max, const std::string& what, Symlinks symlinks)
 {
     // O_NONBLOCK: opening a FIFO must not wait for a writer.
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
-    if (!fd.valid()) return errno_error("cannot open " + what + " " + path);
+    const int flags = O_RDONLY | O_NONBLOCK | O_NOCTTY;
+    UniqueFd fd;
+    if (symlinks == Symlinks::refuse) {
+        TRY_ASSIGN(fd, open_no_symlink(path, flags, what));
+    } else {
+        fd = UniqueFd(::open(path.c_str(), flags | O_CLOEXEC));
+        if (!fd.valid()) return errno_error("cannot open " + what + " " + path);
+    }
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0) return errno_error("cannot stat " + what + " " + path);
     if (!S_ISREG(st.st_mode)) return Error(what + " " + path + " is not a regular file");
     if (static_cast<uint64_t>(st.st_size) > max)
         return Error(what + " " + path + " is " + std::to_string(st.st_size) + " bytes, more than a " + what +
                      " can be (" + std::to_string(max) + ")");
-    // The size may change under us: read at most max + 1 bytes and check.
-    std::string text;
-    text.resize(static_cast<size_t>(max) + 1);
+    // Sized by the file, plus one byte to see it end. It may change under
+    // us: the buffer grows if it must, never past max + 1 bytes.
+    std::string text(static_cast<size_t>(st.st_size) + 1, '\0');
     size_t got = 0;
-    while (got < text.size()) {
+    for (;;) {
+        if (got == text.size()) {
+            if (got > max) break;
+            text.resize(static_cast<size_t>(std::min<uint64_t>(max + 1, 2 * static_cast<uint64_t>(text.size()))));
+        }
         const ssize_t n = ::read(fd.get(), text.data() + got, text.size() - got);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return errno_error("cannot read " + what + " " + path);
