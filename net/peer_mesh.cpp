@@ -139,6 +139,7 @@ struct Peer {
     // Guarded by State::mutex.
     SendQueue queue;
     bool linked = false;         // established: the queue drains
+    bool ever_linked = false;    // connected at least once since the mesh started
     bool writer_active = false;  // a write is in flight or about to be started
     bool staged = false;         // frames queued during a batch: end_batch() wakes the writer
 };
@@ -224,6 +225,7 @@ struct PeerMesh::State {
     asio::steady_timer accept_retry{io};
     // An epoch a peer's MARKER began here, until begin_epoch() adopts it.
     asio::steady_timer unadopted_epoch_timer{io};
+    asio::steady_timer boot_timer{io};
     uint64_t adopted_epoch = 0;
     const PeerNetSpec spec;
     const PeerMeshLimits limits;
@@ -241,6 +243,11 @@ struct PeerMesh::State {
     mutable std::mutex mutex;
     MacTable mac_table;
     bool tx_blocked = false;  // try_send() refused; transmit_ready() is owed
+    bool booting = true;      // within limits.boot_grace of start()
+    // Whether a full queue for `p` refuses the guest's frame (pushes back)
+    // rather than dropping it: while connected, and while the cluster boots
+    // for a peer that has not connected yet, so a booting cluster loses nothing.
+    bool pushes_back(const Peer& p) const { return p.linked || (booting && !p.ever_linked); }
     bool batching = false;    // between begin_batch() and end_batch()
     bool closed_for_send = false;
 
@@ -705,6 +712,7 @@ void PeerMesh::State::establish(const std::shared_ptr<Connection>& conn, const H
     {
         std::lock_guard lock(mutex);
         p.linked = true;
+        p.ever_linked = true;
         mac_table.pin(hello.mac, p.index);
     }
     log_info("connected to peer " + p.name + " (guest MAC " + hello.mac.to_string() + ")");
@@ -979,7 +987,7 @@ bool PeerMesh::State::try_send(std::span<const uint8_t> frame)
     };
     // Decide before queuing anything, so a refused frame is not half sent.
     bool full = false;
-    for_each_target([&](Peer& p) { full = full || (p.linked && !p.queue.has_room(bytes)); });
+    for_each_target([&](Peer& p) { full = full || (pushes_back(p) && !p.queue.has_room(bytes)); });
     if (full) {
         tx_blocked = true;
         return false;
@@ -1053,8 +1061,8 @@ void PeerMesh::State::maybe_transmit_ready()
         if (!tx_blocked) return;
         // Half empty, not merely one frame of room: the device then sends a
         // burst instead of one frame per wake-up.
-        const bool room = std::all_of(peers.begin(), peers.end(), [](const auto& p) {
-            return !p->linked || p->queue.bytes() <= p->queue.limit() / 2;
+        const bool room = std::all_of(peers.begin(), peers.end(), [this](const auto& p) {
+            return !pushes_back(*p) || p->queue.bytes() <= p->queue.limit() / 2;
         });
         if (!room) return;
         tx_blocked = false;
@@ -1116,6 +1124,15 @@ Result<void> PeerMesh::start()
     if (!s.sink) return Error("peer mesh has no frame sink attached");
     asio::post(s.io, [&s] {
         s.deliver_backlog();
+        s.boot_timer.expires_after(s.limits.boot_grace);
+        s.boot_timer.async_wait([&s](std::error_code ec) {
+            if (ec) return;
+            {
+                std::lock_guard lock(s.mutex);
+                s.booting = false;
+            }
+            s.maybe_transmit_ready();  // frames for peers still away are dropped from now on
+        });
         s.start_accept();
         for (auto& p : s.peers)
             if (p->we_dial) s.dial(*p);

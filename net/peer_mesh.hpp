@@ -26,10 +26,12 @@
 // try_send() refuse it — for every target, nothing queued — and the sink's
 // transmit_ready() follows once every connected peer's queue is at most half
 // full. While a peer is not connected (not up yet, or reconnecting), frames
-// for it wait in its queue and are sent in order once it connects, so a
-// booting cluster loses nothing; when that queue is full, further frames for
-// that peer only are dropped (rate-limited log) instead of refused, so one
-// VMM that is down does not stop its guest's traffic to all others. Frames
+// for it wait in its queue and are sent in order once it connects; when that
+// queue is full, further frames for that peer only are dropped (rate-limited
+// log) instead of refused, so one VMM that is down does not stop its guest's
+// traffic to all others. Except while the cluster boots
+// (PeerMeshLimits::boot_grace): a peer that never connected yet refuses
+// like a connected one, so a booting cluster loses nothing. Frames
 // already handed to a connection that then drops are lost, like the bytes in
 // its kernel socket buffers; guests' TCP retransmits.
 //
@@ -74,6 +76,11 @@ struct PeerMeshLimits {
     std::chrono::milliseconds backoff_max{2000};
     std::chrono::milliseconds connect_timeout{3000};
     std::chrono::milliseconds handshake_timeout{5000};
+    // While the cluster boots (this long after start()), a peer that has not
+    // connected yet pushes back on the guest like a connected one once its
+    // queue is full, instead of having frames dropped: VMMs started within
+    // this of each other lose nothing however fast their guests send.
+    std::chrono::milliseconds boot_grace{10000};
     // A write to a connected peer that makes no progress for this long drops
     // that peer (logged), so one stopped VMM does not stall the others: its
     // frames are then dropped like those of any peer that is away.

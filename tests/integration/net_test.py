@@ -66,8 +66,8 @@ def check_all(results, n, count):
             h.check(m is not None, "vm%d has no line for peer %s:\n%s" % (i, mac(j), r.describe()))
             sent, received, lost, dup, reorder, corrupt = map(int, m.groups())
             h.check((sent, received, lost, dup, reorder, corrupt) == (count, count, 0, 0, 0, 0),
-                    "vm%d <-> %s: sent=%d received=%d lost=%d dup=%d reorder=%d corrupt=%d" %
-                    (i, mac(j), sent, received, lost, dup, reorder, corrupt))
+                    "vm%d <-> %s: sent=%d received=%d lost=%d dup=%d reorder=%d corrupt=%d\n%s" %
+                    (i, mac(j), sent, received, lost, dup, reorder, corrupt, r.describe()))
         h.check(r.line(r"^tg: net ok$") is not None, "vm%d did not say net ok:\n%s" % (i, r.describe()))
 
 

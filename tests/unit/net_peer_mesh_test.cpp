@@ -747,15 +747,41 @@ TEST_CASE("mesh: frames queued before a peer is up arrive when it comes, and aft
     CHECK(early->sink.seqs() == std::vector<uint32_t>{7});
 }
 
-TEST_CASE("mesh: an unconnected peer's full queue drops frames for it instead of stalling the guest")
+TEST_CASE("mesh: after the boot grace, an unconnected peer's full queue drops frames for it instead of stalling the guest")
 {
     PeerMeshLimits limits;
     limits.send_queue_bytes = 100 * 1024;
+    limits.boot_grace = 200ms;
     const SocketAddress absent = fresh_address();  // nobody listens here
     auto a = create_node(make_spec("a", fresh_address(), {absent}), limits);
     start(*a);
+    std::this_thread::sleep_for(400ms);
     for (uint32_t i = 0; i < 1000; ++i)
         CHECK(a->mesh->try_send(make_frame(kBroadcast, a->mac(), i, 1500)));  // 1.5 MB, never refused
+}
+
+TEST_CASE("mesh: while the cluster boots, a peer not up yet pushes back; every frame arrives once it comes")
+{
+    // A guest that sends far more than a queue holds before its peer's VMM
+    // has even started: nothing may be dropped (the test guest never retransmits).
+    PeerMeshLimits limits;
+    limits.send_queue_bytes = 100 * 1024;
+    const SocketAddress low = fresh_address("127.0.0.1");
+    const SocketAddress high = fresh_address("127.0.0.2");
+    auto early = create_node(make_spec("low", low, {high}), limits);
+    start(*early);
+    const PeerNetSpec late_spec = make_spec("high", high, {low});
+    constexpr uint32_t kFrames = 1000;  // 1.5 MB
+    std::thread sender([&] {
+        for (uint32_t i = 0; i < kFrames; ++i) early->send(make_frame(late_spec.mac, early->mac(), i, 1500));
+    });
+    std::this_thread::sleep_for(500ms);
+    CHECK(early->sink.transmit_ready_count() == 0);  // refused, and waiting: not dropped
+    auto late = create_node(late_spec, limits);
+    start(*late);
+    sender.join();
+    REQUIRE(late->sink.wait_for_frames(kFrames, 10s));
+    CHECK(late->sink.seqs() == range(0, kFrames));
 }
 
 TEST_CASE("mesh: the accepting side checks the dialer's HELLO")
