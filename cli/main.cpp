@@ -8,6 +8,7 @@
 #include "cli/restore_command.hpp"
 #include "cli/run_command.hpp"
 #include "devices/raw_terminal.hpp"
+#include "vmm/sandbox.hpp"
 
 namespace {
 
@@ -41,6 +42,9 @@ int main(int argc, char** argv)
     install_crash_handlers();
     CLI::App app{"vvmm: a small KVM virtual machine monitor with checkpoint/restart"};
     app.require_subcommand(1);
+    bool no_sandbox = false;
+    app.add_flag("--no-sandbox", no_sandbox,
+                 "run VMMs without the sandbox (capabilities kept, no seccomp filter): for debugging only");
     app.failure_message([](const CLI::App*, const CLI::Error& e) { return std::string(e.what()) + "\n"; });
     // Each returns -1 unless its subcommand was the one parsed.
     const std::function<int()> commands[] = {
@@ -62,6 +66,14 @@ int main(int argc, char** argv)
     } catch (const CLI::ParseError& e) {
         std::fprintf(stderr, "vvmm: error: %s\n", e.what());
         return 2;
+    }
+    vvmm::vmm::set_sandbox_enabled(!no_sandbox);
+    if (!no_sandbox) {
+        // Before any thread exists: capabilities are per thread.
+        if (auto dropped = vvmm::vmm::drop_capabilities(); !dropped) {
+            std::fprintf(stderr, "vvmm: error: %s\n", dropped.error().message().c_str());
+            return 1;
+        }
     }
     try {
         for (const auto& command : commands)

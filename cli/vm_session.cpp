@@ -11,6 +11,7 @@
 #include "ckpt/checkpoint_loader.hpp"
 #include "devices/raw_terminal.hpp"
 #include "net/peer_mesh.hpp"
+#include "vmm/sandbox.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/signal_watcher.hpp"
 #include "vmm/base/time_text.hpp"
@@ -232,6 +233,9 @@ vmm::MachineExit VmSession::run()
 {
     if (const int signo = signal_.load())
         return {128 + signo, std::string("stopped by signal ") + strsignal(signo)};
+    // Set-up is done: from here the process only runs the guest (vmm/sandbox.hpp).
+    if (vmm::sandbox_enabled())
+        if (auto r = vmm::enter_sandbox(); !r) return {1, r.error().message()};
     if (auto r = board_->start(); !r) return {1, r.error().message()};
     // A restored VM's devices come back quiesced: let them take work now.
     if (restored_)

@@ -40,6 +40,7 @@ def check_restore(ckpt_dir, before, after, name, steps=3):
     """Restores `ckpt_dir`; the count must go on from the checkpoint instant."""
     vm = Vm.restore(tmp, name, ckpt_dir)
     vm.wait_for(r"^tg: count n=", count=steps, timeout=60)
+    vm.check_sandboxed(name)
     restored = count_steps(vm.lines())
     first = min(restored)
     ns = sorted(restored)
@@ -60,6 +61,7 @@ for mode in ("stop", "live", "cow"):
     root = os.path.join(tmp, "modes-" + mode)
     vm = Vm.boot(tmp, "orig-" + mode, CMDLINE, cpus=1)
     vm.wait_for(r"^tg: count n=2 ")
+    vm.check_sandboxed("run")
     reply, before, after = take(vm, root, mode)
     vm.wait_for(r"^tg: count n=%d " % (after + 2))  # it ran on after the checkpoint...
     vm.kill9()                                       # ...and died

@@ -49,6 +49,17 @@ class Vm:
     def restore(cls, workdir, name, ckpt_dir, extra=()):
         return cls(["restore", "--dir", ckpt_dir] + list(extra), workdir, name)
 
+    def check_sandboxed(self, what):
+        """The running VMM is sandboxed (vmm/sandbox.hpp): seccomp filter,
+        no_new_privs, and no capability but CAP_IPC_LOCK and CAP_SYS_PTRACE."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            fields = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        kept = (1 << 14) | (1 << 19)
+        h.check(fields.get("Seccomp") == "2" and fields.get("NoNewPrivs") == "1" and
+                int(fields.get("CapEff", "0"), 16) & ~kept == 0 and int(fields.get("CapBnd", "0"), 16) & ~kept == 0,
+                "%s: vvmm is not sandboxed: Seccomp=%s NoNewPrivs=%s CapEff=%s CapBnd=%s" %
+                (what, fields.get("Seccomp"), fields.get("NoNewPrivs"), fields.get("CapEff"), fields.get("CapBnd")))
+
     def text(self):
         try:
             with open(self.console, errors="replace") as f:
