@@ -8,6 +8,7 @@ Goals: throughput >= 2x QEMU's socket netdev, round-trip no worse.
     bench/net.py [--runs 3] [--secs 5]
 """
 import argparse
+import os
 import re
 import socket
 import statistics
