@@ -19,7 +19,7 @@ std::function<int()> add_restore_command(CLI::App& app)
     const CLI::Option* dir = cmd->add_option("--dir", req->dir, "the checkpoint: DIR/<id> (required without --cluster)");
     cmd->add_option("--api", req->api_socket, "control API socket for the restored VM");
     const CLI::Option* console =
-        cmd->add_option("--console", req->console, "stdio or file:PATH (default: as when checkpointed)");
+        cmd->add_option("--console", req->console, "stdio or file:PATH (default: stdio; the checkpoint's console path is not reopened)");
     cmd->add_option("--verify", *verify, "lazy: check each memory chunk when first used; full: check everything first")
         ->check(CLI::IsMember({"lazy", "full"}))
         ->capture_default_str();

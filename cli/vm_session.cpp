@@ -178,7 +178,10 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     s->cluster_ = req.cluster;
     TRY(s->watch_signals());
     dev::BoardConfig board;
-    TRY_ASSIGN(board.console, dev::parse_console_spec(req.console.empty() ? m.vm.console : req.console));
+    // Only a console the user names now: the checkpoint's own console path is
+    // not trusted (a tampered manifest could make this root process append
+    // guest output to any host file).
+    TRY_ASSIGN(board.console, dev::parse_console_spec(req.console.empty() ? "stdio" : req.console));
     for (size_t i = 0; i < m.disks.size(); ++i) {
         dev::ChainDescription d;
         TRY_ASSIGN(d.base, dev::parse_disk_spec(m.vm.disks[i]));

@@ -432,7 +432,7 @@ void PeerMesh::State::start_tls(const std::shared_ptr<Connection>& conn, asio::s
         if (conn->closed) return;
         if (ec) {
             fail(conn, "TLS handshake failed (" + ec.message() + "): it does not hold cluster '" + cluster.name +
-                           "''s secret, or is no VMM of this cluster",
+                           "''s secret, or belongs to another cluster",
                  conn->peer && conn->peer->reported_unreachable ? LogLevel::debug : LogLevel::warn);
             return;
         }
