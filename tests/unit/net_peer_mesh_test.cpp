@@ -351,34 +351,32 @@ std::vector<uint32_t> range(uint32_t from, uint32_t to)
 
 // ---- a hand-written peer speaking raw protocol bytes inside TLS ------------
 
-UniqueFd connect_to(const SocketAddress& a)
+sockaddr_in ipv4_of(const SocketAddress& a)
 {
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    REQUIRE(fd.valid());
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     sa.sin_port = htons(a.port());
     std::memcpy(&sa.sin_addr, a.address().data(), 4);
-    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-    return fd;
+    return sa;
 }
 
-// A connection to `a` whose source address is `source_ip` (any port).
+// A connection to `a`, from `source_ip` if given (any port).
 UniqueFd connect_from(const char* source_ip, const SocketAddress& a)
 {
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     REQUIRE(fd.valid());
-    sockaddr_in from{};
-    from.sin_family = AF_INET;
-    REQUIRE(::inet_pton(AF_INET, source_ip, &from.sin_addr) == 1);
-    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(a.port());
-    std::memcpy(&sa.sin_addr, a.address().data(), 4);
+    if (source_ip) {
+        sockaddr_in from{};
+        from.sin_family = AF_INET;
+        REQUIRE(::inet_pton(AF_INET, source_ip, &from.sin_addr) == 1);
+        REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+    }
+    sockaddr_in sa = ipv4_of(a);
     REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
     return fd;
 }
+
+UniqueFd connect_to(const SocketAddress& a) { return connect_from(nullptr, a); }
 
 // Whether the other end closed `fd` within `timeout` (EOF or reset).
 bool closed_within(int fd, std::chrono::milliseconds timeout)
@@ -400,10 +398,7 @@ UniqueFd listen_on(const SocketAddress& a)
     REQUIRE(fd.valid());
     const int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(a.port());
-    std::memcpy(&sa.sin_addr, a.address().data(), 4);
+    sockaddr_in sa = ipv4_of(a);
     REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
     REQUIRE(::listen(fd.get(), 4) == 0);
     return fd;
@@ -1164,10 +1159,7 @@ private:
             UniqueFd in(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
             if (!in.valid()) continue;
             UniqueFd out(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-            sockaddr_in sa{};
-            sa.sin_family = AF_INET;
-            sa.sin_port = htons(to_.port());
-            std::memcpy(&sa.sin_addr, to_.address().data(), 4);
+            sockaddr_in sa = ipv4_of(to_);
             if (::connect(out.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) continue;
             pumps_.push_back(std::make_unique<Pump>(std::move(in), std::move(out)));
             ++spliced_;
