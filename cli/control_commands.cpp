@@ -196,8 +196,8 @@ std::function<int()> add_control_commands(CLI::App& app)
                 log_error("a cluster checkpoint is `checkpoint --all --cluster FILE` (the directory is the cluster's; no --api or --dir)");
                 return 2;
             }
-            if (f->timeout_s == 0 || f->timeout_s > 86400) {
-                log_error("--timeout: 1..86400 seconds");
+            if (f->timeout_s == 0 || f->timeout_s > 3600) {
+                log_error("--timeout: 1..3600 seconds");
                 return 2;
             }
             return checkpoint_cluster(f->cluster, {f->mode, f->incremental, f->timeout_s, f->json_output});

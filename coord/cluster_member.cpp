@@ -15,7 +15,8 @@ using net::MessageType;
 using nlohmann::json;
 
 constexpr unsigned kDefaultTimeoutS = 120;
-constexpr unsigned kMaxTimeoutS = 24 * 3600;
+// An epoch that takes longer than this is stuck: a PREPARE may not ask for more.
+constexpr unsigned kMaxTimeoutS = 3600;
 
 json failure(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
@@ -89,6 +90,12 @@ ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::P
 
 ClusterMember::~ClusterMember()
 {
+    {
+        std::lock_guard lock(list_mutex_);
+        list_quit_ = true;
+    }
+    list_cv_.notify_all();
+    if (list_thread_.joinable()) list_thread_.join();
     std::optional<uint64_t> running;
     {
         std::lock_guard lock(mutex_);
@@ -120,11 +127,28 @@ void ClusterMember::on_request(const json& request, std::function<void(json)> re
         s["node"] = node_;
         reply(s);
     } else if (cmd == "list") {
-        reply(list());
+        std::lock_guard lock(list_mutex_);
+        if (!list_thread_.joinable()) list_thread_ = std::thread([this] { list_worker(); });
+        list_replies_.push_back(std::move(reply));
+        list_cv_.notify_one();
     } else if (cmd == "checkpoint") {
         start_epoch(request, std::move(reply));
     } else {
         reply(failure("unknown command '" + cmd + "' (status, list, checkpoint)"));
+    }
+}
+
+void ClusterMember::list_worker()
+{
+    std::unique_lock lock(list_mutex_);
+    for (;;) {
+        list_cv_.wait(lock, [&] { return list_quit_ || !list_replies_.empty(); });
+        if (list_quit_) return;
+        auto reply = std::move(list_replies_.front());
+        list_replies_.pop_front();
+        lock.unlock();
+        reply(list());
+        lock.lock();
     }
 }
 

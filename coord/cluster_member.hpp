@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <functional>
 #include <memory>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -100,6 +101,16 @@ private:
     bool epoch_thread_busy_ = false;
     bool quit_ = false;
     std::set<std::string> restored_;  // peers that sent RESTORED(restore_epoch_)
+
+    // `list` reads epoch manifests from disk: answered on a thread of its own,
+    // never on the network thread (one waiting reply per controller at most:
+    // the mesh lets a controller have one request in flight).
+    void list_worker();
+    std::mutex list_mutex_;
+    std::condition_variable list_cv_;
+    std::deque<std::function<void(nlohmann::json)>> list_replies_;
+    bool list_quit_ = false;
+    std::thread list_thread_;
     uint64_t restore_epoch_ = 0;
     bool restore_done_ = false;
 };

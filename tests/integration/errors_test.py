@@ -105,8 +105,9 @@ two = (cluster % (secret, h.TESTGUEST)).replace("port = 17100", "port = %d" % si
 two += '[[vm]]\nname = "vm1"\nnode = "n0"\nport = %d\nkernel = "%s"\n' % (closed_port, h.TESTGUEST)
 t0 = time.monotonic()
 expect_error(["checkpoint", "--all", "--cluster", write("two.toml", two.encode()), "--timeout", "60"],
-             "no VMM of cluster 't' answered: timed out waiting for HELLO from vm0")
+             "no VMM of cluster 't' answered: timed out in the TLS handshake with vm0")
 h.check(time.monotonic() - t0 < 15, "a silent VMM held the controller for %.1f s" % (time.monotonic() - t0))
 sink.close()
+expect_error(["checkpoint", "--all", "--cluster", good, "--timeout", "3601"], "--timeout: 1..3600 seconds")
 
 shutil.rmtree(tmp)
