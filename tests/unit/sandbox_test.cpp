@@ -4,6 +4,7 @@
 
 #include <sys/ptrace.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -56,6 +57,9 @@ TEST_CASE("sandbox: no_new_privs, seccomp on every thread, capabilities reduced;
         if (::execv("/bin/true", argv) != -1 || errno != EPERM) return 7;
         if (::fork() != -1 || errno != EPERM) return 8;
         if (::ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != -1 || errno != EPERM) return 9;
+        // Signals: only signal 0 to another process (is it alive?); any to our own threads.
+        if (::kill(::getppid(), SIGTERM) != -1 || errno != EPERM) return 12;
+        if (::kill(::getppid(), 0) != 0) return 13;
         // Allowed: threads (clone3 falls back to clone), files, pipes.
         bool ran = false;
         std::thread t([&] { ran = true; });
