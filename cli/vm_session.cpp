@@ -79,7 +79,10 @@ Result<void> VmSession::load_channel_state(const std::string& dir, const ckpt::M
 
 VmSession::~VmSession()
 {
+    // The watcher's thread may be inside request_exit: it stops before the
+    // machine goes (signals stay blocked, so a late one is simply dropped).
     machine_for_signals_ = nullptr;
+    signals_.reset();
     // The API and the cluster member call into the checkpointer: they go
     // first (the mesh's thread, which calls the member, stops before it);
     // the board's threads stop before the machine they point into.

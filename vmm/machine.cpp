@@ -141,14 +141,25 @@ Result<void> Machine::init_vcpu(KvmVcpu& vcpu, unsigned cpus, const std::vector<
 MachineExit Machine::run()
 {
     install_kick_handler();
-    for (auto& v : vcpus_) threads_.emplace_back([this, vcpu = v.get()] { vcpu_loop(*vcpu); });
+    {
+        std::lock_guard lock(threads_mutex_);
+        for (auto& v : vcpus_) threads_.emplace_back([this, vcpu = v.get()] { vcpu_loop(*vcpu); });
+        thread_count_ = threads_.size();
+    }
     {
         std::unique_lock lock(exit_mutex_);
         exit_cv_.wait(lock, [&] { return exit_.has_value(); });
     }
-    kick_all();
+    {
+        std::lock_guard lock(threads_mutex_);
+        kick_locked();
+        joining_ = true;
+    }
     for (auto& t : threads_) t.join();
+    std::lock_guard lock(threads_mutex_);
     threads_.clear();
+    thread_count_ = 0;
+    joining_ = false;
     return *exit_;
 }
 
@@ -170,7 +181,7 @@ void Machine::pause()
     std::unique_lock lock(pause_mutex_);
     pause_requested_ = true;
     kick_all();
-    pause_cv_.wait(lock, [&] { return parked_ == threads_.size() || stopping_; });
+    pause_cv_.wait(lock, [&] { return parked_ == thread_count_ || stopping_; });
 }
 
 void Machine::resume()
@@ -203,6 +214,12 @@ void Machine::park(KvmVcpu& vcpu)
 }
 
 void Machine::kick_all()
+{
+    std::lock_guard lock(threads_mutex_);
+    if (!joining_) kick_locked();
+}
+
+void Machine::kick_locked()
 {
     // Setting immediate_exit on a vCPU that is between KVM_RUN calls makes
     // its next entry return at once, so a kick is never lost.

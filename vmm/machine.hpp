@@ -53,7 +53,7 @@ public:
     // vCPU's; pause/resume calls must not overlap.
     void pause();
     void resume();
-    bool running_vcpus() const { return !threads_.empty(); }
+    bool running_vcpus() const { return thread_count_ != 0; }
 
 private:
     Machine(KvmVm vm, GuestMemory memory);
@@ -66,6 +66,7 @@ private:
     void handle_mmio(kvm_run* run);
     void fatal_exit(const KvmVcpu& vcpu, const std::string& what);
     void kick_all();
+    void kick_locked();  // threads_mutex_ held
     // Lets KVM finish the instruction behind the last I/O exit, then waits
     // while a pause is requested.
     void park(KvmVcpu& vcpu);
@@ -73,7 +74,13 @@ private:
     KvmVm vm_;
     GuestMemory memory_;
     std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
+    // threads_ changes only under threads_mutex_; once joining_ is set only
+    // run() touches it (a kick from another thread must never reach a
+    // thread that run() has joined).
+    std::mutex threads_mutex_;
     std::vector<std::thread> threads_;
+    bool joining_ = false;
+    std::atomic<size_t> thread_count_{0};
     IoBus pio_{"port I/O bus"};
     IoBus mmio_{"MMIO bus"};
 
