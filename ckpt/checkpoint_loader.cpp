@@ -49,7 +49,7 @@ Result<ChainLink> open_link(const std::string& dir, Manifest manifest)
 
 }  // namespace
 
-Result<LoadedCheckpoint> load_checkpoint(const std::string& dir_in)
+Result<LoadedCheckpoint> load_checkpoint(const std::string& dir_in, const SealPolicy& policy)
 {
     std::string dir = dir_in;
     while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
@@ -57,7 +57,7 @@ Result<LoadedCheckpoint> load_checkpoint(const std::string& dir_in)
     if (!std::filesystem::is_directory(dir, ec)) return Error("no checkpoint at " + dir);
     LoadedCheckpoint lc;
     lc.dir = dir;
-    TRY_ASSIGN(lc.manifest, read_manifest(dir));
+    TRY_ASSIGN(lc.manifest, read_manifest(dir, policy));
     // Page maps and chunk tables are sized by the VM's memory: a VM this
     // host cannot back is refused before any of them is read.
     TRY(vmm::check_host_can_back(lc.manifest.vm.mem_bytes, vmm::host_ram_plus_swap()));
@@ -75,7 +75,7 @@ Result<LoadedCheckpoint> load_checkpoint(const std::string& dir_in)
         if (::lstat(parent_dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
             return Error(parent_dir + " (the parent of " + lc.chain.back().dir +
                          ") is a symbolic link, which a checkpoint may not hold; refused");
-        auto pm = read_manifest(parent_dir);
+        auto pm = read_manifest(parent_dir, policy);
         if (!pm) return pm.error().context("parent of " + lc.chain.back().dir);
         // Same VM, checked before its files are read.
         if (pm->vm.cpus != lc.manifest.vm.cpus || pm->vm.mem_bytes != lc.manifest.vm.mem_bytes ||

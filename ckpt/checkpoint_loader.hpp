@@ -30,7 +30,7 @@ struct LoadedCheckpoint {
     std::vector<ChainLink> chain;  // chain[0] is `dir`, the last one is full
 };
 
-Result<LoadedCheckpoint> load_checkpoint(const std::string& dir);
+Result<LoadedCheckpoint> load_checkpoint(const std::string& dir, const SealPolicy& policy);
 
 // Builds chunk `c` (2 MiB at guest-physical c * 2 MiB) from the chain into
 // `out`, checking every chunk it reads against its checksum. Returns whether

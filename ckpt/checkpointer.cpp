@@ -31,24 +31,6 @@ constexpr unsigned kMaxLiveRounds = 10;
 
 }  // namespace
 
-Result<CheckpointMode> parse_mode(const std::string& s)
-{
-    if (s == "stop") return CheckpointMode::stop;
-    if (s == "live") return CheckpointMode::live;
-    if (s == "cow") return CheckpointMode::cow;
-    return Error("unknown checkpoint mode '" + s + "' (expected stop, live or cow)");
-}
-
-const char* mode_name(CheckpointMode m)
-{
-    switch (m) {
-    case CheckpointMode::stop: return "stop";
-    case CheckpointMode::live: return "live";
-    case CheckpointMode::cow: return "cow";
-    }
-    return "?";
-}
-
 nlohmann::json CheckpointResult::to_json() const
 {
     nlohmann::json j = {{"ok", true},
@@ -115,6 +97,7 @@ Bitmap CheckpointRun::all_ram_pages() const
 
 Result<void> CheckpointRun::prepare()
 {
+    TRY(cp_.seal_key());  // no key, no checkpoint: found out before the VM pauses
     root_ = canonical_root(req_.dir);
     TRY(prepare_root(root_));
     TRY_ASSIGN(result_.id, next_id(root_));
@@ -348,7 +331,10 @@ Result<void> CheckpointRun::commit(const MemoryImageSummary& memory)
     result_.total_ms = ms_since(start_);
     m.stats = {{"pause_ms", result_.pause_ms}, {"total_ms", result_.total_ms}, {"bytes_written", result_.bytes_written},
                {"pages", result_.pages}, {"direct_io", writer_->direct_io()}};
-    const std::string text = to_json(m).dump(1) + "\n";
+    nlohmann::json manifest = to_json(m);
+    TRY_ASSIGN(const SealKey* key, cp_.seal_key());
+    seal_manifest(manifest, *key);
+    const std::string text = manifest.dump(1) + "\n";
     TRY(write_durable(tmp_, "manifest.json", {reinterpret_cast<const uint8_t*>(text.data()), text.size()}));
     writer_.reset();
     TRY(publish(tmp_, root_, result_.id));
@@ -514,6 +500,15 @@ Result<CheckpointResult> Checkpointer::checkpoint(const CheckpointRequest& reque
     std::unique_lock l(done_mutex);
     done_cv.wait(l, [&] { return result.has_value(); });
     return std::move(*result);
+}
+
+Result<const SealKey*> Checkpointer::seal_key()
+{
+    if (!seal_key_) {
+        if (!parts_.seal_key) return Error("this VM has no key to seal its checkpoints with");
+        TRY_ASSIGN(seal_key_, parts_.seal_key());
+    }
+    return &*seal_key_;
 }
 
 Result<void> Checkpointer::adopt_parent(const std::string& dir, const Manifest& restored)

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/checkpoint_mode.hpp"
 #include "ckpt/dirty_tracker.hpp"
 #include "ckpt/epoch_cut.hpp"
 #include "ckpt/manifest.hpp"
@@ -37,11 +38,11 @@ struct VmParts {
     // overlays go to `overlay_dir`) and describe the chains.
     std::function<Result<std::vector<dev::ChainDescription>>(const std::string& overlay_dir)> freeze_disks;
     VmShape shape;
+    // The key every manifest is sealed with, asked for at the first
+    // checkpoint (a VM that is never checkpointed needs none).
+    std::function<Result<SealKey>()> seal_key;
 };
 
-enum class CheckpointMode { stop, live, cow };
-Result<CheckpointMode> parse_mode(const std::string& s);
-const char* mode_name(CheckpointMode m);
 
 struct CheckpointRequest {
     std::string dir;
@@ -97,6 +98,8 @@ private:
     void leave_pause();
     Result<CheckpointResult> run(const CheckpointRequest& request);
     void thread_main();
+    // parts_.seal_key's answer, kept once had (checkpoint thread only).
+    Result<const SealKey*> seal_key();
 
     VmParts parts_;
     DirtyTracker dirty_;
@@ -109,6 +112,7 @@ private:
     bool paused_ = false;
     std::optional<CheckpointResult> last_;
     unsigned count_ = 0;
+    std::optional<SealKey> seal_key_;
 
     // The checkpoint thread: one job at a time.
     std::mutex job_mutex_;

@@ -193,13 +193,15 @@ Result<Manifest> manifest_from_json(const json& j)
     return m;
 }
 
-Result<Manifest> read_manifest(const std::string& dir)
+Result<Manifest> read_manifest(const std::string& dir, const SealPolicy& policy)
 {
     const std::string path = dir + "/manifest.json";
     // A 1 TiB VM's manifest (an xxh3 per 2 MiB chunk) is about 10 MiB.
     TRY_ASSIGN(auto text, read_small_file(path, 64u << 20, "checkpoint manifest", Symlinks::refuse));
     json j = json::parse(text, nullptr, false);
     if (j.is_discarded()) return Error(path + ": not valid JSON (damaged or truncated manifest)");
+    if (!j.is_object()) return Error(path + ": not a vvmm checkpoint manifest");
+    TRY(check_manifest_seal(j, policy, path));
     auto m = manifest_from_json(j);
     if (!m) return m.error().context(path);
     return m;

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/manifest_seal.hpp"
 #include "vmm/base/result.hpp"
 
 namespace vvmm::ckpt {
@@ -79,6 +80,7 @@ struct Manifest {
 
 nlohmann::json to_json(const Manifest& m);
 Result<Manifest> manifest_from_json(const nlohmann::json& j);
-Result<Manifest> read_manifest(const std::string& dir);
+// Checks the seal (see manifest_seal.hpp) before any field.
+Result<Manifest> read_manifest(const std::string& dir, const SealPolicy& policy);
 
 }  // namespace vvmm::ckpt

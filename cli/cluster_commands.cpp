@@ -91,6 +91,7 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
         if (f.verbose) argv.push_back("-v");
         if (f.verify_full) argv.insert(argv.end(), {"--verify", "full"});
         if (f.clock_advance) argv.insert(argv.end(), {"--clock", "advance"});
+        if (f.trust_unsigned) argv.push_back("--trust-unsigned");
         children.push_back({v->name, std::move(argv)});
         names += (names.empty() ? "" : ", ") + v->name;
     }
@@ -162,6 +163,7 @@ int restore_member(const coord::ClusterConfig& config, const std::string& vm, co
     req.dir = dir.value();
     req.verify_full = f.verify_full;
     req.clock = f.clock_advance ? vmm::ClockMode::advance : vmm::ClockMode::keep;
+    req.trust_unsigned = f.trust_unsigned;
     req.api_socket = api;
     req.console = "stdio";
     req.net_specs = {config.net_spec(*config.vm(vm))};
@@ -277,6 +279,8 @@ std::function<int()> add_list_command(CLI::App& app)
             if (reply && reply->body.value("ok", false)) {
                 row["state"] = reply->body["status"].value("state", std::string("?"));
                 row["status"] = reply->body["status"];
+                const json& peers = reply->body.contains("peers_connected") ? reply->body["peers_connected"] : json();
+                row["peers_connected"] = peers.is_array() ? peers : json::array();
                 if (!epochs) {
                     epochs = reply->body.value("epochs", json::array());
                     omitted = ckpt::field_or<uint64_t>(reply->body, "epochs_omitted", 0);
@@ -302,6 +306,8 @@ std::function<int()> add_list_command(CLI::App& app)
             std::string line = "  " + row["name"].get<std::string>() + "  node " + row["node"].get<std::string>() + "  " +
                                row["address"].get<std::string>() + "  " + row["state"].get<std::string>();
             if (row.contains("status")) line += "  checkpoints=" + std::to_string(row["status"].value("checkpoints", 0));
+            if (row.contains("peers_connected"))
+                line += "  peers=" + std::to_string(row["peers_connected"].size()) + "/" + std::to_string(config->vms.size() - 1);
             if (row.contains("error")) line += "  (" + row["error"].get<std::string>() + ")";
             std::printf("%s\n", line.c_str());
         }

@@ -21,6 +21,7 @@ struct ClusterFlags {
     // restore: passed on to every VM's VMM
     bool verify_full = false;
     bool clock_advance = false;
+    bool trust_unsigned = false;
 };
 
 // Adds --node and --vm (and --epoch with `with_epoch`) to `cmd`.

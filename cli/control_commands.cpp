@@ -8,7 +8,9 @@
 #include <optional>
 
 #include "cli/cluster_commands.hpp"
+#include "ckpt/checkpoint_mode.hpp"
 #include "coord/control_client.hpp"
+#include "coord/control_request.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vvmm::cli {
@@ -168,14 +170,15 @@ std::function<int()> add_control_commands(CLI::App& app)
     };
     struct Simple {
         CLI::App* sub;
-        const char* cmd;
+        coord::ControlCommand cmd;
         std::function<std::string(const json&)> describe;
     };
     std::vector<Simple> simple = {
-        {add_control_subcommand(app, "status", "Show the state of a running VMM", *f), "status", describe_status},
-        {add_control_subcommand(app, "pause", "Pause a running VMM's vCPUs and devices", *f), "pause", state_or("paused")},
-        {add_control_subcommand(app, "resume", "Resume a paused VMM", *f), "resume", state_or("running")},
-        {add_control_subcommand(app, "stop", "Stop a running VMM (it exits with status 0)", *f), "stop",
+        {add_control_subcommand(app, "status", "Show the state of a running VMM", *f), coord::ControlCommand::status, describe_status},
+        {add_control_subcommand(app, "pause", "Pause a running VMM's vCPUs and devices", *f), coord::ControlCommand::pause, state_or("paused")},
+        {add_control_subcommand(app, "resume", "Resume a paused VMM", *f), coord::ControlCommand::resume, state_or("running")},
+        {add_control_subcommand(app, "stop", "Stop a running VMM (it exits with status 0)", *f),
+         coord::ControlCommand::stop,
          state_or("stopped")},
     };
 
@@ -184,7 +187,7 @@ std::function<int()> add_control_commands(CLI::App& app)
     ckpt->add_option("--dir", f->dir, "directory that holds this VM's checkpoints (each one in DIR/<id>)");
     ckpt->add_option("--mode", f->mode,
                      "stop: pause while saving; live: copy while running; cow: copy-on-write (default: stop, or the cluster's mode)")
-        ->check(CLI::IsMember({"stop", "live", "cow"}));
+        ->check(CLI::IsMember(std::vector<std::string>(ckpt::kCheckpointModeNames.begin(), ckpt::kCheckpointModeNames.end())));
     ckpt->add_flag("--incremental", f->incremental, "save only the pages written since the previous checkpoint");
     ckpt->add_flag("--all", f->all, "a coordinated checkpoint of every VM of the cluster (with --cluster)");
     ckpt->add_option("--cluster", f->cluster, "cluster configuration (cfg.toml); reached through any VMM's peer port");
@@ -207,12 +210,13 @@ std::function<int()> add_control_commands(CLI::App& app)
                 log_error("checkpoint needs --api and --dir (or --all --cluster FILE)");
                 return 2;
             }
-            const json request = {{"cmd", "checkpoint"}, {"dir", absolute_dir(f->dir)},
-                                  {"mode", f->mode.empty() ? "stop" : f->mode}, {"incremental", f->incremental}};
-            return run_request(*f, request, kCheckpointTimeout, describe_checkpoint);
+            coord::ControlRequest request{coord::ControlCommand::checkpoint, absolute_dir(f->dir)};
+            if (!f->mode.empty()) request.mode = ckpt::parse_mode(f->mode).value();  // CLI11 checked the name
+            request.incremental = f->incremental;
+            return run_request(*f, coord::to_json(request), kCheckpointTimeout, describe_checkpoint);
         }
         for (const auto& s : simple)
-            if (s.sub->parsed()) return run_request(*f, {{"cmd", s.cmd}}, kShortTimeout, s.describe);
+            if (s.sub->parsed()) return run_request(*f, coord::to_json({s.cmd}), kShortTimeout, s.describe);
         return -1;
     };
 }

@@ -26,20 +26,25 @@ std::function<int()> add_restore_command(CLI::App& app)
     cmd->add_option("--clock", *clock, "keep: guest time continues from the checkpoint; advance: by the time stopped")
         ->check(CLI::IsMember({"keep", "advance"}))
         ->capture_default_str();
+    const CLI::Option* key = cmd->add_option("--checkpoint-key", req->checkpoint_key,
+                                             "key file the checkpoint was sealed with (default: ~/.config/vvmm/checkpoint.key)");
+    cmd->add_flag("--trust-unsigned", req->trust_unsigned,
+                  "restore a checkpoint whose seal is missing or does not match (it may name any host file as a disk)");
     cmd->add_flag("-v,--verbose", *verbose, "log debug messages");
     add_cluster_options(cmd, *cluster, true);
-    return [cmd, req, verify, clock, verbose, cluster, dir, console]() -> int {
+    return [cmd, req, verify, clock, verbose, cluster, dir, console, key]() -> int {
         if (!cmd->parsed()) return -1;
         if (*verbose) set_log_level(LogLevel::debug);
         cluster->verbose = *verbose;
         if (!cluster->file.empty()) {
             // Each VM's console is its launcher's output, prefixed with its name.
-            if (const std::string flag = given_flag({dir, console}); !flag.empty()) {
+            if (const std::string flag = given_flag({dir, console, key}); !flag.empty()) {
                 log_error("--cluster restores a committed epoch of every VM; " + flag + " does not apply");
                 return 2;
             }
             cluster->verify_full = *verify == "full";
             cluster->clock_advance = *clock == "advance";
+            cluster->trust_unsigned = req->trust_unsigned;
             return restore_cluster(*cluster, req->api_socket);
         }
         if (!cluster->node.empty() || !cluster->vm.empty() || cluster->epoch) {

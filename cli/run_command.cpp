@@ -18,6 +18,7 @@ struct RunFlags {
     std::vector<std::string> disks;
     std::vector<std::string> nets;
     std::string api;
+    std::string checkpoint_key;
     bool verbose = false;
     ClusterFlags cluster;
 };
@@ -53,6 +54,9 @@ std::function<int()> add_run_command(CLI::App& app)
                         "virtio-net on the peer mesh: peer,id=NAME,listen=HOST:PORT,peers=HOST:PORT;...,mac=MAC (repeatable)"),
         run->add_flag("--huge-pages", flags->config.huge_pages,
                       "back guest RAM with 2 MiB huge pages (reserve them in /proc/sys/vm/nr_hugepages); makes copy-on-write checkpoints pause far shorter"),
+        run->add_option("--checkpoint-key", flags->checkpoint_key,
+                        "key file that seals this VM's checkpoints (default: ~/.config/vvmm/checkpoint.key, created if missing; "
+                        "a cluster's come from its secret)"),
     };
     run->add_option("--api", flags->api, "control API socket (status, pause, resume, checkpoint, stop)");
     run->add_flag("-v,--verbose", flags->verbose, "log debug messages");
@@ -81,7 +85,7 @@ std::function<int()> add_run_command(CLI::App& app)
             log_error(config.error().message());
             return 1;
         }
-        auto session = VmSession::boot({config.value(), flags->disks, flags->nets, flags->api});
+        auto session = VmSession::boot({config.value(), flags->disks, flags->nets, flags->api, {}, flags->checkpoint_key});
         if (!session) {
             log_error(session.error().message());
             return 1;

@@ -21,6 +21,36 @@
 namespace vvmm::cli {
 namespace {
 
+// The key checkpoints are sealed with: a cluster's comes from its secret
+// (every node can check every VM's), a single VM's from the user's key file.
+std::function<Result<ckpt::SealKey>()> seal_key_source(const std::optional<ClusterRole>& cluster,
+                                                        const std::string& key_file, bool create)
+{
+    if (cluster) {
+        ckpt::SealKey key = ckpt::cluster_seal_key(cluster->secret, cluster->config.name);
+        return [key] { return Result<ckpt::SealKey>(key); };
+    }
+    return [key_file, create]() -> Result<ckpt::SealKey> {
+        std::string path = key_file;
+        if (path.empty()) {
+            TRY_ASSIGN(path, ckpt::default_key_path());
+        }
+        return ckpt::load_key_file(path, create);
+    };
+}
+
+Result<ckpt::SealPolicy> seal_policy(const RestoreRequest& req)
+{
+    ckpt::SealPolicy policy;
+    policy.trust_unsigned = req.trust_unsigned;
+    auto key = seal_key_source(req.cluster, req.checkpoint_key, false)();
+    if (key) policy.key = std::move(key).value();
+    else if (!req.trust_unsigned)
+        return key.error().context("the key this VM's checkpoints were sealed with (--checkpoint-key; "
+                                   "--trust-unsigned restores without it)");
+    return policy;
+}
+
 
 // A cluster VM's interfaces may move (restore on other hosts), its MACs may not.
 Result<void> check_same_macs(const std::vector<std::string>& recorded, const std::vector<std::string>& now)
@@ -138,6 +168,7 @@ Result<void> VmSession::start_services(const std::string& api_socket)
     dev::PcBoard* board = board_.get();
     parts.freeze_disks = [board](const std::string& dir) { return board->freeze_disks(dir); };
     parts.shape = shape_;
+    parts.seal_key = seal_key_;
     checkpointer_ = std::make_unique<ckpt::Checkpointer>(std::move(parts));
     if (!api_socket.empty()) {
         TRY_ASSIGN(api_, coord::ControlServer::create(api_socket, *this));
@@ -153,6 +184,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
     const auto& c = req.config;
     std::unique_ptr<VmSession> s(new VmSession());
     s->cluster_ = req.cluster;
+    s->seal_key_ = seal_key_source(req.cluster, req.checkpoint_key, true);
     TRY(s->watch_signals());
     dev::BoardConfig board;
     TRY_ASSIGN(board.console, dev::parse_console_spec(c.console));
@@ -175,10 +207,12 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
 {
     const auto t0 = std::chrono::steady_clock::now();
     // Everything that can be checked before a VM exists is checked first.
-    TRY_ASSIGN(auto loaded, ckpt::load_checkpoint(req.dir));
+    TRY_ASSIGN(auto policy, seal_policy(req));
+    TRY_ASSIGN(auto loaded, ckpt::load_checkpoint(req.dir, policy));
     const ckpt::Manifest m = loaded.manifest;
     std::unique_ptr<VmSession> s(new VmSession());
     s->cluster_ = req.cluster;
+    s->seal_key_ = seal_key_source(req.cluster, req.checkpoint_key, true);
     TRY(s->watch_signals());
     dev::BoardConfig board;
     // Only a console the user names now: the checkpoint's own console path is
@@ -263,34 +297,33 @@ nlohmann::json VmSession::status() const
                         {"uptime_s", ms_since(created_) / 1000.0},
                         {"checkpoints", checkpointer_->count()}};
     if (restored_) j["restore_ms"] = restore_ms_;
+    if (const uint64_t spoofed = board_->spoofed_tx_dropped()) j["spoofed_tx_dropped"] = spoofed;
     if (auto last = checkpointer_->last()) j["last_checkpoint"] = last->to_json();
     return j;
 }
 
-nlohmann::json VmSession::handle(const nlohmann::json& request)
+nlohmann::json VmSession::handle(const coord::ControlRequest& request)
 {
-    const std::string cmd = request.value("cmd", "");
-    if (cmd == "status") return status();
-    if (cmd == "pause") {
+    using coord::ControlCommand;
+    switch (request.cmd) {
+    case ControlCommand::status:
+        return status();
+    case ControlCommand::pause:
         if (auto r = checkpointer_->pause(); !r) return error_reply(r.error());
         return {{"ok", true}, {"state", "paused"}};
-    }
-    if (cmd == "resume") {
+    case ControlCommand::resume:
         if (auto r = checkpointer_->resume(); !r) return error_reply(r.error());
         return {{"ok", true}, {"state", "running"}};
-    }
-    if (cmd == "stop") {
+    case ControlCommand::stop:
         machine_->request_exit({0, "stopped through the control API"});
         return {{"ok", true}, {"state", "stopped"}};
-    }
-    if (cmd == "checkpoint") {
-        auto mode = ckpt::parse_mode(request.value("mode", "stop"));
-        if (!mode) return error_reply(mode.error());
-        auto r = checkpointer_->checkpoint({request.value("dir", ""), mode.value(), request.value("incremental", false)});
+    case ControlCommand::checkpoint: {
+        auto r = checkpointer_->checkpoint({request.dir, request.mode, request.incremental});
         if (!r) return error_reply(r.error().context("checkpoint failed (the VM keeps running)"));
         return r->to_json();
     }
-    return error_reply(Error("unknown command '" + cmd + "'"));
+    }
+    return error_reply(Error("unknown command"));
 }
 
 int run_session(VmSession& session)

@@ -38,6 +38,7 @@ struct BootRequest {
     std::vector<std::string> disk_specs, net_specs;  // as typed, recorded in checkpoints
     std::string api_socket;
     std::optional<ClusterRole> cluster;
+    std::string checkpoint_key;  // key file sealing checkpoints; empty: the default (not for clusters)
 };
 
 struct RestoreRequest {
@@ -47,6 +48,8 @@ struct RestoreRequest {
     bool verify_full = false;
     vmm::ClockMode clock = vmm::ClockMode::keep;
     std::optional<ClusterRole> cluster;
+    std::string checkpoint_key;  // as for BootRequest: the key its checkpoints were sealed with
+    bool trust_unsigned = false;  // restore a checkpoint whose seal is missing or wrong
     // The VM's network as the cluster places it now (it may have moved to
     // other hosts); empty: as recorded. MACs must match the recorded ones.
     std::vector<std::string> net_specs;
@@ -60,7 +63,7 @@ public:
 
     // Runs the VM until it ends.
     vmm::MachineExit run();
-    nlohmann::json handle(const nlohmann::json& request) override;
+    nlohmann::json handle(const coord::ControlRequest& request) override;
     bool stopped_by_signal() const { return signal_.load() != 0; }
 
 private:
@@ -81,6 +84,7 @@ private:
     std::atomic<vmm::Machine*> machine_for_signals_{nullptr};
     std::unique_ptr<SignalWatcher> signals_;
     ckpt::VmShape shape_;
+    std::function<Result<ckpt::SealKey>()> seal_key_;
     std::unique_ptr<vmm::KvmSystem> kvm_;
     std::unique_ptr<vmm::Machine> machine_;
     std::unique_ptr<ckpt::LazyMemory> lazy_;

@@ -12,6 +12,7 @@
 
 #include <toml++/toml.h>
 
+#include "ckpt/checkpoint_mode.hpp"
 #include "devices/disk_image.hpp"
 #include "vmm/base/size_parse.hpp"
 #include "vmm/base/small_file.hpp"
@@ -381,10 +382,11 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
             ckpt_at = t.get("checkpoint_dir")->source().begin;
         }
         if (auto mode = c.get_string(t, "mode", what, false)) {
-            if (*mode == "stop" || *mode == "live" || *mode == "cow")
+            if (ckpt::parse_mode(*mode))
                 cfg.mode = *mode;
             else
-                c.error(t.get("mode")->source().begin, "unknown mode '" + *mode + "' (expected stop, live or cow)");
+                c.error(t.get("mode")->source().begin,
+                        "unknown mode '" + *mode + "' (expected " + ckpt::kCheckpointModesText + ")");
         }
     }
 

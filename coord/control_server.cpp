@@ -26,15 +26,6 @@ namespace {
 
 json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
-// Client-supplied text echoed in an error stays short.
-std::string quoted(const std::string& s)
-{
-    constexpr size_t kMax = 64;
-    return "'" + (s.size() <= kMax ? s : s.substr(0, kMax) + "...") + "'";
-}
-
-const char* const kCommands[] = {"status", "pause", "resume", "checkpoint", "stop"};
-
 // One thread running jobs in order. Stopping lets queued jobs finish (only
 // "status" calls can be queued) and refuses new ones.
 class Worker {
@@ -134,49 +125,6 @@ Result<bool> someone_listens(const sockaddr_un& addr, const std::string& path)
 }
 
 }  // namespace
-
-Result<json> validate_control_request(const json& request)
-{
-    if (!request.is_object()) return Error("request must be a JSON object");
-    const auto cmd_it = request.find("cmd");
-    if (cmd_it == request.end()) return Error("missing \"cmd\"");
-    if (!cmd_it->is_string()) return Error("\"cmd\" must be a string");
-    const std::string cmd = cmd_it->get<std::string>();
-    if (std::find(std::begin(kCommands), std::end(kCommands), cmd) == std::end(kCommands))
-        return Error("unknown command " + quoted(cmd) + " (expected status, pause, resume, checkpoint or stop)");
-
-    json out = {{"cmd", cmd}};
-    for (const auto& [key, value] : request.items()) {
-        if (key == "cmd") continue;
-        if (cmd != "checkpoint" || (key != "dir" && key != "mode" && key != "incremental"))
-            return Error("unknown field " + quoted(key) + " for " + cmd);
-    }
-    if (cmd != "checkpoint") return out;
-
-    const auto dir = request.find("dir");
-    if (dir == request.end()) return Error("checkpoint needs \"dir\"");
-    if (!dir->is_string()) return Error("\"dir\" must be a string");
-    const std::string d = dir->get<std::string>();
-    if (d.empty()) return Error("\"dir\" must not be empty");
-    if (d.find('\0') != std::string::npos) return Error("\"dir\" must not contain NUL");
-    out["dir"] = d;
-
-    out["mode"] = "stop";
-    if (const auto mode = request.find("mode"); mode != request.end()) {
-        if (!mode->is_string()) return Error("\"mode\" must be a string");
-        const std::string m = mode->get<std::string>();
-        if (m != "stop" && m != "live" && m != "cow")
-            return Error("\"mode\" must be stop, live or cow, not " + quoted(m));
-        out["mode"] = m;
-    }
-
-    out["incremental"] = false;
-    if (const auto inc = request.find("incremental"); inc != request.end()) {
-        if (!inc->is_boolean()) return Error("\"incremental\" must be true or false");
-        out["incremental"] = inc->get<bool>();
-    }
-    return out;
-}
 
 struct ControlServer::Impl {
     Impl(std::string p, ControlHandler& h) : path(std::move(p)), handler(h) {}
@@ -282,12 +230,11 @@ struct ControlServer::Impl {
             if (const auto p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
             return send(conn, error_reply("malformed request: " + what));
         }
-        auto valid = validate_control_request(parsed);
+        auto valid = parse_control_request(parsed);
         if (!valid) return send(conn, error_reply(valid.error().message()));
-        json request = std::move(valid).value();
-        const std::string cmd = request["cmd"].get<std::string>();
+        ControlRequest request = std::move(valid).value();
 
-        const bool is_query = cmd == "status";
+        const bool is_query = request.cmd == ControlCommand::status;
         if (!is_query) {
             if (command_running) {
                 const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - command_started).count();
@@ -297,7 +244,7 @@ struct ControlServer::Impl {
                                               " s); try again when it has finished"));
             }
             command_running = true;
-            running_command = cmd;
+            running_command = command_name(request.cmd);
             command_started = std::chrono::steady_clock::now();
         }
         Worker& worker = is_query ? query_worker : command_worker;
@@ -314,7 +261,7 @@ struct ControlServer::Impl {
         }
     }
 
-    json call_handler(const json& request)
+    json call_handler(const ControlRequest& request)
     {
         try {
             json reply = handler.handle(request);

@@ -1,8 +1,8 @@
 // The control API a running VMM answers on: a Unix stream socket (mode 0600)
 // carrying one JSON object per line in each direction.
 //
-// Requests (the server validates them and fills in defaults, so the handler
-// always sees every field, with the right type):
+// Requests (the server parses them once into a ControlRequest,
+// control_request.hpp, defaults filled in; the handler sees only that):
 //   {"cmd":"status"}
 //   {"cmd":"pause"}
 //   {"cmd":"resume"}
@@ -18,7 +18,9 @@
 //   any failure -> {"ok":false,"error":"one line for the user"}
 //   status      -> {"ok":true,"state":"running"|"paused","cpus":2,"mem_bytes":536870912,
 //                   "uptime_s":12.3,"checkpoints":3,"last_checkpoint":{<checkpoint reply>}}
-//                  (last_checkpoint absent before the first checkpoint)
+//                  (last_checkpoint absent before the first checkpoint; "restore_ms" after
+//                  a restore; "spoofed_tx_dropped": frames the guest sent with another
+//                  source MAC, dropped, present once there is one)
 //   pause/resume-> {"ok":true,"state":"paused"|"running"}
 //   stop        -> {"ok":true,"state":"stopped"}   (the VMM exits 0 after replying)
 //   checkpoint  -> {"ok":true,"id":"000003","path":"ckpts/a/000003","mode":"cow",
@@ -43,6 +45,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "coord/control_request.hpp"
 #include "vmm/base/result.hpp"
 
 namespace vvmm::coord {
@@ -59,12 +62,8 @@ inline constexpr size_t kMaxConnections = 32;
 class ControlHandler {
 public:
     virtual ~ControlHandler() = default;
-    virtual nlohmann::json handle(const nlohmann::json& request) = 0;
+    virtual nlohmann::json handle(const ControlRequest& request) = 0;
 };
-
-// Checks a request and returns it with defaults filled in, or the error the
-// client gets. Pure; exposed for tests and for other front ends.
-Result<nlohmann::json> validate_control_request(const nlohmann::json& request);
 
 class ControlServer {
 public:

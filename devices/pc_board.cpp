@@ -45,7 +45,8 @@ Result<std::unique_ptr<PcBoard>> PcBoard::create(vmm::Machine& machine, const Bo
     for (size_t i = 0; i < b->blks_.size(); ++i) TRY(b->add_virtio(b->blks_[i], "virtio-blk" + std::to_string(i)));
     for (size_t i = 0; i < config.nics.size(); ++i) {
         const auto& nic = config.nics[i];
-        TRY(b->add_virtio(std::make_shared<VirtioNet>(nic.mac, nic.backend, *b->io_), "virtio-net" + std::to_string(i)));
+        b->nets_.push_back(std::make_shared<VirtioNet>(nic.mac, nic.backend, *b->io_));
+        TRY(b->add_virtio(b->nets_.back(), "virtio-net" + std::to_string(i)));
         b->backends_.push_back(nic.backend);
     }
     return b;
@@ -95,6 +96,13 @@ Result<std::vector<ChainDescription>> PcBoard::freeze_disks(const std::string& o
         out.push_back(std::move(d));
     }
     return out;
+}
+
+uint64_t PcBoard::spoofed_tx_dropped() const
+{
+    uint64_t n = 0;
+    for (const auto& net : nets_) n += net->spoofed_tx_dropped();
+    return n;
 }
 
 }  // namespace vvmm::dev

@@ -37,6 +37,7 @@ struct BoardConfig {
 };
 
 class VirtioBlk;
+class VirtioNet;
 
 class PcBoard {
 public:
@@ -49,6 +50,8 @@ public:
     std::vector<Snapshottable*> snapshot_components();
     // Checkpoint, devices quiesced: freeze every disk's top layer.
     Result<std::vector<ChainDescription>> freeze_disks(const std::string& overlay_dir);
+    // Frames the guest sent with a source MAC not its own (dropped), all NICs.
+    uint64_t spoofed_tx_dropped() const;
 
 private:
     explicit PcBoard(vmm::Machine& machine) : machine_(machine), gsi_(machine.vm()) {}
@@ -63,6 +66,7 @@ private:
     std::shared_ptr<PciBus> pci_;
     std::vector<std::shared_ptr<VirtioPciTransport>> virtio_;
     std::vector<std::shared_ptr<VirtioBlk>> blks_;
+    std::vector<std::shared_ptr<VirtioNet>> nets_;
     std::vector<std::shared_ptr<net::NetBackend>> backends_;
     uint32_t next_bar_ = 0xC0000000;
 };

@@ -24,7 +24,8 @@ def restore_fails(ckpt_dir, expect, extra=(), timeout=60):
     """vvmm restore must exit 1 with one error line containing `expect`."""
     r = h.run_vvmm(["restore", "--dir", ckpt_dir, "--console", "file:" + os.path.join(tmp, "refused.console")]
                    + list(extra), timeout=timeout)
-    errors = [l for l in r.stderr.splitlines() if l.strip()]
+    # (--trust-unsigned adds a warning that the seal was not checked)
+    errors = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith("vvmm: warning:")]
     h.check(r.status == 1, "restore of %s should fail (%s), got status %s:\n%s" % (ckpt_dir, expect, r.status, r.describe()))
     h.check(len(errors) == 1 and errors[0].startswith("vvmm: error:") and expect in errors[0],
             "restore of %s: expected one error line with %r, got:\n%s" % (ckpt_dir, expect, r.stderr))
@@ -103,17 +104,33 @@ with open(os.path.join(d, "manifest.json"), "r+") as f:
     f.truncate(200)
 print("ok:", restore_fails(d, "not valid JSON"))
 
+# Manifests are sealed with the user's key: an edited one is refused before
+# any of its fields is used (a forged disk base would be opened as root).
+d = copy_ckpt(good, "forged-disk")
+edit_manifest(d, lambda m: m["disks"].append({"base": "/etc/shadow", "base_size": 1, "base_mtime_ns": 0, "layers": []}))
+print("ok:", restore_fails(d, "has a MAC that does not match the key file"))
+d = copy_ckpt(good, "unsealed")
+edit_manifest(d, lambda m: m.pop("mac"))
+print("ok:", restore_fails(d, "is not sealed (no MAC); refused (--trust-unsigned"))
+other_key = os.path.join(tmp, "other.key")
+with open(os.open(other_key, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+    f.write("11" * 32 + "\n")
+print("ok:", restore_fails(good, "does not match the key file " + other_key, extra=["--checkpoint-key", other_key]))
+print("ok:", restore_fails(good, "No such file", extra=["--checkpoint-key", os.path.join(tmp, "no-such.key")]))
+
+# Past the seal (the user vouches with --trust-unsigned), every field is still checked.
+TRUST = ["--trust-unsigned"]
 d = copy_ckpt(good, "newer-format")
 edit_manifest(d, lambda m: m.update(format_version=99))
-print("ok:", restore_fails(d, "newer than this vvmm"))
+print("ok:", restore_fails(d, "newer than this vvmm", extra=TRUST))
 
 d = copy_ckpt(good, "wrong-shape")
 edit_manifest(d, lambda m: m["vm"].update(cpus=2))
-print("ok:", restore_fails(d, "section 'vcpu1' is missing"))
+print("ok:", restore_fails(d, "section 'vcpu1' is missing", extra=TRUST))
 
 d = copy_ckpt(good, "wrong-mem")
 edit_manifest(d, lambda m: m["vm"].update(mem_bytes=m["vm"]["mem_bytes"] * 2))
-print("ok:", restore_fails(d, "does not fit a VM"))
+print("ok:", restore_fails(d, "does not fit a VM", extra=TRUST))
 
 print("ok:", restore_fails(os.path.join(root, "no-such-checkpoint"), "no checkpoint at"))
 

@@ -135,6 +135,16 @@ def main():
 
     # A VMM that dies during an epoch: frozen first, so the epoch is surely
     # waiting for it, then killed. The epoch aborts and the others run on.
+    # Only once every VMM is connected to every other (just after a restore
+    # some links may still be coming up; vm0 would refuse to start the epoch).
+    deadline = time.monotonic() + h.t(30)
+    while True:
+        listed = c.vvmm_in(ns0, ["list", "--cluster", moved_cfg, "--json"])
+        rows = json.loads(listed.stdout)["vms"] if listed.returncode == 0 else []
+        if rows and all(len(r.get("peers_connected", [])) == len(VMS) - 1 for r in rows):
+            break
+        h.check(time.monotonic() < deadline, f"the mesh never became complete: {listed.stdout} {listed.stderr}")
+        time.sleep(0.5)
     victim = c.vmm_pid("vm2")
     os.kill(victim, signal.SIGSTOP)
     ckpt_proc = subprocess.Popen(["ip", "netns", "exec", ns0, h.VVMM, "checkpoint", "--all", "--cluster", moved_cfg,

@@ -391,6 +391,21 @@ void write_text(const std::string& path, const std::string& text)
 
 std::string message_of(const auto& r) { return r.ok() ? std::string("(no error)") : r.error().message(); }
 
+const SealKey kTestKey{std::vector<uint8_t>(32, 7), "test key"};
+const SealPolicy kTestPolicy{kTestKey, false};
+
+void write_manifest(const std::string& dir, nlohmann::json j, const SealKey* key = &kTestKey)
+{
+    if (key) seal_manifest(j, *key);
+    write_text(dir + "/manifest.json", j.dump(1));
+}
+
+nlohmann::json read_json(const std::string& path)
+{
+    std::ifstream f(path);
+    return nlohmann::json::parse(f);
+}
+
 // A loadable checkpoint of a 32 MiB VM at root/id: full, or incremental on `parent`.
 void write_checkpoint(const std::string& root, const std::string& id, std::optional<std::string> parent = {})
 {
@@ -412,7 +427,7 @@ void write_checkpoint(const std::string& root, const std::string& id, std::optio
     REQUIRE(fd >= 0);
     REQUIRE(::ftruncate(fd, static_cast<off_t>(m.memory.size)) == 0);
     ::close(fd);
-    write_text(dir + "/manifest.json", to_json(m).dump(1));
+    write_manifest(dir, to_json(m));
 }
 
 // Replaces root/id/name with a symbolic link to a copy of it outside the checkpoint.
@@ -466,7 +481,7 @@ TEST_CASE("a symbolic link planted in a checkpoint is refused with a clear error
         TempDir t;
         write_checkpoint(t.path, "000001");
         write_checkpoint(t.path, "000002", "000001");
-        auto loaded = load_checkpoint(t.path + "/000002");
+        auto loaded = load_checkpoint(t.path + "/000002", kTestPolicy);
         REQUIRE_MESSAGE(loaded.ok(), message_of(loaded));  // the premise: it loads as it is
         CHECK(loaded->chain.size() == 2);
     }
@@ -476,7 +491,7 @@ TEST_CASE("a symbolic link planted in a checkpoint is refused with a clear error
         write_checkpoint(t.path, "000001");
         write_checkpoint(t.path, "000002", "000001");
         plant_link(t.path, "000002", name);
-        auto loaded = load_checkpoint(t.path + "/000002");
+        auto loaded = load_checkpoint(t.path + "/000002", kTestPolicy);
         CHECK(message_of(loaded).find("is a symbolic link") != std::string::npos);
     }
     {
@@ -486,7 +501,7 @@ TEST_CASE("a symbolic link planted in a checkpoint is refused with a clear error
         write_checkpoint(t.path + "/elsewhere", "000001");
         write_checkpoint(t.path, "000002", "000001");
         fs::create_directory_symlink(t.path + "/elsewhere/000001", t.path + "/000001");
-        auto loaded = load_checkpoint(t.path + "/000002");
+        auto loaded = load_checkpoint(t.path + "/000002", kTestPolicy);
         CHECK(message_of(loaded).find("is a symbolic link") != std::string::npos);
     }
     {
@@ -496,4 +511,70 @@ TEST_CASE("a symbolic link planted in a checkpoint is refused with a clear error
         CHECK_FALSE(write_durable(t.path, "state.bin", std::vector<uint8_t>(4, 1)).ok());
         CHECK_FALSE(fs::exists(t.path + "/target"));
     }
+}
+
+TEST_CASE("manifest seals: a changed, unsealed or foreign-key manifest is refused unless trusted")
+{
+    TempDir t;
+    write_checkpoint(t.path, "000001");
+    write_checkpoint(t.path, "000002", "000001");
+    REQUIRE_MESSAGE(load_checkpoint(t.path + "/000002", kTestPolicy).ok(), "the premise: sealed, it loads");
+
+    const std::string top = t.path + "/000002/manifest.json", parent = t.path + "/000001/manifest.json";
+    const nlohmann::json sealed = read_json(top);
+    // A disk base is what a forger would point at a host file: any change breaks the seal.
+    auto changed = sealed;
+    changed["vm"]["cmdline"] = "init=/bin/sh";
+    write_text(top, changed.dump());
+    CHECK(message_of(load_checkpoint(t.path + "/000002", kTestPolicy)).find("does not match the test key") != std::string::npos);
+    CHECK(load_checkpoint(t.path + "/000002", SealPolicy{kTestKey, true}).ok());
+    // Spacing is not content: the same manifest written differently still verifies.
+    write_text(top, sealed.dump(4));
+    CHECK(load_checkpoint(t.path + "/000002", kTestPolicy).ok());
+
+    auto unsealed = sealed;
+    unsealed.erase("mac");
+    write_text(top, unsealed.dump());
+    CHECK(message_of(load_checkpoint(t.path + "/000002", kTestPolicy)).find("is not sealed") != std::string::npos);
+    CHECK(load_checkpoint(t.path + "/000002", SealPolicy{std::nullopt, true}).ok());
+    auto garbled = sealed;
+    garbled["mac"] = "hmac-sha256:zz";
+    write_text(top, garbled.dump());
+    CHECK(message_of(load_checkpoint(t.path + "/000002", kTestPolicy)).find("does not match") != std::string::npos);
+
+    write_text(top, sealed.dump());
+    const SealPolicy other{SealKey{std::vector<uint8_t>(32, 8), "other key"}, false};
+    CHECK(message_of(load_checkpoint(t.path + "/000002", other)).find("does not match the other key") != std::string::npos);
+    // Every link of a chain is checked, not only the one named.
+    auto parent_changed = read_json(parent);
+    parent_changed["created"] = "2020-01-01T00:00:00Z";
+    write_text(parent, parent_changed.dump());
+    CHECK(message_of(load_checkpoint(t.path + "/000002", kTestPolicy)).find("000001/manifest.json has a MAC") !=
+          std::string::npos);
+}
+
+TEST_CASE("checkpoint key files: created once, 0600, refused when others can read them or they are not a key")
+{
+    TempDir t;
+    const std::string path = t.path + "/cfg/vvmm/checkpoint.key";
+    CHECK(message_of(load_key_file(path, false)).find("No such file") != std::string::npos);
+    auto made = load_key_file(path, true);
+    REQUIRE_MESSAGE(made.ok(), message_of(made));
+    CHECK(made->bytes.size() == 32);
+    const auto mode = fs::status(path).permissions() & fs::perms::all;
+    CHECK(mode == (fs::perms::owner_read | fs::perms::owner_write));
+    auto again = load_key_file(path, true);
+    REQUIRE(again.ok());
+    CHECK(again->bytes == made->bytes);  // an existing key is never replaced
+
+    fs::permissions(path, fs::perms::group_read, fs::perm_options::add);
+    CHECK(message_of(load_key_file(path, false)).find("accessible to group or others") != std::string::npos);
+    write_text(t.path + "/short.key", "abcd\n");
+    fs::permissions(t.path + "/short.key", fs::perms::owner_read | fs::perms::owner_write);
+    CHECK(message_of(load_key_file(t.path + "/short.key", false)).find("is not 64 hex digits") != std::string::npos);
+
+    // A cluster's key follows from its secret and its name.
+    const std::vector<uint8_t> secret(32, 1);
+    CHECK(cluster_seal_key(secret, "a").bytes == cluster_seal_key(secret, "a").bytes);
+    CHECK(cluster_seal_key(secret, "a").bytes != cluster_seal_key(secret, "b").bytes);
 }

@@ -41,8 +41,9 @@ struct TempDir {
 // Records every call; replies through `respond` if set. A handler call for
 // "checkpoint" blocks while `hold_checkpoint` is set, so tests can overlap.
 struct TestHandler : ControlHandler {
-    json handle(const json& request) override
+    json handle(const ControlRequest& typed) override
     {
+        const json request = to_json(typed);
         {
             std::lock_guard lock(mutex);
             calls.push_back(request);
