@@ -132,7 +132,8 @@ int run_member(const coord::ClusterConfig& config, const std::string& vm, const 
 }
 
 // The committed epoch to restore: the one asked for, or the latest.
-Result<coord::ClusterManifest> epoch_to_restore(const coord::ClusterConfig& config, std::optional<uint64_t> epoch)
+Result<coord::ClusterManifest> epoch_to_restore(const coord::ClusterConfig& config, std::optional<uint64_t> epoch,
+                                                const ckpt::SealPolicy& policy)
 {
     const std::string dir = config.checkpoint_dir.string();
     if (!epoch) {
@@ -140,7 +141,7 @@ Result<coord::ClusterManifest> epoch_to_restore(const coord::ClusterConfig& conf
         if (epochs.empty()) return Error("no committed epoch in " + dir + " (vvmm checkpoint --all --cluster ...)");
         epoch = epochs.back();
     }
-    TRY_ASSIGN(auto m, coord::read_cluster_manifest(dir, *epoch));
+    TRY_ASSIGN(auto m, coord::read_cluster_manifest(dir, *epoch, policy));
     if (m.cluster != config.name)
         return Error("epoch " + std::to_string(*epoch) + " belongs to cluster '" + m.cluster + "', not '" + config.name + "'");
     for (const auto& v : config.vms) {
@@ -223,7 +224,10 @@ int restore_cluster(const ClusterFlags& f, const std::string& api_socket)
 {
     auto config = coord::load_cluster_config(f.file);
     if (!config) return fail(config.error());
-    auto epoch = epoch_to_restore(config.value(), f.epoch);
+    auto secret = coord::read_cluster_secret(config.value());
+    if (!secret) return fail(secret.error());
+    const ckpt::SealPolicy policy{ckpt::cluster_seal_key(secret.value(), config->name), f.trust_unsigned};
+    auto epoch = epoch_to_restore(config.value(), f.epoch, policy);
     if (!epoch) return fail(epoch.error().context("restore"));
     if (!f.vm.empty()) {
         if (!config->vm(f.vm)) return fail(Error("--vm: no VM '" + f.vm + "' in " + f.file));
@@ -293,7 +297,8 @@ std::function<int()> add_list_command(CLI::App& app)
         }
         const bool local = !epochs;
         if (local) {  // no VMM is up: what this host's checkpoint directory holds
-            epochs = coord::recent_epochs(config->checkpoint_dir.string(), SIZE_MAX).epochs;
+            const ckpt::SealPolicy policy{ckpt::cluster_seal_key(secret.value(), config->name), false};
+            epochs = coord::recent_epochs(config->checkpoint_dir.string(), SIZE_MAX, policy).epochs;
         }
         if (*json_output) {
             const json out = {{"cluster", config->name}, {"vms", vms}, {"epochs", *epochs}, {"epochs_omitted", omitted},

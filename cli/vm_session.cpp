@@ -174,8 +174,10 @@ Result<void> VmSession::start_services(const std::string& api_socket)
         TRY_ASSIGN(api_, coord::ControlServer::create(api_socket, *this));
     }
     if (cluster_)
-        member_ = std::make_unique<coord::ClusterMember>(cluster_->config, cluster_->vm, *mesh_, *checkpointer_,
-                                                         [this] { return status(); }, cluster_->restore_epoch);
+        member_ = std::make_unique<coord::ClusterMember>(
+            cluster_->config, cluster_->vm, *mesh_, *checkpointer_,
+            ckpt::cluster_seal_key(cluster_->secret, cluster_->config.name), [this] { return status(); },
+            cluster_->restore_epoch);
     return ok();
 }
 

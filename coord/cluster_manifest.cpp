@@ -100,13 +100,16 @@ std::string vm_checkpoint_root(const std::string& checkpoint_dir, const std::str
     return checkpoint_dir + "/" + vm;
 }
 
-Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const ClusterManifest& m)
+Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const ClusterManifest& m,
+                                    const ckpt::SealKey& key)
 {
     const std::string dir = checkpoint_dir + "/epochs";
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) return Error("cannot create " + dir + ": " + ec.message());
-    const std::string text = to_json(m).dump(1) + "\n";
+    json sealed = to_json(m);
+    ckpt::seal_manifest(sealed, key);
+    const std::string text = sealed.dump(1) + "\n";
     const std::string tmp = ".tmp-" + epoch_name(m.epoch) + "-" + std::to_string(::getpid()) + ".json";
     // A leftover of a crashed earlier process with the same pid (common in
     // containers) would make the exclusive create fail: it is ours to remove.
@@ -125,7 +128,8 @@ Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const Clu
     return ckpt::fsync_dir(dir);
 }
 
-Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch)
+Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch,
+                                              const ckpt::SealPolicy& policy)
 {
     const std::string path = checkpoint_dir + "/epochs/" + epoch_name(epoch) + ".json";
     std::error_code ec;
@@ -134,6 +138,8 @@ Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir,
     TRY_ASSIGN(auto text, read_small_file(path, kMaxManifestBytes, "cluster manifest", Symlinks::refuse));
     const json j = json::parse(text, nullptr, false);
     if (j.is_discarded()) return Error(path + " is not valid JSON");
+    if (!j.is_object()) return Error(path + " is not a cluster manifest");
+    TRY(ckpt::check_manifest_seal(j, policy, path));
     auto m = cluster_manifest_from_json(j);
     if (!m) return m.error().context(path);
     if (m->epoch != epoch) return Error(path + " describes epoch " + std::to_string(m->epoch));
@@ -159,13 +165,13 @@ std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir)
     return out;
 }
 
-RecentEpochs recent_epochs(const std::string& checkpoint_dir, size_t budget)
+RecentEpochs recent_epochs(const std::string& checkpoint_dir, size_t budget, const ckpt::SealPolicy& policy)
 {
     const auto numbers = committed_epochs(checkpoint_dir);
     std::vector<json> newest_first;
     size_t used = 0;
     for (auto it = numbers.rbegin(); it != numbers.rend(); ++it) {
-        auto m = read_cluster_manifest(checkpoint_dir, *it);
+        auto m = read_cluster_manifest(checkpoint_dir, *it, policy);
         json entry = m ? to_json(m.value()) : json{{"epoch", *it}, {"error", m.error().message()}};
         used += entry.dump().size() + 1;
         if (used > budget) break;

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/manifest_seal.hpp"
 #include "vmm/base/result.hpp"
 
 namespace vvmm::coord {
@@ -43,9 +44,12 @@ Result<ClusterManifest> cluster_manifest_from_json(const nlohmann::json& j);
 
 std::string vm_checkpoint_root(const std::string& checkpoint_dir, const std::string& vm);
 // Atomic and durable; writing the same epoch again (another VMM sharing the
-// directory) replaces it with identical content.
-Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const ClusterManifest& m);
-Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch);
+// directory) replaces it with the same content. Sealed with `key` (the
+// cluster's, ckpt/manifest_seal.hpp), checked against `policy` on reading.
+Result<void> write_cluster_manifest(const std::string& checkpoint_dir, const ClusterManifest& m,
+                                    const ckpt::SealKey& key);
+Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir, uint64_t epoch,
+                                              const ckpt::SealPolicy& policy);
 // Committed epochs in `checkpoint_dir`, ascending (none if it does not exist).
 std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir);
 
@@ -56,7 +60,7 @@ struct RecentEpochs {
     nlohmann::json epochs = nlohmann::json::array();
     uint64_t omitted = 0;
 };
-RecentEpochs recent_epochs(const std::string& checkpoint_dir, size_t budget);
+RecentEpochs recent_epochs(const std::string& checkpoint_dir, size_t budget, const ckpt::SealPolicy& policy);
 // The digest a cluster manifest records for a VM checkpoint (xxh3 of its manifest.json).
 Result<uint64_t> vm_manifest_digest(const std::string& vm_checkpoint_dir);
 

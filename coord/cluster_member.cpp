@@ -80,10 +80,11 @@ uint64_t newest_committed(const ClusterConfig& config)
 }  // namespace
 
 ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::PeerMesh& mesh,
-                             ckpt::Checkpointer& checkpointer, std::function<json()> status, uint64_t restore_epoch)
+                             ckpt::Checkpointer& checkpointer, ckpt::SealKey seal_key, std::function<json()> status,
+                             uint64_t restore_epoch)
     : config_(config), vm_(std::move(vm)), node_(config.vm(vm_) ? config.vm(vm_)->node : ""),
       vm_root_(vm_checkpoint_root(config.checkpoint_dir.string(), vm_)), mesh_(mesh), checkpointer_(checkpointer),
-      status_(std::move(status)), authority_(vm_, newest_committed(config)), restore_epoch_(restore_epoch)
+      seal_key_(std::move(seal_key)), status_(std::move(status)), authority_(vm_, newest_committed(config)), restore_epoch_(restore_epoch)
 {
     mesh_.set_cluster_handler(this);
 }
@@ -155,7 +156,7 @@ void ClusterMember::list_worker()
 json ClusterMember::list() const
 {
     // The reply must fit one message (kMaxJsonSize), with room for the rest.
-    const RecentEpochs recent = recent_epochs(config_.checkpoint_dir.string(), net::kMaxJsonSize * 3 / 4);
+    const RecentEpochs recent = recent_epochs(config_.checkpoint_dir.string(), net::kMaxJsonSize * 3 / 4, ckpt::SealPolicy{seal_key_, false});
     json s = status_();
     s["vm"] = vm_;
     s["node"] = node_;
@@ -365,7 +366,7 @@ void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>& lock)
     if (e.tally->outcome() == EpochInitiator::Outcome::commit) {
         ClusterManifest m{config_.name, e.number, ckpt::mode_name(e.mode), e.incremental, utc_now(),
                           ms_since(e.started), e.tally->results()};
-        if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m); w) {
+        if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m, seal_key_); w) {
             mesh_.send_control("", MessageType::commit, e.number, {{"manifest", to_json(m)}});
             log_info(name + ": committed in " + std::to_string(m.epoch_ms) + " ms");
             json reply = to_json(m);
@@ -405,7 +406,7 @@ void ClusterMember::on_commit(const std::string& peer, uint64_t epoch, const jso
     // Only the initiator decides: another peer's COMMIT would record an
     // epoch as committed that is not.
     if (auto r = authority_.on_decision(peer, epoch); !r) return drop(peer, MessageType::commit, epoch, r.error().message());
-    if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m.value()); !w)
+    if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m.value(), seal_key_); !w)
         log_error("epoch " + std::to_string(epoch) + " committed, but this node cannot record it: " + w.error().message());
     if (epoch_ && epoch_->number == epoch) {
         epoch_->decided = true;

@@ -40,8 +40,9 @@ public:
     // `status` answers a controller's "status" for this VM. `restore_epoch`:
     // the epoch this VM is being restored from (0: it booted); peers'
     // RESTORED messages count only for that one, and only until the barrier.
+    // `seal_key` seals the cluster manifests it writes (the cluster's key).
     ClusterMember(const ClusterConfig& config, std::string vm, net::PeerMesh& mesh, ckpt::Checkpointer& checkpointer,
-                  std::function<nlohmann::json()> status, uint64_t restore_epoch = 0);
+                  ckpt::SealKey seal_key, std::function<nlohmann::json()> status, uint64_t restore_epoch = 0);
     ~ClusterMember() override;
 
     // Restore barrier: tells every peer this VM is restored from `epoch` and
@@ -90,6 +91,7 @@ private:
     const std::string vm_root_;  // this VM's checkpoint directory
     net::PeerMesh& mesh_;
     ckpt::Checkpointer& checkpointer_;
+    const ckpt::SealKey seal_key_;
     std::function<nlohmann::json()> status_;
 
     mutable std::mutex mutex_;
