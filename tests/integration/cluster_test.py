@@ -137,19 +137,33 @@ def main():
     # waiting for it, then killed. The epoch aborts and the others run on.
     # Only once every VMM is connected to every other (just after a restore
     # some links may still be coming up; vm0 would refuse to start the epoch).
-    deadline = time.monotonic() + h.t(30)
-    while True:
-        listed = c.vvmm_in(ns0, ["list", "--cluster", moved_cfg, "--json"])
-        rows = json.loads(listed.stdout)["vms"] if listed.returncode == 0 else []
-        if rows and all(len(r.get("peers_connected", [])) == len(VMS) - 1 for r in rows):
-            break
-        h.check(time.monotonic() < deadline, f"the mesh never became complete: {listed.stdout} {listed.stderr}")
-        time.sleep(0.5)
+    def wait_mesh_complete():
+        deadline = time.monotonic() + h.t(30)
+        while True:
+            listed = c.vvmm_in(ns0, ["list", "--cluster", moved_cfg, "--json"])
+            rows = json.loads(listed.stdout)["vms"] if listed.returncode == 0 else []
+            if rows and all(len(r.get("peers_connected", [])) == len(VMS) - 1 for r in rows):
+                return
+            h.check(time.monotonic() < deadline, f"the mesh never became complete: {listed.stdout} {listed.stderr}")
+            time.sleep(0.5)
+
     victim = c.vmm_pid("vm2")
-    os.kill(victim, signal.SIGSTOP)
-    ckpt_proc = subprocess.Popen(["ip", "netns", "exec", ns0, h.VVMM, "checkpoint", "--all", "--cluster", moved_cfg,
-                                  "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    for attempt in range(3):
+        wait_mesh_complete()
+        os.kill(victim, signal.SIGSTOP)
+        ckpt_proc = subprocess.Popen(["ip", "netns", "exec", ns0, h.VVMM, "checkpoint", "--all", "--cluster",
+                                      moved_cfg, "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        time.sleep(1.5)
+        if ckpt_proc.poll() is not None and "no epoch was started" in ckpt_proc.stderr.read():
+            # vm0 saw its link to vm2 drop just as vm2 froze (seen in the test
+            # host VM; not understood yet): not the case under test, try again.
+            ckpt_proc.wait()
+            os.kill(victim, signal.SIGCONT)
+            print(f"attempt {attempt + 1}: vm0 was not connected to the frozen vm2; again")
+            print("\n".join(l for l in current.text().splitlines() if "vm2" in l and "tg:" not in l)[-2000:])
+            continue
+        break
     os.kill(victim, signal.SIGKILL)
     out, err = ckpt_proc.communicate(timeout=60)
     h.check(ckpt_proc.returncode != 0 and "aborted" in err, f"the epoch was not aborted: {out} {err}")
