@@ -14,17 +14,32 @@ set -euo pipefail
 # What each target links besides fuzz/NAME_fuzz.cpp, relative to the
 # repository root. Adding a target = adding its file and one line here.
 declare -A SOURCES=(
-    [checkpoint_state]="ckpt/state_file.cpp ckpt/manifest.cpp vmm/base/small_file.cpp net/channel_state.cpp devices/serial_16550.cpp devices/i8042.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp vmm/base/log.cpp"
-    [cluster_input]="vmm/base/small_file.cpp coord/cluster_config.cpp coord/cluster_manifest.cpp ckpt/checkpoint_dir.cpp net/net_spec.cpp devices/disk_image.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp vmm/mp_table.cpp vmm/vm_config.cpp vmm/base/log.cpp"
+    [checkpoint_state]="ckpt/state_file.cpp ckpt/manifest.cpp ckpt/manifest_seal.cpp vmm/base/crypto.cpp vmm/base/small_file.cpp net/channel_state.cpp devices/serial_16550.cpp devices/i8042.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp vmm/base/log.cpp"
+    [cluster_input]="vmm/base/small_file.cpp coord/cluster_config.cpp coord/cluster_manifest.cpp ckpt/manifest_seal.cpp vmm/base/crypto.cpp ckpt/checkpoint_dir.cpp net/net_spec.cpp devices/disk_image.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp vmm/mp_table.cpp vmm/vm_config.cpp vmm/base/log.cpp"
+    [control_socket]="coord/control_server.cpp coord/control_request.cpp vmm/base/log.cpp"
+    [disk_layers]="devices/disk_layers.cpp devices/disk_image.cpp vmm/base/small_file.cpp vmm/base/log.cpp"
     [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp"
+    [peer_mesh]="net/peer_mesh.cpp net/peer_protocol.cpp net/net_spec.cpp net/mac_table.cpp net/send_queue.cpp net/channel_cut.cpp net/channel_state.cpp net/tls_psk.cpp net/tls_link.cpp vmm/base/crypto.cpp vmm/base/log.cpp"
     [virtqueue]="devices/virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/kvm_vm.cpp vmm/kvm_system.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/log.cpp"
+    # fuzz/support/fake_kvm.cpp and fake_io_thread.cpp stand in for
+    # vmm/kvm_vm.cpp, vmm/kvm_system.cpp and vmm/io_thread.cpp: no /dev/kvm,
+    # no io_uring, nothing on another thread (fuzz/support/fuzz_platform.hpp).
+    [virtio_blk]="devices/virtio/virtio_blk.cpp devices/virtio/virtqueue.cpp devices/disk_layers.cpp devices/disk_image.cpp vmm/guest_memory.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/small_file.cpp vmm/base/log.cpp fuzz/support/fake_kvm.cpp fuzz/support/fake_io_thread.cpp"
+    [virtio_pci]="devices/virtio/virtio_pci_transport.cpp devices/virtio/virtio_blk.cpp devices/virtio/virtio_net.cpp devices/virtio/virtqueue.cpp devices/pci/msix.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp devices/disk_layers.cpp devices/disk_image.cpp vmm/gsi_router.cpp vmm/io_bus.cpp vmm/guest_memory.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/small_file.cpp vmm/base/log.cpp fuzz/support/fake_kvm.cpp fuzz/support/fake_io_thread.cpp"
+    [virtio_restore]="devices/virtio/virtio_pci_transport.cpp devices/virtio/virtio_blk.cpp devices/virtio/virtio_net.cpp devices/virtio/virtqueue.cpp devices/pci/msix.cpp devices/pci/pci_config_space.cpp devices/disk_layers.cpp devices/disk_image.cpp vmm/gsi_router.cpp vmm/io_bus.cpp vmm/guest_memory.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/small_file.cpp vmm/base/log.cpp fuzz/support/fake_kvm.cpp fuzz/support/fake_io_thread.cpp"
 )
 
 # Flags a target needs besides the common ones: libraries it links, and for
 # toml++ the same shared library vvmm links (its header-only build has debug
 # assertions that the release library does not).
 declare -A FLAGS=(
-    [cluster_input]="$(pkg-config --cflags --libs tomlplusplus 2>/dev/null || echo -DTOML_HEADER_ONLY=1) -lxxhash"
+    [checkpoint_state]="-lcrypto"
+    [cluster_input]="$(pkg-config --cflags --libs tomlplusplus 2>/dev/null || echo -DTOML_HEADER_ONLY=1) -lxxhash -lcrypto"
+    [disk_layers]="-lxxhash"
+    [peer_mesh]="-lssl -lcrypto"
+    [virtio_blk]="-lxxhash"
+    [virtio_pci]="-lxxhash"
+    [virtio_restore]="-lxxhash"
 )
 
 SECONDS_PER_TARGET=${1:-60}

@@ -237,6 +237,11 @@ Result<void> VirtioNet::restore_state(StateReader& in, uint16_t)
         Virtqueue* vq = queues_ ? queues_->queue(vnet::kTxQueue) : nullptr;
         if (!vq || tx.head >= vq->size()) return in.err("pending TX frame for a queue that is not running");
         TRY_ASSIGN(auto frame, in.bytes(vnet::kMaxFrame));
+        // It goes to the backend as it is: only a frame transmit() takes from
+        // the guest (an Ethernet frame with this card's MAC as its source).
+        if (frame.size() < vnet::kMinFrame || !std::equal(mac_.begin(), mac_.end(), frame.begin() + 6))
+            return in.err("pending TX frame of " + std::to_string(frame.size()) +
+                          " bytes is not an Ethernet frame from this card's MAC");
         tx.frame.assign(frame.begin(), frame.end());
         pending_tx_ = std::move(tx);
     }

@@ -303,7 +303,14 @@ void VirtioPciTransport::write_status(uint8_t status)
         return;
     }
     const uint8_t added = static_cast<uint8_t>(status & ~status_);
-    status_ = static_cast<uint8_t>(status | (status_ & virtio::kStatusNeedsReset));
+    // Only a reset clears status bits (the driver MUST NOT clear one, virtio
+    // 1.x 2.1.2): dropping DRIVER_OK or FEATURES_OK would unfreeze the queue
+    // set-up and features of a running device, whose registers would then no
+    // longer describe its queues (and its checkpoint would not restore).
+    if (status_ & ~status)
+        guest_log_.warn(std::string(device_->name()) + ": driver tried to clear device status bits " +
+                        std::to_string(status_ & ~status) + "; ignored");
+    status_ = static_cast<uint8_t>(status_ | status);
     if (added & virtio::kStatusFeaturesOk) {
         const uint64_t offered = offered_features();
         // vvmm speaks only virtio 1.x: a legacy driver cannot set FEATURES_OK.
@@ -448,7 +455,12 @@ Result<void> VirtioPciTransport::restore(StateReader& in, uint16_t)
     TRY_ASSIGN(status_, in.u8());
     TRY_ASSIGN(config_generation_, in.u8());
     TRY_ASSIGN(isr_, in.u8());
-    if (driver_features_ & ~offered_features()) return in.err("driver features this device does not offer");
+    if (config_msix_vector_ != vpci::kNoVector && config_msix_vector_ >= msix_->vectors())
+        return in.err("bad config MSI-X vector");
+    // Until FEATURES_OK the driver may write any bits (write_status() refuses
+    // them then), so only accepted features must be ones this device offers.
+    if ((status_ & virtio::kStatusFeaturesOk) && (driver_features_ & ~offered_features()))
+        return in.err("driver features this device does not offer");
     TRY(restore_queues(in));
     TRY_ASSIGN(uint16_t dev_version, in.u16());
     TRY_ASSIGN(auto dev_bytes, in.bytes(16u << 20));
@@ -457,7 +469,9 @@ Result<void> VirtioPciTransport::restore(StateReader& in, uint16_t)
         return in.err(std::string(device_->name()) + " state version " + std::to_string(dev_version) +
                       " is newer than this vvmm's (" + std::to_string(device_->state_version()) + ")");
     relocate_bar();
-    if ((status_ & virtio::kStatusDriverOk) && !failed()) device_->activate(*this);
+    // A device that failed after DRIVER_OK stays activated (and keeps its
+    // state, e.g. a pending TX frame) until the driver resets it: so here too.
+    if (status_ & virtio::kStatusDriverOk) device_->activate(*this);
     StateReader dev(dev_bytes, std::string(section_) + " device state");
     TRY(device_->restore_state(dev, dev_version));
     return dev.expect_end();
