@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <utility>
 
 #include "vmm/base/le.hpp"
 
@@ -118,9 +119,10 @@ Result<void> VirtioPciTransport::init(uint32_t bar_address)
     config_.add_memory_bar(0, vpci::kBarSize);
     add_capabilities();
     config_.set_bar_listener([this](unsigned bar) {
-        if (bar == 0) relocate_bar();
+        if (bar == 0) bar_moved_ = true;
     });
     config_.set_bar_address(0, bar_address);
+    relocate_bar();
     return ok();
 }
 
@@ -148,15 +150,28 @@ void VirtioPciTransport::add_capabilities()
 
 void VirtioPciTransport::config_write(size_t offset, size_t size, uint32_t value)
 {
-    std::lock_guard lock(mutex_);
-    config_.write(offset, size, value);
-    const uint16_t control = config_.u16(msix_cap_ + 2);
-    msix_->set_control(control & 0x8000, control & 0x4000);
+    bool moved = false;
+    {
+        std::lock_guard lock(mutex_);
+        config_.write(offset, size, value);
+        const uint16_t control = config_.u16(msix_cap_ + 2);
+        msix_->set_control(control & 0x8000, control & 0x4000);
+        moved = std::exchange(bar_moved_, false);
+    }
+    if (moved) relocate_bar();
 }
 
+// Called without mutex_: remapping waits for every vCPU to leave the MMIO
+// map, and a vCPU inside this BAR may be waiting for mutex_.
 void VirtioPciTransport::relocate_bar()
 {
-    const auto bar = config_.bar_address(0);
+    std::lock_guard bar_lock(bar_mutex_);
+    std::optional<uint64_t> bar;
+    {
+        std::lock_guard lock(mutex_);
+        bar = config_.bar_address(0);
+        bar_moved_ = false;
+    }
     if (bar == mapped_bar_) return;
     if (mapped_bar_) {
         platform_.mmio.remove(*mapped_bar_);
@@ -440,7 +455,15 @@ Result<void> VirtioPciTransport::save(StateWriter& out) const
     return ok();
 }
 
-Result<void> VirtioPciTransport::restore(StateReader& in, uint16_t)
+Result<void> VirtioPciTransport::restore(StateReader& in, uint16_t version)
+{
+    auto restored = restore_locked(in, version);
+    // Even a failed restore may have changed the config space: the BAR map follows it.
+    relocate_bar();
+    return restored;
+}
+
+Result<void> VirtioPciTransport::restore_locked(StateReader& in, uint16_t)
 {
     std::lock_guard lock(mutex_);
     quiesced_ = true;
@@ -468,7 +491,6 @@ Result<void> VirtioPciTransport::restore(StateReader& in, uint16_t)
     if (dev_version > device_->state_version())
         return in.err(std::string(device_->name()) + " state version " + std::to_string(dev_version) +
                       " is newer than this vvmm's (" + std::to_string(device_->state_version()) + ")");
-    relocate_bar();
     // A device that failed after DRIVER_OK stays activated (and keeps its
     // state, e.g. a pending TX frame) until the driver resets it: so here too.
     if (status_ & virtio::kStatusDriverOk) device_->activate(*this);

@@ -6,6 +6,8 @@
 
 #include <array>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <vector>
 
 #include "devices/pci/msix.hpp"
@@ -115,8 +117,13 @@ private:
     size_t msix_cap_ = 0;
     std::vector<Vector> vectors_;
     std::vector<Queue> queues_;
+    // Where BAR 0 is mapped now; changed only under bar_mutex_, never
+    // taken while holding mutex_ (see relocate_bar()).
     std::optional<uint64_t> mapped_bar_;
+    std::mutex bar_mutex_;
+    bool bar_moved_ = false;  // under mutex_: the guest moved BAR 0
 
+    Result<void> restore_locked(StateReader& in, uint16_t version);
     Result<void> restore_queues(StateReader& in);
 
     mutable std::mutex mutex_;

@@ -84,6 +84,7 @@ static u64 count_seed(u64 n)
 #define JOB_PARK 0
 #define JOB_SMP 1
 #define JOB_COUNT 2
+#define JOB_BARMOVE 3
 static volatile int ap_job;
 static volatile int smp_go;
 static volatile int smp_done;
@@ -316,7 +317,8 @@ NORETURN void bsp_main(void)
 		memcpy(test, "shell", 6);
 	smp_iters = opt_u64("iters", 10000000);
 	ap_job = streq(test, "smp") ? JOB_SMP
-		 : streq(test, "count") && opt_u64("allcpus", 0) ? JOB_COUNT : JOB_PARK;
+		 : streq(test, "count") && opt_u64("allcpus", 0) ? JOB_COUNT
+		 : streq(test, "barmove") ? JOB_BARMOVE : JOB_PARK;
 
 	tsc_init();
 	cpus_detect();
@@ -354,6 +356,8 @@ NORETURN void bsp_main(void)
 		test_shell();
 	} else if (streq(test, "pci")) {
 		test_pci();
+	} else if (streq(test, "barmove")) {
+		test_barmove(online);
 	} else if (streq(test, "blk")) {
 		test_blk(0);
 	} else if (streq(test, "blkverify")) {
@@ -390,6 +394,8 @@ NORETURN void ap_main(u32 slot)
 		while (!__atomic_load_n(&count_go, __ATOMIC_ACQUIRE))
 			cpu_relax();
 		count_run(idx);
+	} else if (ap_job == JOB_BARMOVE) {
+		barmove_reader();
 	}
 	park();
 }

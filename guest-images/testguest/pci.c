@@ -280,3 +280,61 @@ NORETURN void test_pci(void)
 	tg_printf("tg: pci ok devices=%d\n", pci_ndevs);
 	reboot();
 }
+
+/*
+ * ---- test=barmove: the boot CPU moves a virtio device's BAR 0 back and
+ * forth (PCI config writes) while every other CPU reads that BAR (MMIO), so
+ * the VMM remaps a BAR while other vCPUs are inside it.  A VMM that holds
+ * the device's lock while it waits for its MMIO map deadlocks here.
+ */
+static volatile u64 barmove_addr[2];    /* set: the readers start */
+static volatile int barmove_stop;
+static volatile int barmove_readers_done;
+static volatile u64 barmove_reads;
+
+void barmove_reader(void)
+{
+	while (!__atomic_load_n(&barmove_addr[1], __ATOMIC_ACQUIRE))
+		cpu_relax();
+	u64 n = 0;
+	while (!__atomic_load_n(&barmove_stop, __ATOMIC_ACQUIRE)) {
+		(void)mmio_r32(barmove_addr[n & 1]);    /* wherever the BAR is now */
+		n++;
+	}
+	__atomic_add_fetch(&barmove_reads, n, __ATOMIC_RELEASE);
+	__atomic_add_fetch(&barmove_readers_done, 1, __ATOMIC_RELEASE);
+}
+
+NORETURN void test_barmove(int online)
+{
+	pci_scan(0);
+	struct pci_dev *d = 0;
+	for (int i = 0; i < pci_ndevs && !d; i++)
+		if (virtio_type(&pci_devs[i]))
+			d = &pci_devs[i];
+	if (!d || !d->bar[0].size || d->bar[0].io || pci_enable(d)) {
+		tg_printf("tg: error barmove needs a virtio device with a memory BAR 0\n");
+		reboot();
+	}
+	const u64 home = d->bar[0].addr, away = alloc_range(d->bar[0].size, 0);
+	if (!away || away >> 32) {
+		tg_printf("tg: error barmove found no second place for BAR 0\n");
+		reboot();
+	}
+	const u16 num_queues = mmio_r16(home + 18);     /* common config num_queues */
+	__atomic_store_n(&barmove_addr[0], home, __ATOMIC_RELEASE);
+	__atomic_store_n(&barmove_addr[1], away, __ATOMIC_RELEASE);
+	const u64 moves = opt_u64("moves", 400);
+	for (u64 i = 1; i <= moves; i++)
+		pci_write32(d, 0x10, (u32)((i & 1) ? away : home));
+	pci_write32(d, 0x10, (u32)home);
+	__atomic_store_n(&barmove_stop, 1, __ATOMIC_RELEASE);
+	while (__atomic_load_n(&barmove_readers_done, __ATOMIC_ACQUIRE) < online - 1)
+		cpu_relax();
+	const u16 after = mmio_r16(home + 18);
+	if (!num_queues || after != num_queues)
+		tg_printf("tg: error barmove num_queues=%u before and %u after the moves\n", num_queues, after);
+	else
+		tg_printf("tg: barmove ok moves=%lu reads=%lu readers=%d\n", moves, barmove_reads, online - 1);
+	reboot();
+}

@@ -168,6 +168,8 @@ void pci_write32(const struct pci_dev *d, u16 off, u32 v);
 int pci_enable(struct pci_dev *d);      /* size/assign BARs, enable mem/io + bus master */
 u8 pci_find_cap(const struct pci_dev *d, u8 id, u8 start);
 NORETURN void test_pci(void);
+NORETURN void test_barmove(int online);
+void barmove_reader(void);               /* the other CPUs' part of test=barmove */
 
 /* virtio.c */
 struct sg {

@@ -20,3 +20,18 @@ for cpus in (2, 4):
         h.check(result == expected, "cpu %d computed %s, expected %s" % (cpu, result, expected))
     h.check(r.line(r"^tg: smp ok cpus=%d$" % cpus) is not None, "no 'smp ok':\n" + r.describe())
     print("ok: %d CPUs all computed the right result" % cpus)
+
+# A guest moves a virtio BAR (one vCPU, PCI config writes) while its other vCPU
+# reads that BAR (MMIO). vvmm once remapped the BAR under the device's lock
+# while the reading vCPU, inside the MMIO map, waited for that lock: vvmm hung.
+import os
+import tempfile
+
+with tempfile.TemporaryDirectory() as tmp:
+    disk = os.path.join(tmp, "disk.img")
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    r = h.run_guest("test=barmove moves=400", cpus=2, timeout=120, extra=["--disk", "path=" + disk])
+    h.check(r.status == 0 and r.line(r"^tg: barmove ok moves=400 reads=\d+ readers=1$") is not None,
+            "test=barmove did not finish (a hang is a deadlock in BAR remapping):\n" + r.describe())
+    print("ok: a vCPU moved a virtio BAR 400 times while another read it")
