@@ -144,7 +144,8 @@ def vvmm_once(args, work, mib, fill, mode, huge):
             os.unlink(f)
     os.makedirs(d, exist_ok=True)
     cmd = [args.vvmm, "run", "--kernel", args.image, "--mem", "%dM" % mib, "--cmdline",
-           "test=dirty fill=%d rate=%d" % (fill, RATE), "--console", "file:" + log1, "--api", sock1]
+           "test=dirty fill=%d rate=%d" % (fill, RATE), "--console", "file:" + log1, "--api", sock1,
+           "--checkpoint-dir", d]
     if huge:
         cmd.append("--huge-pages")
     p = spawn(cmd, log1 + ".err")
@@ -180,7 +181,8 @@ def vvmm_once(args, work, mib, fill, mode, huge):
         reap(p)  # kill -9: the VMM dies, the checkpoint must be enough
         # Restore the newest (incremental) checkpoint.
         t0 = time.monotonic()
-        restored = spawn([args.vvmm, "restore", "--dir", inc["path"], "--api", sock2, "--console", "file:" + log2], log2 + ".err")
+        restored = spawn([args.vvmm, "restore", "--dir", inc["path"], "--api", sock2, "--console", "file:" + log2,
+                          "--checkpoint-dir", d], log2 + ".err")
         rlog.wait(lambda ls: bool(ls), 120, "the restored guest's first step", restored)
         first = rlog.lines[0]
         if first[1] <= last_n_before:

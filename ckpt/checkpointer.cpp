@@ -60,6 +60,7 @@ public:
     Result<CheckpointResult> execute();
 
 private:
+    Result<std::string> checkpoint_root() const;
     Result<void> prepare();
     Result<void> pause();
     void unpause();
@@ -95,10 +96,29 @@ Bitmap CheckpointRun::all_ram_pages() const
     return b;
 }
 
+// The directory this checkpoint goes into: the one asked for, or the VM's.
+Result<std::string> CheckpointRun::checkpoint_root() const
+{
+    const VmParts& parts = cp_.parts_;
+    if (parts.confined && parts.checkpoint_dir.empty())
+        return Error("this VM has no checkpoint directory, and its sandbox lets it write checkpoints nowhere else: "
+                     "start it with --checkpoint-dir DIR");
+    const std::string asked = req_.dir.empty() ? parts.checkpoint_dir : req_.dir;
+    if (asked.empty()) return Error("no checkpoint directory: name one (--dir), or start the VM with --checkpoint-dir DIR");
+    std::string root = canonical_root(asked);
+    if (parts.confined) {
+        const std::string allowed = canonical_root(parts.checkpoint_dir);
+        if (root != allowed && !root.starts_with(allowed + "/"))
+            return Error(root + " is outside this VM's checkpoint directory " + allowed +
+                         " (--checkpoint-dir), the only place its sandbox lets it write");
+    }
+    return root;
+}
+
 Result<void> CheckpointRun::prepare()
 {
+    TRY_ASSIGN(root_, checkpoint_root());
     TRY(cp_.seal_key());  // no key, no checkpoint: found out before the VM pauses
-    root_ = canonical_root(req_.dir);
     TRY(prepare_root(root_));
     TRY_ASSIGN(result_.id, next_id(root_));
     result_.path = root_ + "/" + result_.id;

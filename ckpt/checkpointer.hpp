@@ -41,6 +41,10 @@ struct VmParts {
     // The key every manifest is sealed with, asked for at the first
     // checkpoint (a VM that is never checkpointed needs none).
     std::function<Result<SealKey>()> seal_key;
+    // Where checkpoints go when a request names no directory. `confined`:
+    // the only tree they may go to (the sandbox lets the VMM write nowhere else).
+    std::string checkpoint_dir;
+    bool confined = false;
 };
 
 

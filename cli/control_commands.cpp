@@ -184,7 +184,8 @@ std::function<int()> add_control_commands(CLI::App& app)
 
     CLI::App* ckpt = add_control_subcommand(
         app, "checkpoint", "Checkpoint a running VMM into a directory, or a whole cluster (--all --cluster)", *f, false);
-    ckpt->add_option("--dir", f->dir, "directory that holds this VM's checkpoints (each one in DIR/<id>)");
+    ckpt->add_option("--dir", f->dir, "directory that holds this VM's checkpoints (each one in DIR/<id>); default: the VM's --checkpoint-dir, "
+                    "which a sandboxed VM's DIR must be inside");
     ckpt->add_option("--mode", f->mode,
                      "stop: pause while saving; live: copy while running; cow: copy-on-write (default: stop, or the cluster's mode)")
         ->check(CLI::IsMember(std::vector<std::string>(ckpt::kCheckpointModeNames.begin(), ckpt::kCheckpointModeNames.end())));
@@ -206,11 +207,11 @@ std::function<int()> add_control_commands(CLI::App& app)
             return checkpoint_cluster(f->cluster, {f->mode, f->incremental, f->timeout_s, f->json_output});
         }
         if (ckpt->parsed()) {
-            if (f->api.empty() || f->dir.empty()) {
-                log_error("checkpoint needs --api and --dir (or --all --cluster FILE)");
+            if (f->api.empty()) {
+                log_error("checkpoint needs --api (or --all --cluster FILE)");
                 return 2;
             }
-            coord::ControlRequest request{coord::ControlCommand::checkpoint, absolute_dir(f->dir)};
+            coord::ControlRequest request{coord::ControlCommand::checkpoint, f->dir.empty() ? "" : absolute_dir(f->dir)};
             if (!f->mode.empty()) request.mode = ckpt::parse_mode(f->mode).value();  // CLI11 checked the name
             request.incremental = f->incremental;
             return run_request(*f, coord::to_json(request), kCheckpointTimeout, describe_checkpoint);

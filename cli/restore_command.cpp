@@ -28,17 +28,20 @@ std::function<int()> add_restore_command(CLI::App& app)
         ->capture_default_str();
     const CLI::Option* key = cmd->add_option("--checkpoint-key", req->checkpoint_key,
                                              "key file the checkpoint was sealed with (default: ~/.config/vvmm/checkpoint.key)");
+    const CLI::Option* checkpoint_dir = cmd->add_option(
+        "--checkpoint-dir", req->checkpoint_dir,
+        "where the restored VM's checkpoints go, the only directory its sandbox lets it write (default: the restored checkpoint's DIR)");
     cmd->add_flag("--trust-unsigned", req->trust_unsigned,
                   "restore a checkpoint whose seal is missing or does not match (it may name any host file as a disk)");
     cmd->add_flag("-v,--verbose", *verbose, "log debug messages");
     add_cluster_options(cmd, *cluster, true);
-    return [cmd, req, verify, clock, verbose, cluster, dir, console, key]() -> int {
+    return [cmd, req, verify, clock, verbose, cluster, dir, console, key, checkpoint_dir]() -> int {
         if (!cmd->parsed()) return -1;
         if (*verbose) set_log_level(LogLevel::debug);
         cluster->verbose = *verbose;
         if (!cluster->file.empty()) {
             // Each VM's console is its launcher's output, prefixed with its name.
-            if (const std::string flag = given_flag({dir, console, key}); !flag.empty()) {
+            if (const std::string flag = given_flag({dir, console, key, checkpoint_dir}); !flag.empty()) {
                 log_error("--cluster restores a committed epoch of every VM; " + flag + " does not apply");
                 return 2;
             }

@@ -19,6 +19,7 @@ struct RunFlags {
     std::vector<std::string> nets;
     std::string api;
     std::string checkpoint_key;
+    std::string checkpoint_dir;
     bool verbose = false;
     ClusterFlags cluster;
 };
@@ -54,6 +55,9 @@ std::function<int()> add_run_command(CLI::App& app)
                         "virtio-net on the peer mesh: peer,id=NAME,listen=HOST:PORT,peers=HOST:PORT;...,mac=MAC (repeatable)"),
         run->add_flag("--huge-pages", flags->config.huge_pages,
                       "back guest RAM with 2 MiB huge pages (reserve them in /proc/sys/vm/nr_hugepages); makes copy-on-write checkpoints pause far shorter"),
+        run->add_option("--checkpoint-dir", flags->checkpoint_dir,
+                        "where checkpoints go (`vvmm checkpoint` without --dir; subdirectories with --dir): the only "
+                        "directory the VMM's sandbox lets it write, so without it a sandboxed VM cannot be checkpointed"),
         run->add_option("--checkpoint-key", flags->checkpoint_key,
                         "key file that seals this VM's checkpoints (default: ~/.config/vvmm/checkpoint.key, created if missing; "
                         "a cluster's come from its secret)"),
@@ -85,7 +89,8 @@ std::function<int()> add_run_command(CLI::App& app)
             log_error(config.error().message());
             return 1;
         }
-        auto session = VmSession::boot({config.value(), flags->disks, flags->nets, flags->api, {}, flags->checkpoint_key});
+        auto session = VmSession::boot(
+            {config.value(), flags->disks, flags->nets, flags->api, {}, flags->checkpoint_key, flags->checkpoint_dir});
         if (!session) {
             log_error(session.error().message());
             return 1;

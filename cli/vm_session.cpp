@@ -9,6 +9,7 @@
 
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/checkpoint_loader.hpp"
+#include "cli/vm_file_access.hpp"
 #include "devices/raw_terminal.hpp"
 #include "net/peer_mesh.hpp"
 #include "vmm/sandbox.hpp"
@@ -37,6 +38,18 @@ std::function<Result<ckpt::SealKey>()> seal_key_source(const std::optional<Clust
         }
         return ckpt::load_key_file(path, create);
     };
+}
+
+// With the sandbox, the key is read (or created) before the file system is
+// restricted, not at the first checkpoint.
+Result<std::function<Result<ckpt::SealKey>()>> seal_key_for_session(const std::optional<ClusterRole>& cluster,
+                                                                    const std::string& key_file,
+                                                                    const std::string& checkpoint_dir)
+{
+    auto source = seal_key_source(cluster, key_file, true);
+    if (cluster || checkpoint_dir.empty() || !vmm::sandbox_enabled()) return source;
+    TRY_ASSIGN(ckpt::SealKey key, source());
+    return std::function<Result<ckpt::SealKey>()>([key] { return Result<ckpt::SealKey>(key); });
 }
 
 Result<ckpt::SealPolicy> seal_policy(const RestoreRequest& req)
@@ -169,6 +182,8 @@ Result<void> VmSession::start_services(const std::string& api_socket)
     parts.freeze_disks = [board](const std::string& dir) { return board->freeze_disks(dir); };
     parts.shape = shape_;
     parts.seal_key = seal_key_;
+    parts.checkpoint_dir = checkpoint_dir_;
+    parts.confined = vmm::sandbox_enabled();
     checkpointer_ = std::make_unique<ckpt::Checkpointer>(std::move(parts));
     if (!api_socket.empty()) {
         TRY_ASSIGN(api_, coord::ControlServer::create(api_socket, *this));
@@ -186,14 +201,19 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
     const auto& c = req.config;
     std::unique_ptr<VmSession> s(new VmSession());
     s->cluster_ = req.cluster;
-    s->seal_key_ = seal_key_source(req.cluster, req.checkpoint_key, true);
-    TRY(s->watch_signals());
+    s->checkpoint_dir_ = req.cluster ? req.cluster->config.checkpoint_dir.string() : req.checkpoint_dir;
     dev::BoardConfig board;
     TRY_ASSIGN(board.console, dev::parse_console_spec(c.console));
     for (const auto& d : req.disk_specs) {
         TRY_ASSIGN(auto spec, dev::parse_disk_spec(d));
         board.disks.push_back(std::move(spec));
     }
+    TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_));
+    // Before the first thread: landlock restricts the threads created after it.
+    VmFiles files{{c.kernel}, board.disks, {}, board.console, s->checkpoint_dir_, {}, req.api_socket};
+    if (c.initrd) files.boot_files.push_back(*c.initrd);
+    TRY(confine_file_access(files));
+    TRY(s->watch_signals());
     TRY(vmm::check_boot_files({c.kernel, c.initrd, c.full_cmdline()}, c.mem_bytes));
     TRY_ASSIGN(board.nics, s->nics(req.net_specs));
     ckpt::VmShape shape{c.cpus, c.mem_bytes, c.huge_pages, c.kernel, c.full_cmdline(), c.console, req.disk_specs, req.net_specs};
@@ -214,8 +234,10 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     const ckpt::Manifest m = loaded.manifest;
     std::unique_ptr<VmSession> s(new VmSession());
     s->cluster_ = req.cluster;
-    s->seal_key_ = seal_key_source(req.cluster, req.checkpoint_key, true);
-    TRY(s->watch_signals());
+    const std::string restored_root = std::filesystem::path(loaded.dir).parent_path().string();
+    s->checkpoint_dir_ = !req.checkpoint_dir.empty() ? req.checkpoint_dir
+                         : req.cluster              ? req.cluster->config.checkpoint_dir.string()
+                                                    : restored_root;
     dev::BoardConfig board;
     // Only a console the user names now: the checkpoint's own console path is
     // not trusted (a tampered manifest could make this root process append
@@ -231,7 +253,13 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
             d.layers.push_back({loaded.dir + "/" + name, loaded.dir + "/" + name + ".map"});
         board.restored_disks.push_back(std::move(d));
     }
-    board.overlay_dir = std::filesystem::path(loaded.dir).parent_path().string() + "/.layers";
+    // The restored disks' new top layers go where this VM's checkpoints go.
+    board.overlay_dir = (req.cluster ? restored_root : s->checkpoint_dir_) + "/.layers";
+    std::vector<dev::DiskSpec> disk_bases;
+    for (const auto& d : board.restored_disks) disk_bases.push_back({d.base.path, true, {}});
+    TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_));
+    TRY(confine_file_access({{}, disk_bases, {loaded.dir}, board.console, s->checkpoint_dir_, {}, req.api_socket}));
+    TRY(s->watch_signals());
     if (!board.restored_disks.empty()) {
         std::error_code ec;
         std::filesystem::create_directories(board.overlay_dir, ec);

@@ -39,6 +39,7 @@ struct BootRequest {
     std::string api_socket;
     std::optional<ClusterRole> cluster;
     std::string checkpoint_key;  // key file sealing checkpoints; empty: the default (not for clusters)
+    std::string checkpoint_dir;  // where checkpoints go (a cluster's: its checkpoint_dir); empty: none
 };
 
 struct RestoreRequest {
@@ -50,6 +51,9 @@ struct RestoreRequest {
     std::optional<ClusterRole> cluster;
     std::string checkpoint_key;  // as for BootRequest: the key its checkpoints were sealed with
     bool trust_unsigned = false;  // restore a checkpoint whose seal is missing or wrong
+    // Where the restored VM's checkpoints go; empty: beside the restored one
+    // (a cluster's: its checkpoint_dir).
+    std::string checkpoint_dir;
     // The VM's network as the cluster places it now (it may have moved to
     // other hosts); empty: as recorded. MACs must match the recorded ones.
     std::vector<std::string> net_specs;
@@ -85,6 +89,7 @@ private:
     std::unique_ptr<SignalWatcher> signals_;
     ckpt::VmShape shape_;
     std::function<Result<ckpt::SealKey>()> seal_key_;
+    std::string checkpoint_dir_;
     std::unique_ptr<vmm::KvmSystem> kvm_;
     std::unique_ptr<vmm::Machine> machine_;
     std::unique_ptr<ckpt::LazyMemory> lazy_;

@@ -29,12 +29,13 @@ Result<ControlCommand> command_of(const json& request)
 
 Result<void> parse_checkpoint_fields(const json& request, ControlRequest& out)
 {
-    const auto dir = request.find("dir");
-    if (dir == request.end()) return Error("checkpoint needs \"dir\"");
-    if (!dir->is_string()) return Error("\"dir\" must be a string");
-    out.dir = dir->get<std::string>();
-    if (out.dir.empty()) return Error("\"dir\" must not be empty");
-    if (out.dir.find('\0') != std::string::npos) return Error("\"dir\" must not contain NUL");
+    // No "dir": the VM's own checkpoint directory (vvmm run --checkpoint-dir).
+    if (const auto dir = request.find("dir"); dir != request.end()) {
+        if (!dir->is_string()) return Error("\"dir\" must be a string");
+        out.dir = dir->get<std::string>();
+        if (out.dir.empty()) return Error("\"dir\" must not be empty");
+        if (out.dir.find('\0') != std::string::npos) return Error("\"dir\" must not contain NUL");
+    }
 
     if (const auto mode = request.find("mode"); mode != request.end()) {
         if (!mode->is_string()) return Error("\"mode\" must be a string");
@@ -75,7 +76,7 @@ json to_json(const ControlRequest& request)
 {
     json j = {{"cmd", command_name(request.cmd)}};
     if (request.cmd == ControlCommand::checkpoint) {
-        j["dir"] = request.dir;
+        if (!request.dir.empty()) j["dir"] = request.dir;
         j["mode"] = ckpt::mode_name(request.mode);
         j["incremental"] = request.incremental;
     }

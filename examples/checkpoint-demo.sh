@@ -15,15 +15,15 @@ wait_steps() {  # FILE N: wait until the console shows N more steps
     echo "demo: the guest made no progress" >&2; return 1
 }
 
-echo "\$ build/vvmm run --kernel build/guest/testguest.bzImage --mem 256M --cmdline \"test=count mb=16 delay=200\" --api $work/a.sock --console file:$work/a.log &"
+echo "\$ build/vvmm run --kernel build/guest/testguest.bzImage --mem 256M --cmdline \"test=count mb=16 delay=200\" --api $work/a.sock --console file:$work/a.log --checkpoint-dir $work/ckpts &"
 build/vvmm run --kernel build/guest/testguest.bzImage --mem 256M --cmdline "test=count mb=16 delay=200" \
-    --api "$work/a.sock" --console "file:$work/a.log" </dev/null &
+    --api "$work/a.sock" --console "file:$work/a.log" --checkpoint-dir "$work/ckpts" </dev/null &
 vmm=$!
 while [ ! -S "$work/a.sock" ]; do sleep 0.05; done
 wait_steps "$work/a.log" 3
 echo "   guest console: ... $(last_step "$work/a.log")"
-echo "\$ build/vvmm checkpoint --api $work/a.sock --dir $work/ckpts --mode cow"
-build/vvmm checkpoint --api "$work/a.sock" --dir "$work/ckpts" --mode cow
+echo "\$ build/vvmm checkpoint --api $work/a.sock --mode cow"
+build/vvmm checkpoint --api "$work/a.sock" --mode cow
 at=$(last_step "$work/a.log")
 wait_steps "$work/a.log" 3
 echo "   guest console: ... $(last_step "$work/a.log") (it went on after the checkpoint)"

@@ -16,9 +16,10 @@
 //     process_vm_* are refused, so the capability kept in step 1 cannot be
 //     used on another process.
 //
-// Not covered: operations submitted through io_uring are not seen by seccomp
-// (the rings vvmm sets up only read and write its own files); landlock file
-// system rules are not applied yet.
+// The file system is restricted separately, and earlier (landlock.hpp): it
+// must happen before the first thread. Not covered: operations submitted
+// through io_uring are not seen by seccomp (the rings vvmm sets up only read
+// and write files it opened itself).
 #pragma once
 
 #include <cstdint>

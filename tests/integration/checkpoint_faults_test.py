@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 import harness as h
@@ -154,11 +155,35 @@ if mounted:
 else:
     print("note: could not mount a small tmpfs (not root?): full-disk case not run")
 
+# 3. The sandbox confines checkpoints to the VM's --checkpoint-dir (vmproc
+# gives `tmp`): one outside is refused before anything is written, and the
+# VM keeps running; without --dir the checkpoint goes to --checkpoint-dir.
+outside = tempfile.mkdtemp(prefix="vvmm-outside-")
+reply = vm.call("checkpoint", "--dir", os.path.join(outside, "ckpts"))
+h.check(reply.get("ok") is False and "is outside this VM's checkpoint directory" in reply.get("error", ""),
+        "a checkpoint outside --checkpoint-dir: %s" % reply)
+h.check(os.listdir(outside) == [], "a refused checkpoint wrote into %s: %s" % (outside, os.listdir(outside)))
+os.rmdir(outside)
+reply = vm.call("checkpoint")
+h.check(reply.get("ok") is True and os.path.dirname(reply.get("path", "")) == os.path.realpath(tmp),
+        "a checkpoint without --dir should go to --checkpoint-dir %s: %s" % (tmp, reply))
+h.check(vm.call("status")["state"] == "running", "VM not running after the refused checkpoint")
+print("ok: checkpoints confined to --checkpoint-dir; without --dir one lands there:", reply["path"])
+
 # One guest at a time: in the test host VM, two guests at once under
 # multi-threaded TCG meet its emulation race (a triple fault at boot).
 h.check(vm.stop() == 0, "VM did not stop cleanly after the full-disk case")
 
-# 3. kill -9 during a checkpoint leaves the previous one restorable.
+# A sandboxed VM started without --checkpoint-dir can write checkpoints nowhere.
+nodir = Vm.boot(tmp, "no-ckpt-dir", CMDLINE, checkpoint_dir=None)
+nodir.wait_for(r"^tg: count n=1 ")
+reply = nodir.call("checkpoint", "--dir", os.path.join(tmp, "nodir-ckpts"))
+h.check(reply.get("ok") is False and "start it with --checkpoint-dir DIR" in reply.get("error", "") and
+        not os.path.exists(os.path.join(tmp, "nodir-ckpts")), "checkpoint of a VM without --checkpoint-dir: %s" % reply)
+h.check(nodir.stop() == 0, "VM without --checkpoint-dir did not stop cleanly")
+print("ok: without --checkpoint-dir:", reply["error"])
+
+# 4. kill -9 during a checkpoint leaves the previous one restorable.
 big = Vm.boot(tmp, "big", "test=count mb=256 delay=10", mem="1G")
 big.wait_for(r"^tg: count n=1 ")
 root2 = os.path.join(tmp, "killed")

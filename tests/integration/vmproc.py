@@ -25,8 +25,12 @@ def _kill_leftovers():
 
 
 class Vm:
-    def __init__(self, args, workdir, name):
+    def __init__(self, args, workdir, name, checkpoint_dir=""):
+        """checkpoint_dir: the VMM's --checkpoint-dir, the only place its
+        sandbox lets it write checkpoints ("": workdir; None: no such flag)."""
         self.workdir = workdir
+        if checkpoint_dir is not None and "--checkpoint-dir" not in args:
+            args = list(args) + ["--checkpoint-dir", checkpoint_dir or workdir]
         self.api = os.path.join(workdir, name + ".sock")
         self.console = os.path.join(workdir, name + ".console")
         self.stderr_path = os.path.join(workdir, name + ".stderr")
@@ -41,9 +45,9 @@ class Vm:
             time.sleep(0.01)
 
     @classmethod
-    def boot(cls, workdir, name, cmdline, cpus=1, mem="256M", extra=()):
+    def boot(cls, workdir, name, cmdline, cpus=1, mem="256M", extra=(), checkpoint_dir=""):
         return cls(["run", "--kernel", h.TESTGUEST, "--cpus", str(cpus), "--mem", mem, "--cmdline", cmdline]
-                   + list(extra), workdir, name)
+                   + list(extra), workdir, name, checkpoint_dir)
 
     @classmethod
     def restore(cls, workdir, name, ckpt_dir, extra=()):

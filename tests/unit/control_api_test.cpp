@@ -244,7 +244,7 @@ TEST_CASE("control server: bad requests are refused without calling the handler"
         {json::array({"status"}), "request must be a JSON object"},
         {"status", "request must be a JSON object"},
         {{{"cmd", "status"}, {"verbose", true}}, "unknown field 'verbose' for status"},
-        {{{"cmd", "checkpoint"}}, "checkpoint needs \"dir\""},
+        {{{"cmd", "checkpoint"}, {"mode", "fast"}}, "\"mode\" must be stop, live or cow, not 'fast'"},
         {{{"cmd", "checkpoint"}, {"dir", 3}}, "\"dir\" must be a string"},
         {{{"cmd", "checkpoint"}, {"dir", ""}}, "\"dir\" must not be empty"},
         {{{"cmd", "checkpoint"}, {"dir", std::string("a\0b", 3)}}, "\"dir\" must not contain NUL"},
@@ -257,6 +257,11 @@ TEST_CASE("control server: bad requests are refused without calling the handler"
         CAPTURE(c.request.dump());
         CHECK(error_of(ask(f.path, c.request)).find(c.error) == 0);
     }
+    // No "dir": the VM's own checkpoint directory; the CLI then sends none either.
+    auto no_dir = coord::parse_control_request({{"cmd", "checkpoint"}});
+    REQUIRE(no_dir);
+    CHECK(no_dir->dir.empty());
+    CHECK(!coord::to_json(no_dir.value()).contains("dir"));
 
     // Not JSON at all, blank, and absurd nesting: answered, and the
     // connection stays usable for the next request.
