@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "vmm/base/crypto.hpp"
+#include "vmm/base/hex.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/small_file.hpp"
 #include "vmm/base/unique_fd.hpp"
@@ -17,34 +18,6 @@ namespace {
 
 constexpr size_t kKeyBytes = 32;
 constexpr std::string_view kMacPrefix = "hmac-sha256:";
-
-std::string to_hex(std::span<const uint8_t> bytes)
-{
-    static const char digits[] = "0123456789abcdef";
-    std::string out;
-    for (uint8_t b : bytes) {
-        out += digits[b >> 4];
-        out += digits[b & 15];
-    }
-    return out;
-}
-
-std::optional<std::vector<uint8_t>> from_hex(std::string_view text)
-{
-    if (text.size() % 2) return std::nullopt;
-    auto nibble = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        return -1;
-    };
-    std::vector<uint8_t> out;
-    for (size_t i = 0; i < text.size(); i += 2) {
-        const int hi = nibble(text[i]), lo = nibble(text[i + 1]);
-        if (hi < 0 || lo < 0) return std::nullopt;
-        out.push_back(static_cast<uint8_t>(hi << 4 | lo));
-    }
-    return out;
-}
 
 // The seal covers the manifest as nlohmann dumps it without "mac": the
 // same bytes on the writer and on any reader, however the file is spaced.
@@ -104,9 +77,7 @@ Result<SealKey> load_key_file(const std::string& path, bool create)
         if (errno != ENOENT || !create) return errno_error("checkpoint key " + path);
         TRY(create_key_file(path));
     }
-    TRY_ASSIGN(auto text, read_small_file(path, 2 * kKeyBytes + 1, "checkpoint key"));
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid() || ::fstat(fd.get(), &st) < 0) return errno_error("checkpoint key " + path);
+    TRY_ASSIGN(auto text, read_small_file(path, 2 * kKeyBytes + 1, "checkpoint key", Symlinks::follow, &st));
     if (st.st_mode & 077)
         return Error("checkpoint key " + path + " is accessible to group or others (mode " +
                      std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +

@@ -7,6 +7,7 @@
 
 #include "net/tls_psk.hpp"
 #include "vmm/base/crypto.hpp"
+#include "vmm/base/hex.hpp"
 
 using namespace vvmm;
 
@@ -14,24 +15,9 @@ namespace {
 
 std::vector<uint8_t> bytes(std::string_view s) { return std::vector<uint8_t>(s.begin(), s.end()); }
 
-std::vector<uint8_t> unhex(std::string_view hex)
-{
-    std::vector<uint8_t> out;
-    for (size_t i = 0; i + 1 < hex.size(); i += 2)
-        out.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
-    return out;
-}
+std::vector<uint8_t> unhex(std::string_view hex) { return from_hex(hex).value(); }
 
-std::string hex(std::span<const uint8_t> data)
-{
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string out;
-    for (uint8_t b : data) {
-        out += digits[b >> 4];
-        out += digits[b & 15];
-    }
-    return out;
-}
+std::string hex(std::span<const uint8_t> data) { return to_hex(data); }
 
 }  // namespace
 
@@ -84,4 +70,15 @@ TEST_CASE("cluster PSK: bound to the secret and the cluster name")
     CHECK(net::derive_cluster_psk(bytes("secreT"), "lab").key != psk.key);
     CHECK(net::derive_cluster_psk(bytes("secret"), "lab2").key != psk.key);
     CHECK(net::derive_cluster_psk({}, "lab").key != psk.key);
+}
+
+TEST_CASE("hex: round trip; odd length, upper case and non-digits refused")
+{
+    const std::vector<uint8_t> b = {0x00, 0x7f, 0x80, 0xff};
+    CHECK(to_hex(b) == "007f80ff");
+    CHECK(from_hex("007f80ff").value() == b);
+    CHECK(from_hex("").value().empty());
+    CHECK(!from_hex("abc"));
+    CHECK(!from_hex("AB"));
+    CHECK(!from_hex("0g"));
 }

@@ -18,7 +18,8 @@ Result<UniqueFd> open_no_symlink(const std::string& path, int flags, const std::
     return errno_error("cannot open " + what + " " + path);
 }
 
-Result<std::string> read_small_file(const std::string& path, uint64_t max, const std::string& what, Symlinks symlinks)
+Result<std::string> read_small_file(const std::string& path, uint64_t max, const std::string& what, Symlinks symlinks,
+                                    struct stat* info)
 {
     // O_NONBLOCK: opening a FIFO must not wait for a writer.
     const int flags = O_RDONLY | O_NONBLOCK | O_NOCTTY;
@@ -32,6 +33,7 @@ Result<std::string> read_small_file(const std::string& path, uint64_t max, const
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0) return errno_error("cannot stat " + what + " " + path);
     if (!S_ISREG(st.st_mode)) return Error(what + " " + path + " is not a regular file");
+    if (info) *info = st;
     if (static_cast<uint64_t>(st.st_size) > max)
         return Error(what + " " + path + " is " + std::to_string(st.st_size) + " bytes, more than a " + what +
                      " can be (" + std::to_string(max) + ")");

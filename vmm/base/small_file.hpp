@@ -4,6 +4,7 @@
 // of a hang, an exception or unbounded memory.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -19,9 +20,10 @@ namespace vvmm {
 // names or files inside the checkpoint, and a planted link would lead out).
 enum class Symlinks { follow, refuse };
 
-// `what` names the file in errors, e.g. "cluster config".
+// `what` names the file in errors, e.g. "cluster config". `info`, if given,
+// gets the fstat of the very file read (e.g. to check its mode).
 Result<std::string> read_small_file(const std::string& path, uint64_t max, const std::string& what,
-                                    Symlinks symlinks = Symlinks::follow);
+                                    Symlinks symlinks = Symlinks::follow, struct stat* info = nullptr);
 
 // open(2) with O_NOFOLLOW | O_CLOEXEC added: a symbolic link is an error that
 // says so. For the files inside a checkpoint directory.
