@@ -19,7 +19,7 @@ declare -A SOURCES=(
     [control_socket]="coord/control_server.cpp coord/control_request.cpp vmm/base/log.cpp"
     [disk_layers]="devices/disk_layers.cpp devices/disk_image.cpp vmm/base/small_file.cpp vmm/base/log.cpp"
     [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp"
-    [peer_mesh]="net/peer_mesh.cpp net/peer_protocol.cpp net/net_spec.cpp net/mac_table.cpp net/send_queue.cpp net/channel_cut.cpp net/channel_state.cpp net/tls_psk.cpp net/tls_link.cpp vmm/base/crypto.cpp vmm/base/log.cpp"
+    [peer_mesh]="net/peer_mesh.cpp net/peer_mesh_links.cpp net/peer_mesh_traffic.cpp net/peer_mesh_epoch.cpp net/peer_protocol.cpp net/net_spec.cpp net/mac_table.cpp net/send_queue.cpp net/channel_cut.cpp net/channel_state.cpp net/tls_psk.cpp net/tls_link.cpp vmm/base/crypto.cpp vmm/base/log.cpp"
     [virtqueue]="devices/virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/kvm_vm.cpp vmm/kvm_system.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/log.cpp"
     # fuzz/support/fake_kvm.cpp and fake_io_thread.cpp stand in for
     # vmm/kvm_vm.cpp, vmm/kvm_system.cpp and vmm/io_thread.cpp: no /dev/kvm,
