@@ -9,6 +9,7 @@
 #include "cli/control_commands.hpp"
 #include "cli/vm_session.hpp"
 #include "coord/cluster_client.hpp"
+#include "coord/cluster_request.hpp"
 #include "coord/cluster_config.hpp"
 #include "coord/cluster_manifest.hpp"
 #include "coord/process_group.hpp"
@@ -244,11 +245,12 @@ int checkpoint_cluster(const std::string& file, const ClusterCheckpointFlags& f)
     if (!config) return fail(config.error());
     auto secret = coord::read_cluster_secret(config.value());
     if (!secret) return fail(secret.error());
-    json request = {{"cmd", "checkpoint"},
-                    {"mode", f.mode.empty() ? config->mode : f.mode},
-                    {"incremental", f.incremental},
-                    {"timeout_s", f.timeout_s}};
-    auto reply = coord::ask_any_vm(config.value(), secret.value(), request, std::chrono::seconds(f.timeout_s + 30));
+    coord::ClusterRequest request{coord::ClusterCommand::checkpoint};
+    if (!f.mode.empty()) request.mode = ckpt::parse_mode(f.mode).value();  // CLI11 checked the name
+    request.incremental = f.incremental;
+    request.timeout = std::chrono::seconds(f.timeout_s);
+    auto reply = coord::ask_any_vm(config.value(), secret.value(), coord::to_json(request),
+                                   std::chrono::seconds(f.timeout_s + 30));
     if (!reply) return fail(reply.error());
     const json& body = reply->body;
     const bool ok = body.value("ok", false);
@@ -279,7 +281,9 @@ std::function<int()> add_list_command(CLI::App& app)
         uint64_t omitted = 0;  // older epochs a VMM left out of its reply
         for (const auto& v : config->vms) {
             json row = {{"name", v.name}, {"node", v.node}, {"address", config->listen_address(v).to_string()}};
-            auto reply = coord::ask_vm(config.value(), secret.value(), v.name, {{"cmd", "list"}}, std::chrono::seconds(5));
+            auto reply = coord::ask_vm(config.value(), secret.value(), v.name,
+                                        coord::to_json(coord::ClusterRequest{coord::ClusterCommand::list}),
+                                        std::chrono::seconds(5));
             if (reply && reply->body.value("ok", false)) {
                 row["state"] = reply->body["status"].value("state", std::string("?"));
                 row["status"] = reply->body["status"];

@@ -14,10 +14,6 @@ namespace {
 using net::MessageType;
 using nlohmann::json;
 
-constexpr unsigned kDefaultTimeoutS = 120;
-// An epoch that takes longer than this is stuck: a PREPARE may not ask for more.
-constexpr unsigned kMaxTimeoutS = 3600;
-
 json failure(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
 // The network cut of one epoch, taken by the peer mesh for the checkpointer.
@@ -42,34 +38,6 @@ private:
     uint64_t epoch_;
     std::chrono::steady_clock::time_point deadline_;
 };
-
-// A checkpoint request's options: mode, incremental, timeout.
-struct EpochOptions {
-    ckpt::CheckpointMode mode;
-    bool incremental;
-    unsigned timeout_ms;
-};
-
-Result<EpochOptions> epoch_options(const json& j, const std::string& default_mode, const char* timeout_key,
-                                   unsigned timeout_scale)
-{
-    EpochOptions o{};
-    const json mode = j.contains("mode") ? j.at("mode") : json(default_mode);
-    if (!mode.is_string()) return Error("'mode' must be a string");
-    TRY_ASSIGN(o.mode, ckpt::parse_mode(mode.get<std::string>()));
-    const json inc = j.contains("incremental") ? j.at("incremental") : json(false);
-    if (!inc.is_boolean()) return Error("'incremental' must be true or false");
-    o.incremental = inc.get<bool>();
-    uint64_t t = kDefaultTimeoutS * 1000ull / timeout_scale;
-    if (j.contains(timeout_key)) {
-        const json& v = j.at(timeout_key);
-        if (!v.is_number_unsigned() || v.get<uint64_t>() == 0 || v.get<uint64_t>() > kMaxTimeoutS * 1000ull / timeout_scale)
-            return Error(std::string("'") + timeout_key + "' is out of range");
-        t = v.get<uint64_t>();
-    }
-    o.timeout_ms = static_cast<unsigned>(t * timeout_scale);
-    return o;
-}
 
 uint64_t newest_committed(const ClusterConfig& config)
 {
@@ -119,23 +87,31 @@ std::vector<std::string> ClusterMember::peers() const
 
 // ---- requests from controllers -----------------------------------------------
 
-void ClusterMember::on_request(const json& request, std::function<void(json)> reply)
+void ClusterMember::on_request(const json& message, std::function<void(json)> reply)
 {
-    const std::string cmd = ckpt::field_or<std::string>(request, "cmd", "");
-    if (cmd == "status") {
+    auto request = parse_cluster_request(message);
+    if (!request) {
+        reply(failure(request.error().message()));
+        return;
+    }
+    switch (request->cmd) {
+    case ClusterCommand::status: {
         json s = status_();
         s["vm"] = vm_;
         s["node"] = node_;
         reply(s);
-    } else if (cmd == "list") {
+        return;
+    }
+    case ClusterCommand::list: {
         std::lock_guard lock(list_mutex_);
         if (!list_thread_.joinable()) list_thread_ = std::thread([this] { list_worker(); });
         list_replies_.push_back(std::move(reply));
         list_cv_.notify_one();
-    } else if (cmd == "checkpoint") {
-        start_epoch(request, std::move(reply));
-    } else {
-        reply(failure("unknown command '" + cmd + "' (status, list, checkpoint)"));
+        return;
+    }
+    case ClusterCommand::checkpoint:
+        start_epoch(request.value(), std::move(reply));
+        return;
     }
 }
 
@@ -164,11 +140,15 @@ json ClusterMember::list() const
             {"peers_connected", mesh_.connected_peer_ids()}, {"status", s}};
 }
 
-void ClusterMember::start_epoch(const json& request, std::function<void(json)> reply)
+void ClusterMember::start_epoch(const ClusterRequest& request, std::function<void(json)> reply)
 {
-    auto options = epoch_options(request, config_.mode, "timeout_s", 1000);
-    if (!options) {
-        reply(failure(options.error().message()));
+    EpochPrepare prepare{ckpt::CheckpointMode::stop, request.incremental, request.timeout, vm_};
+    if (request.mode) {
+        prepare.mode = *request.mode;
+    } else if (auto mode = ckpt::parse_mode(config_.mode); mode) {
+        prepare.mode = mode.value();
+    } else {
+        reply(failure(mode.error().message()));
         return;
     }
     std::unique_lock lock(mutex_);
@@ -193,19 +173,17 @@ void ClusterMember::start_epoch(const json& request, std::function<void(json)> r
     Epoch e;
     e.number = *next;
     e.initiator = vm_;
-    e.mode = options->mode;
-    e.incremental = options->incremental;
+    e.mode = prepare.mode;
+    e.incremental = prepare.incremental;
     e.started = Clock::now();
-    e.deadline = e.started + std::chrono::milliseconds(options->timeout_ms);
+    e.deadline = e.started + prepare.timeout;
     std::vector<std::string> all;
     for (const auto& v : config_.vms) all.push_back(v.name);
     e.tally.emplace(e.number, all);
     e.reply = reply;
     const uint64_t number = e.number;
     // PREPARE goes out before this VMM's own markers (sent at its cut, later).
-    mesh_.send_control("", MessageType::prepare, number,
-                       {{"mode", ckpt::mode_name(e.mode)}, {"incremental", e.incremental}, {"initiator", vm_},
-                        {"timeout_ms", options->timeout_ms}});
+    mesh_.send_control("", MessageType::prepare, number, to_json(prepare));
     if (auto r = begin(std::move(e)); !r) {
         // The peers got PREPARE: tell them it is off.
         mesh_.send_control("", MessageType::abort, number, {{"reason", r.error().message()}});
@@ -213,8 +191,8 @@ void ClusterMember::start_epoch(const json& request, std::function<void(json)> r
         epoch_.reset();
         return;
     }
-    log_info("epoch " + std::to_string(number) + ": started by " + vm_ + " (" + ckpt::mode_name(options->mode) +
-             (options->incremental ? ", incremental" : "") + ")");
+    log_info("epoch " + std::to_string(number) + ": started by " + vm_ + " (" + ckpt::mode_name(prepare.mode) +
+             (prepare.incremental ? ", incremental" : "") + ")");
 }
 
 // ---- epoch messages from peers ------------------------------------------------
@@ -244,9 +222,9 @@ void ClusterMember::on_prepare(const std::string& peer, uint64_t epoch, const js
         peer_log_.warn("epoch " + std::to_string(epoch) + " from " + peer + " refused: " + why);
         mesh_.send_control(peer, MessageType::done, epoch, failure(vm_ + " " + why));
     };
-    auto options = epoch_options(body, config_.mode, "timeout_ms", 1);
-    if (!options) return refuse("got a bad PREPARE: " + options.error().message());
-    if (ckpt::field_or<std::string>(body, "initiator", "") != peer) return refuse("got a PREPARE whose initiator is not its sender");
+    auto prepare = parse_epoch_prepare(body);
+    if (!prepare) return refuse("got a bad PREPARE: " + prepare.error().message());
+    if (prepare->initiator != peer) return refuse("got a PREPARE whose initiator is not its sender");
     std::unique_lock lock(mutex_);
     if (epoch_ && epoch_->number == epoch && epoch_->initiator == peer) return;  // a repeat
     // Before the busy check: a PREPARE refused for being busy is still its
@@ -256,10 +234,10 @@ void ClusterMember::on_prepare(const std::string& peer, uint64_t epoch, const js
     Epoch e;
     e.number = epoch;
     e.initiator = peer;
-    e.mode = options->mode;
-    e.incremental = options->incremental;
+    e.mode = prepare->mode;
+    e.incremental = prepare->incremental;
     e.started = Clock::now();
-    e.deadline = e.started + std::chrono::milliseconds(options->timeout_ms);
+    e.deadline = e.started + prepare->timeout;
     if (auto r = begin(std::move(e)); !r) {
         epoch_.reset();
         lock.unlock();

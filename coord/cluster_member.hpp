@@ -29,6 +29,7 @@
 
 #include "ckpt/checkpointer.hpp"
 #include "coord/cluster_config.hpp"
+#include "coord/cluster_request.hpp"
 #include "coord/epoch_initiator.hpp"
 #include "net/peer_mesh.hpp"
 #include "vmm/base/log.hpp"
@@ -67,7 +68,7 @@ private:
         bool decided = false;                               // COMMIT or ABORT seen / sent
     };
 
-    void start_epoch(const nlohmann::json& request, std::function<void(nlohmann::json)> reply);
+    void start_epoch(const ClusterRequest& request, std::function<void(nlohmann::json)> reply);
     void on_prepare(const std::string& peer, uint64_t epoch, const nlohmann::json& body);
     Result<void> begin(Epoch e);  // mutex_ held
     void run_epoch(uint64_t number);  // the epoch thread
