@@ -5,6 +5,7 @@
 
 #include "cli/cluster_commands.hpp"
 #include "cli/control_commands.hpp"
+#include "cli/plan_command.hpp"
 #include "cli/restore_command.hpp"
 #include "cli/run_command.hpp"
 #include "devices/raw_terminal.hpp"
@@ -52,6 +53,7 @@ int main(int argc, char** argv)
         vvmm::cli::add_restore_command(app),
         vvmm::cli::add_control_commands(app),
         vvmm::cli::add_list_command(app),
+        vvmm::cli::add_plan_command(app),
     };
     if (argc > 1 && argv[1][0] != '-' && !has_subcommand(app, argv[1])) {
         std::fprintf(stderr, "vvmm: error: unknown command '%s' (try vvmm --help)\n", argv[1]);

@@ -52,6 +52,8 @@ expect_error(kernel + ["--cpus", "33"], "--cpus 33 is out of range")
 expect_error(kernel + ["--console", "serial"], "--console")
 expect_error(["run"], "--kernel")
 expect_error(["run", "--kernel", h.TESTGUEST, "--bogus"], "bogus")
+expect_error(["plan", "--mtbf", "3", "--epoch-cost", "5m"], "--mtbf: '3' has no unit")
+expect_error(["plan", "--mtbf", "3h", "--epoch-cost", "-5m"], "--epoch-cost: '-5m' is out of range")
 expect_error(["frobnicate"], "frobnicate")
 
 # Cluster input: the config and the secret must be small regular files
