@@ -7,6 +7,8 @@ PACKAGES=(
   libxxhash-dev libzstd-dev
   # TLS 1.3 for the peer channel and hashes (OpenSSL); the sandbox's seccomp filter
   libssl-dev libseccomp-dev
+  # parity (XOR, Reed-Solomon) for diskless cluster checkpoints
+  libisal-dev
   # guest images: guest-images/linux/build.sh fetches Debian's kernel and busybox with apt-get download
   binutils cpio xz-utils
   # benchmarks compare against QEMU/KVM on the same guest image
