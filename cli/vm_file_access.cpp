@@ -45,7 +45,6 @@ vmm::FileAccessRules rules_for(const VmFiles& f)
     for (const auto& p : f.checkpoint_reads) r.read.push_back(p);
     if (f.console.kind == dev::ConsoleSpec::Kind::file) r.write.push_back(f.console.path);
     if (!f.checkpoint_dir.empty()) r.full.push_back(f.checkpoint_dir);
-    if (!f.key_file.empty()) r.read.push_back(f.key_file);
     if (!f.api_socket.empty()) r.socket_dirs.push_back(parent_dir(f.api_socket));
     return r;
 }

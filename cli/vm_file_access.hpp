@@ -1,5 +1,6 @@
 // What a VMM may reach in the file system once it is sandboxed: its kernel,
-// disks, console, checkpoint directory, key file and control socket, plus
+// disks, console, checkpoint directory and control socket (the key file is
+// read before), plus
 // what set-up and the libraries it uses read (vmm/landlock.hpp). Applied
 // from the main thread before the session starts any thread.
 #pragma once
@@ -19,7 +20,6 @@ struct VmFiles {
     std::vector<std::string> checkpoint_reads;    // a restored checkpoint's directory
     dev::ConsoleSpec console;
     std::string checkpoint_dir;                   // empty: this VM cannot checkpoint
-    std::string key_file;                         // empty: none (a cluster's key comes from its secret)
     std::string api_socket;
 };
 

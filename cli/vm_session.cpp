@@ -42,13 +42,20 @@ std::function<Result<ckpt::SealKey>()> seal_key_source(const std::optional<Clust
 
 // With the sandbox, the key is read (or created) before the file system is
 // restricted, not at the first checkpoint.
+// `loaded`: the key restore already checked the checkpoint with, if any.
 Result<std::function<Result<ckpt::SealKey>()>> seal_key_for_session(const std::optional<ClusterRole>& cluster,
                                                                     const std::string& key_file,
-                                                                    const std::string& checkpoint_dir)
+                                                                    const std::string& checkpoint_dir,
+                                                                    const std::optional<ckpt::SealKey>& loaded = {})
 {
     auto source = seal_key_source(cluster, key_file, true);
     if (cluster || checkpoint_dir.empty() || !vmm::sandbox_enabled()) return source;
-    TRY_ASSIGN(ckpt::SealKey key, source());
+    ckpt::SealKey key;
+    if (loaded) {
+        key = *loaded;
+    } else {
+        TRY_ASSIGN(key, source());
+    }
     return std::function<Result<ckpt::SealKey>()>([key] { return Result<ckpt::SealKey>(key); });
 }
 
@@ -210,7 +217,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
     }
     TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_));
     // Before the first thread: landlock restricts the threads created after it.
-    VmFiles files{{c.kernel}, board.disks, {}, board.console, s->checkpoint_dir_, {}, req.api_socket};
+    VmFiles files{{c.kernel}, board.disks, {}, board.console, s->checkpoint_dir_, req.api_socket};
     if (c.initrd) files.boot_files.push_back(*c.initrd);
     TRY(confine_file_access(files));
     TRY(s->watch_signals());
@@ -257,8 +264,8 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     board.overlay_dir = (req.cluster ? restored_root : s->checkpoint_dir_) + "/.layers";
     std::vector<dev::DiskSpec> disk_bases;
     for (const auto& d : board.restored_disks) disk_bases.push_back({d.base.path, true, {}});
-    TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_));
-    TRY(confine_file_access({{}, disk_bases, {loaded.dir}, board.console, s->checkpoint_dir_, {}, req.api_socket}));
+    TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_, policy.key));
+    TRY(confine_file_access({{}, disk_bases, {loaded.dir}, board.console, s->checkpoint_dir_, req.api_socket}));
     TRY(s->watch_signals());
     if (!board.restored_disks.empty()) {
         std::error_code ec;
