@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "ckpt/json_field.hpp"
+#include "cli/cluster_format.hpp"
 #include "cli/control_commands.hpp"
 #include "cli/vm_session.hpp"
 #include "coord/cluster_client.hpp"
@@ -13,6 +14,7 @@
 #include "coord/cluster_config.hpp"
 #include "coord/cluster_manifest.hpp"
 #include "coord/process_group.hpp"
+#include "vmm/base/duration_parse.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vvmm::cli {
@@ -44,7 +46,10 @@ Result<std::string> epoch_checkpoint_of(const coord::ClusterConfig& config, cons
 {
     const auto entry = std::find_if(epoch.vms.begin(), epoch.vms.end(), [&](const auto& e) { return e.name == vm; });
     if (entry == epoch.vms.end()) return Error("epoch " + std::to_string(epoch.epoch) + " has no checkpoint of VM '" + vm + "'");
-    const std::string dir = coord::vm_checkpoint_root(config.checkpoint_dir.string(), vm) + "/" + entry->id;
+    const coord::VmEntry* placed = config.vm(vm);
+    if (!placed) return Error("no VM '" + vm + "' in " + config.file.string());
+    const std::string root = config.node_checkpoint_dir(placed->node).string();
+    const std::string dir = coord::vm_checkpoint_root(root, vm) + "/" + entry->id;
     const std::string which = "epoch " + std::to_string(epoch.epoch) + ": " + vm + "'s checkpoint " + dir;
     auto digest = coord::vm_manifest_digest(dir);
     if (!digest) return Error(which + " cannot be used (" + digest.error().message() + ")");
@@ -53,10 +58,33 @@ Result<std::string> epoch_checkpoint_of(const coord::ClusterConfig& config, cons
     return dir;
 }
 
-std::string epoch_list(const coord::ClusterConfig& config)
+// The checkpoint root this command reads epochs from: the node it runs for
+// (--node, or --vm's node), else the first VM's; with storage = "disk" all
+// are checkpoint_dir.
+std::string local_root(const coord::ClusterConfig& config, const ClusterFlags& f)
+{
+    std::string node = f.node;
+    if (node.empty() && !f.vm.empty() && config.vm(f.vm)) node = config.vm(f.vm)->node;
+    if (node.empty() && !config.vms.empty()) node = config.vms.front().node;
+    return config.node_checkpoint_dir(node).string();
+}
+
+// For `list` on a host where no VMM answers: the first node directory this
+// host has (with storage = "memory" each host has its own node's only).
+std::string first_local_root(const coord::ClusterConfig& config)
+{
+    for (const auto& n : config.nodes) {
+        const auto root = config.node_checkpoint_dir(n.name);
+        std::error_code ec;
+        if (std::filesystem::is_directory(root, ec)) return root.string();
+    }
+    return config.node_checkpoint_dir(config.nodes.empty() ? "" : config.nodes.front().name).string();
+}
+
+std::string epoch_list(const coord::ClusterConfig& config, const ClusterFlags& f)
 {
     std::string out;
-    for (uint64_t e : coord::committed_epochs(config.checkpoint_dir.string()))
+    for (uint64_t e : coord::committed_epochs(local_root(config, f)))
         out += (out.empty() ? "" : ", ") + std::to_string(e);
     return out.empty() ? "none" : out;
 }
@@ -80,7 +108,7 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
         for (const auto* v : vms)
             if (auto dir = epoch_checkpoint_of(config, *restoring, v->name); !dir)
                 return fail(Error("restore: " + dir.error().message() + "; committed epochs: " +
-                                  epoch_list(config) + " (--epoch N restores another)"));
+                                  epoch_list(config, f) + " (--epoch N restores another)"));
     }
     auto self = self_exe();
     if (!self) return fail(self.error());
@@ -133,10 +161,11 @@ int run_member(const coord::ClusterConfig& config, const std::string& vm, const 
 }
 
 // The committed epoch to restore: the one asked for, or the latest.
-Result<coord::ClusterManifest> epoch_to_restore(const coord::ClusterConfig& config, std::optional<uint64_t> epoch,
+Result<coord::ClusterManifest> epoch_to_restore(const coord::ClusterConfig& config, const ClusterFlags& f,
                                                 const ckpt::SealPolicy& policy)
 {
-    const std::string dir = config.checkpoint_dir.string();
+    std::optional<uint64_t> epoch = f.epoch;
+    const std::string dir = local_root(config, f);
     if (!epoch) {
         const auto epochs = coord::committed_epochs(dir);
         if (epochs.empty()) return Error("no committed epoch in " + dir + " (vvmm checkpoint --all --cluster ...)");
@@ -173,6 +202,25 @@ int restore_member(const coord::ClusterConfig& config, const std::string& vm, co
     auto session = VmSession::restore(req);
     if (!session) return fail(session.error().context("restore"));
     return run_session(**session);
+}
+
+// From the VMMs' `list` replies: the one that starts scheduled epochs (or any).
+std::string describe_schedule(const json& vms)
+{
+    const json* chosen = nullptr;
+    for (const auto& row : vms) {
+        if (!row.contains("schedule") || !row["schedule"].is_object()) continue;
+        if (!chosen || row["schedule"].value("starts_them", false)) chosen = &row;
+    }
+    if (!chosen) return "epochs: schedule unknown (no VMM reachable)";
+    const json& s = (*chosen)["schedule"];
+    const std::string why = s.value("why", std::string("?"));
+    if (!s.contains("interval_s") || !s["interval_s"].is_number()) return "epochs: " + why;
+    std::string out = "epochs by themselves: every " + format_duration(Seconds(s["interval_s"].get<double>())) + " (" + why + ")";
+    if (s.value("starts_them", false))
+        out += ", started by " + (*chosen).value("name", std::string("?")) + ", next in " +
+               format_duration(Seconds(std::max(0.0, s.value("next_in_s", 0.0))));
+    return out;
 }
 
 std::string describe_epoch(const json& m)
@@ -228,7 +276,7 @@ int restore_cluster(const ClusterFlags& f, const std::string& api_socket)
     auto secret = coord::read_cluster_secret(config.value());
     if (!secret) return fail(secret.error());
     const ckpt::SealPolicy policy{ckpt::cluster_seal_key(secret.value(), config->name), f.trust_unsigned};
-    auto epoch = epoch_to_restore(config.value(), f.epoch, policy);
+    auto epoch = epoch_to_restore(config.value(), f, policy);
     if (!epoch) return fail(epoch.error().context("restore"));
     if (!f.vm.empty()) {
         if (!config->vm(f.vm)) return fail(Error("--vm: no VM '" + f.vm + "' in " + f.file));
@@ -289,6 +337,7 @@ std::function<int()> add_list_command(CLI::App& app)
                 row["status"] = reply->body["status"];
                 const json& peers = reply->body.contains("peers_connected") ? reply->body["peers_connected"] : json();
                 row["peers_connected"] = peers.is_array() ? peers : json::array();
+                if (reply->body.contains("schedule")) row["schedule"] = reply->body["schedule"];
                 if (!epochs) {
                     epochs = reply->body.value("epochs", json::array());
                     omitted = ckpt::field_or<uint64_t>(reply->body, "epochs_omitted", 0);
@@ -302,11 +351,11 @@ std::function<int()> add_list_command(CLI::App& app)
         const bool local = !epochs;
         if (local) {  // no VMM is up: what this host's checkpoint directory holds
             const ckpt::SealPolicy policy{ckpt::cluster_seal_key(secret.value(), config->name), false};
-            epochs = coord::recent_epochs(config->checkpoint_dir.string(), SIZE_MAX, policy).epochs;
+            epochs = coord::recent_epochs(first_local_root(config.value()), SIZE_MAX, policy).epochs;
         }
         if (*json_output) {
             const json out = {{"cluster", config->name}, {"vms", vms}, {"epochs", *epochs}, {"epochs_omitted", omitted},
-                              {"epochs_from_local_files", local}};
+                              {"epochs_from_local_files", local}, {"checkpoints", checkpoint_policy_json(config.value())}};
             std::printf("%s\n", out.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
             return 0;
         }
@@ -320,6 +369,8 @@ std::function<int()> add_list_command(CLI::App& app)
             if (row.contains("error")) line += "  (" + row["error"].get<std::string>() + ")";
             std::printf("%s\n", line.c_str());
         }
+        std::printf("%s", describe_checkpoint_policy(config.value()).c_str());
+        std::printf("%s\n", describe_schedule(vms).c_str());
         std::printf("committed epochs%s:\n", local ? " (from local files: no VMM reachable)" : "");
         if (omitted) std::printf("  (%llu older epochs not shown)\n", static_cast<unsigned long long>(omitted));
         if (epochs->empty() && !omitted) std::printf("  none\n");

@@ -45,6 +45,7 @@ vmm::FileAccessRules rules_for(const VmFiles& f)
     for (const auto& p : f.checkpoint_reads) r.read.push_back(p);
     if (f.console.kind == dev::ConsoleSpec::Kind::file) r.write.push_back(f.console.path);
     if (!f.checkpoint_dir.empty()) r.full.push_back(f.checkpoint_dir);
+    if (!f.persist_dir.empty()) r.full.push_back(f.persist_dir);
     if (!f.api_socket.empty()) r.socket_dirs.push_back(parent_dir(f.api_socket));
     return r;
 }
@@ -55,10 +56,11 @@ Result<void> confine_file_access(const VmFiles& files)
 {
     if (!vmm::sandbox_enabled()) return ok();
     TRY(create_console_file(files.console));
-    if (!files.checkpoint_dir.empty()) {
+    for (const std::string& dir : {files.checkpoint_dir, files.persist_dir}) {
+        if (dir.empty()) continue;
         std::error_code ec;
-        std::filesystem::create_directories(files.checkpoint_dir, ec);
-        if (ec) return Error("cannot create checkpoint directory " + files.checkpoint_dir + ": " + ec.message());
+        std::filesystem::create_directories(dir, ec);
+        if (ec) return Error("cannot create checkpoint directory " + dir + ": " + ec.message());
     }
     TRY_ASSIGN(const std::string applied, vmm::restrict_file_access(rules_for(files)));
     if (applied.starts_with("landlock")) log_debug("sandbox: file system restricted (" + applied + ")");

@@ -21,6 +21,7 @@ struct VmFiles {
     dev::ConsoleSpec console;
     std::string checkpoint_dir;                   // empty: this VM cannot checkpoint
     std::string api_socket;
+    std::string persist_dir;                      // a diskless cluster's persisted epochs (persist_every)
 };
 
 // Creates what must exist before it can be allowed (the checkpoint

@@ -72,6 +72,11 @@ Result<ckpt::SealPolicy> seal_policy(const RestoreRequest& req)
 }
 
 
+std::string persist_dir_of(const std::optional<ClusterRole>& cluster)
+{
+    return cluster && cluster->config.persist_every ? cluster->config.persist_dir.string() : std::string();
+}
+
 // A cluster VM's interfaces may move (restore on other hosts), its MACs may not.
 Result<void> check_same_macs(const std::vector<std::string>& recorded, const std::vector<std::string>& now)
 {
@@ -208,7 +213,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
     const auto& c = req.config;
     std::unique_ptr<VmSession> s(new VmSession());
     s->cluster_ = req.cluster;
-    s->checkpoint_dir_ = req.cluster ? req.cluster->config.checkpoint_dir.string() : req.checkpoint_dir;
+    s->checkpoint_dir_ = req.cluster ? req.cluster->node_root() : req.checkpoint_dir;
     dev::BoardConfig board;
     TRY_ASSIGN(board.console, dev::parse_console_spec(c.console));
     for (const auto& d : req.disk_specs) {
@@ -217,7 +222,7 @@ Result<std::unique_ptr<VmSession>> VmSession::boot(const BootRequest& req)
     }
     TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_));
     // Before the first thread: landlock restricts the threads created after it.
-    VmFiles files{{c.kernel}, board.disks, {}, board.console, s->checkpoint_dir_, req.api_socket};
+    VmFiles files{{c.kernel}, board.disks, {}, board.console, s->checkpoint_dir_, req.api_socket, persist_dir_of(req.cluster)};
     if (c.initrd) files.boot_files.push_back(*c.initrd);
     TRY(confine_file_access(files));
     TRY(s->watch_signals());
@@ -243,7 +248,7 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     s->cluster_ = req.cluster;
     const std::string restored_root = std::filesystem::path(loaded.dir).parent_path().string();
     s->checkpoint_dir_ = !req.checkpoint_dir.empty() ? req.checkpoint_dir
-                         : req.cluster              ? req.cluster->config.checkpoint_dir.string()
+                         : req.cluster              ? req.cluster->node_root()
                                                     : restored_root;
     dev::BoardConfig board;
     // Only a console the user names now: the checkpoint's own console path is
@@ -265,7 +270,8 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     std::vector<dev::DiskSpec> disk_bases;
     for (const auto& d : board.restored_disks) disk_bases.push_back({d.base.path, true, {}});
     TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_, policy.key));
-    TRY(confine_file_access({{}, disk_bases, {loaded.dir}, board.console, s->checkpoint_dir_, req.api_socket}));
+    TRY(confine_file_access(
+        {{}, disk_bases, {loaded.dir}, board.console, s->checkpoint_dir_, req.api_socket, persist_dir_of(req.cluster)}));
     TRY(s->watch_signals());
     if (!board.restored_disks.empty()) {
         std::error_code ec;

@@ -31,6 +31,9 @@ struct ClusterRole {
     std::string vm;
     std::vector<uint8_t> secret;
     uint64_t restore_epoch = 0;  // restore: the epoch; resumes when every VM has loaded it
+
+    // Where this VM's node keeps the cluster's checkpoints.
+    std::string node_root() const { return config.node_checkpoint_dir(config.vm(vm)->node).string(); }
 };
 
 struct BootRequest {

@@ -259,7 +259,154 @@ const toml::node* array_of_tables(Checker& c, const toml::table& root, std::stri
     return n;
 }
 
+// Where the [cluster] keys of the checkpoint policy were, for errors found
+// once the nodes and VMs are known.
+struct PolicyPositions {
+    toml::source_position table, redundancy, set_size;
+    bool checkpoint_dir_given = false;
+};
+
+std::optional<Redundancy> parse_redundancy(const std::string& text)
+{
+    if (text == "none") return Redundancy{Redundancy::Kind::none, 0};
+    if (text == "partner") return Redundancy{Redundancy::Kind::partner, 1};
+    if (text == "xor") return Redundancy{Redundancy::Kind::xor_parity, 1};
+    if (text.size() == 4 && text.rfind("rs:", 0) == 0 && text[3] >= '1' && text[3] <= '0' + int{kMaxParityBlocks})
+        return Redundancy{Redundancy::Kind::reed_solomon, static_cast<unsigned>(text[3] - '0')};
+    return std::nullopt;
+}
+
+std::optional<Seconds> get_duration(Checker& c, const toml::table& t, std::string_view key, const std::string& what)
+{
+    auto text = c.get_string(t, key, what, false);
+    if (!text) return std::nullopt;
+    auto d = parse_duration(*text);
+    if (!d) {
+        c.error(t.get(key)->source().begin, std::string(key) + " in " + what + ": " + d.error().message());
+        return std::nullopt;
+    }
+    return d.value();
+}
+
+// storage, memory_dir, redundancy, set_size, interval, mtbf, persist_every,
+// persist_dir: the keys of issue 12's diskless checkpoints.
+void parse_checkpoint_policy(Checker& c, const toml::table& t, ClusterConfig& cfg, PolicyPositions& pos)
+{
+    const std::string what = "[cluster]";
+    auto at = [&](std::string_view key) { return t.get(key)->source().begin; };
+    pos.table = t.source().begin;
+    if (auto storage = c.get_string(t, "storage", what, false)) {
+        if (*storage == "memory") cfg.storage = CheckpointStorage::memory;
+        else if (*storage != "disk")
+            c.error(at("storage"), "unknown storage '" + *storage + "' (expected \"disk\" or \"memory\")");
+    }
+    const bool memory = cfg.storage == CheckpointStorage::memory;
+    auto only_in_memory = [&](std::string_view key) {
+        if (t.get(key) && !memory)
+            c.error(at(key), "'" + std::string(key) + "' applies to storage = \"memory\" only");
+    };
+    if (auto p = c.get_path(t, "memory_dir", what, false)) cfg.memory_dir = *p;
+    else if (memory && !cfg.name.empty()) cfg.memory_dir = "/dev/shm/vvmm/" + cfg.name;
+    only_in_memory("memory_dir");
+    if (memory && pos.checkpoint_dir_given)
+        c.error(at("checkpoint_dir"), "checkpoint_dir is for storage = \"disk\"; with \"memory\" each node keeps its "
+                                      "checkpoints in memory_dir/<node> (and persist_dir for persisted copies)");
+    if (!memory && !pos.checkpoint_dir_given && !t.get("checkpoint_dir"))
+        c.error(pos.table, what + " is missing required key 'checkpoint_dir'");
+
+    if (memory) cfg.redundancy = {Redundancy::Kind::xor_parity, 1};
+    if (auto r = c.get_string(t, "redundancy", what, false)) {
+        pos.redundancy = at("redundancy");
+        if (auto parsed = parse_redundancy(*r)) cfg.redundancy = *parsed;
+        else
+            c.error(pos.redundancy, "unknown redundancy '" + *r + "' (expected \"none\", \"partner\", \"xor\" or \"rs:K\" with K 1.." +
+                                        std::to_string(kMaxParityBlocks) + ")");
+    } else {
+        pos.redundancy = pos.table;
+    }
+    only_in_memory("redundancy");
+    if (auto n = c.get_int(t, "set_size", what, false)) {
+        pos.set_size = at("set_size");
+        if (*n < 1 || *n > 32) c.error(pos.set_size, "set_size " + std::to_string(*n) + " is out of range (1..32)");
+        else if (cfg.redundancy.kind == Redundancy::Kind::partner)
+            c.error(pos.set_size, "set_size does not go with redundancy = \"partner\" (each VM is its own set)");
+        else cfg.set_size = static_cast<unsigned>(*n);
+    } else {
+        pos.set_size = pos.redundancy;
+    }
+    only_in_memory("set_size");
+
+    if (auto text = c.get_string(t, "interval", what, false)) {
+        if (*text == "auto") {
+            cfg.schedule.kind = EpochSchedule::Kind::automatic;
+        } else if (auto d = parse_duration(*text); !d) {
+            c.error(at("interval"), "interval in " + what + ": " + d.error().message() + " (or \"auto\")");
+        } else if (d.value() < Seconds(1)) {
+            c.error(at("interval"), "interval " + *text + " is shorter than 1s");
+        } else {
+            cfg.schedule = {EpochSchedule::Kind::fixed, d.value()};
+        }
+    }
+    cfg.mtbf = get_duration(c, t, "mtbf", what);
+    if (cfg.schedule.kind == EpochSchedule::Kind::automatic && !cfg.mtbf && !t.get("mtbf"))
+        c.error(at("interval"), "interval = \"auto\" needs mtbf (the nodes' mean time between failures, e.g. \"24h\")");
+
+    if (auto n = c.get_int(t, "persist_every", what, false)) {
+        if (*n < 1 || *n > 1000000) c.error(at("persist_every"), "persist_every " + std::to_string(*n) + " is out of range (1..1000000)");
+        else cfg.persist_every = static_cast<unsigned>(*n);
+    }
+    if (auto p = c.get_path(t, "persist_dir", what, false)) cfg.persist_dir = *p;
+    only_in_memory("persist_every");
+    only_in_memory("persist_dir");
+    if (t.get("persist_every") && !t.get("persist_dir"))
+        c.error(at("persist_every"), "persist_every needs persist_dir (where the persisted epochs go)");
+    if (t.get("persist_dir") && !t.get("persist_every"))
+        c.error(at("persist_dir"), "persist_dir needs persist_every (which committed epochs to copy there)");
+}
+
+// The parity sets of a diskless cluster; an impossible layout is one error
+// at the redundancy (or set_size) naming the numbers.
+void place_parity_for(Checker& c, ClusterConfig& cfg, const PolicyPositions& pos)
+{
+    if (cfg.storage != CheckpointStorage::memory || cfg.redundancy.kind == Redundancy::Kind::none) return;
+    const unsigned k = cfg.redundancy.parity_count;
+    const bool partner = cfg.redundancy.kind == Redundancy::Kind::partner;
+    if (cfg.set_size == 0) {
+        // Default: sets of up to 4, as many as the nodes allow.
+        const size_t room = cfg.nodes.size() > k ? cfg.nodes.size() - k : 1;
+        cfg.set_size = partner ? 1 : static_cast<unsigned>(std::min<size_t>(4, room));
+    }
+    PlacementInput input;
+    input.set_size = cfg.set_size;
+    input.parity_count = k;
+    for (const auto& n : cfg.nodes) input.nodes.push_back(n.name);
+    for (const auto& v : cfg.vms) input.vms.emplace_back(v.name, v.node);
+    auto layout = place_parity(input);
+    if (!layout) {
+        c.error(pos.set_size, "redundancy \"" + cfg.redundancy.name() + "\": " + layout.error().message());
+        return;
+    }
+    cfg.parity = std::move(layout).value();
+}
+
 }  // namespace
+
+std::string Redundancy::name() const
+{
+    switch (kind) {
+    case Kind::none: return "none";
+    case Kind::partner: return "partner";
+    case Kind::xor_parity: return "xor";
+    case Kind::reed_solomon: return "rs:" + std::to_string(parity_count);
+    }
+    return "?";
+}
+
+std::filesystem::path ClusterConfig::node_checkpoint_dir(std::string_view node_name) const
+{
+    if (storage == CheckpointStorage::memory) return memory_dir / std::string(node_name);
+    return checkpoint_dir;
+}
 
 const NodeConfig* ClusterConfig::node(std::string_view wanted) const
 {
@@ -361,6 +508,7 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
 
     // [cluster]
     toml::source_position secret_at{1, 1}, ckpt_at{1, 1};
+    PolicyPositions policy_at;
     if (const toml::node* cn = root.get("cluster"); !cn) {
         c.error({1, 1}, "missing [cluster] table");
     } else if (!cn->is_table()) {
@@ -368,7 +516,8 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
     } else {
         const toml::table& t = *cn->as_table();
         const std::string what = "[cluster]";
-        c.check_keys(t, what, {"name", "secret_file", "checkpoint_dir", "mode"});
+        c.check_keys(t, what, {"name", "secret_file", "checkpoint_dir", "mode", "storage", "memory_dir", "redundancy",
+                               "set_size", "interval", "mtbf", "persist_every", "persist_dir"});
         if (auto name = c.get_string(t, "name", what, true)) {
             cfg.name = *name;
             c.check_name(t, "cluster", *name);
@@ -377,9 +526,10 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
             cfg.secret_file = *p;
             secret_at = t.get("secret_file")->source().begin;
         }
-        if (auto p = c.get_path(t, "checkpoint_dir", what, true)) {
+        if (auto p = c.get_path(t, "checkpoint_dir", what, false)) {
             cfg.checkpoint_dir = *p;
             ckpt_at = t.get("checkpoint_dir")->source().begin;
+            policy_at.checkpoint_dir_given = true;
         }
         if (auto mode = c.get_string(t, "mode", what, false)) {
             if (ckpt::parse_mode(*mode))
@@ -388,6 +538,7 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
                 c.error(t.get("mode")->source().begin,
                         "unknown mode '" + *mode + "' (expected " + ckpt::kCheckpointModesText + ")");
         }
+        parse_checkpoint_policy(c, t, cfg, policy_at);
     }
 
     // [[node]]
@@ -652,6 +803,8 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
                 c.error(positions[i].table, "network of VM '" + vm.name + "': " + valid.error().message());
         }
     }
+
+    if (!c.failed()) place_parity_for(c, cfg, policy_at);
 
     if (check_files && !cfg.secret_file.empty()) c.check_secret(secret_at, cfg.secret_file);
     if (check_files && !cfg.checkpoint_dir.empty()) {

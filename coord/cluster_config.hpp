@@ -11,7 +11,9 @@
 #include <string_view>
 #include <vector>
 
+#include "coord/parity_placement.hpp"
 #include "net/net_spec.hpp"
+#include "vmm/base/duration_parse.hpp"
 #include "vmm/base/result.hpp"
 
 namespace vvmm::coord {
@@ -39,16 +41,52 @@ struct VmEntry {
     std::optional<std::string> ip;  // "a.b.c.d/len", the guest's own address
 };
 
+// Where committed checkpoints live (issue 12, DESIGN.md "Diskless checkpoints").
+enum class CheckpointStorage {
+    disk,    // checkpoint_dir: shared or local disk
+    memory,  // memory_dir/<node>: a node-local tmpfs, protected by parity across nodes
+};
+
+// How a diskless cluster survives lost nodes: `partner` keeps a copy of each
+// VM's checkpoint on another node (a parity set of one), `xor` one parity
+// block per set, `rs:K` K Reed-Solomon blocks (K lost nodes).
+struct Redundancy {
+    enum class Kind { none, partner, xor_parity, reed_solomon };
+    Kind kind = Kind::none;
+    unsigned parity_count = 0;  // blocks per set: 0, 1 (partner, xor) or K
+    std::string name() const;   // as written in cfg.toml: "none", "partner", "xor", "rs:2"
+};
+inline constexpr unsigned kMaxParityBlocks = 4;  // rs:K, K at most (ckpt/parity_codec)
+
+// When the cluster takes epochs by itself.
+struct EpochSchedule {
+    enum class Kind { on_request, fixed, automatic };  // automatic: Daly's interval from mtbf
+    Kind kind = Kind::on_request;
+    Seconds interval{0};  // fixed
+};
+
 struct ClusterConfig {
     std::string name;
     std::filesystem::path file;  // the config file itself, absolute
     std::filesystem::path secret_file;
     std::filesystem::path checkpoint_dir;
     std::string mode = "stop";  // default checkpoint mode: stop | live | cow
+    CheckpointStorage storage = CheckpointStorage::disk;
+    std::filesystem::path memory_dir;  // storage = memory: each node's root is memory_dir/<node>
+    Redundancy redundancy;             // none unless storage = memory
+    unsigned set_size = 0;             // VMs per parity set (redundancy other than none)
+    std::optional<ParityLayout> parity;  // computed from the above, once valid
+    EpochSchedule schedule;
+    std::optional<Seconds> mtbf;       // node MTBF, for the automatic interval and `plan`
+    unsigned persist_every = 0;        // storage = memory: every Nth committed epoch also goes to persist_dir
+    std::filesystem::path persist_dir;
     std::vector<NodeConfig> nodes;
     std::vector<VmEntry> vms;
 
     const NodeConfig* node(std::string_view name) const;
+    // The directory holding `node`'s checkpoints and committed epochs:
+    // checkpoint_dir, or memory_dir/<node> with storage = memory.
+    std::filesystem::path node_checkpoint_dir(std::string_view node) const;
     const VmEntry* vm(std::string_view name) const;
     std::vector<const VmEntry*> vms_on(std::string_view node) const;
 

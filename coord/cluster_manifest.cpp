@@ -165,6 +165,18 @@ std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir)
     return out;
 }
 
+Result<void> remove_epochs_before(const std::string& checkpoint_dir, uint64_t epoch)
+{
+    for (uint64_t older : committed_epochs(checkpoint_dir)) {
+        if (older >= epoch) break;
+        const std::string path = checkpoint_dir + "/epochs/" + epoch_name(older) + ".json";
+        std::error_code ec;
+        // Another VMM of the node may have removed it first.
+        if (!std::filesystem::remove(path, ec) && ec) return Error("cannot remove " + path + ": " + ec.message());
+    }
+    return ok();
+}
+
 RecentEpochs recent_epochs(const std::string& checkpoint_dir, size_t budget, const ckpt::SealPolicy& policy)
 {
     const auto numbers = committed_epochs(checkpoint_dir);

@@ -53,6 +53,10 @@ Result<ClusterManifest> read_cluster_manifest(const std::string& checkpoint_dir,
 // Committed epochs in `checkpoint_dir`, ascending (none if it does not exist).
 std::vector<uint64_t> committed_epochs(const std::string& checkpoint_dir);
 
+// Removes the cluster manifests of epochs older than `epoch` (storage =
+// memory keeps only the newest committed epoch once it is complete).
+Result<void> remove_epochs_before(const std::string& checkpoint_dir, uint64_t epoch);
+
 // The newest committed epochs whose manifests (as JSON; an unreadable one as
 // {"epoch", "error"}) fit in `budget` bytes of JSON, oldest first, and how
 // many older ones were left out: what `vvmm list` shows.

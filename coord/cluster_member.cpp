@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "ckpt/checkpoint_retention.hpp"
 #include "ckpt/json_field.hpp"
 #include "coord/cluster_manifest.hpp"
 #include "vmm/base/log.hpp"
@@ -39,9 +40,9 @@ private:
     std::chrono::steady_clock::time_point deadline_;
 };
 
-uint64_t newest_committed(const ClusterConfig& config)
+uint64_t newest_committed(const std::string& node_root)
 {
-    const auto epochs = committed_epochs(config.checkpoint_dir.string());
+    const auto epochs = committed_epochs(node_root);
     return epochs.empty() ? 0 : epochs.back();
 }
 
@@ -51,10 +52,18 @@ ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::P
                              ckpt::Checkpointer& checkpointer, ckpt::SealKey seal_key, std::function<json()> status,
                              uint64_t restore_epoch)
     : config_(config), vm_(std::move(vm)), node_(config.vm(vm_) ? config.vm(vm_)->node : ""),
-      vm_root_(vm_checkpoint_root(config.checkpoint_dir.string(), vm_)), mesh_(mesh), checkpointer_(checkpointer),
-      seal_key_(std::move(seal_key)), status_(std::move(status)), authority_(vm_, newest_committed(config)), restore_epoch_(restore_epoch)
+      node_root_(config.node_checkpoint_dir(node_).string()), vm_root_(vm_checkpoint_root(node_root_, vm_)),
+      mesh_(mesh), checkpointer_(checkpointer), seal_key_(std::move(seal_key)), status_(std::move(status)),
+      authority_(vm_, newest_committed(node_root_)), restore_epoch_(restore_epoch)
 {
     mesh_.set_cluster_handler(this);
+    last_epoch_end_ = Clock::now();
+    const auto epochs = committed_epochs(node_root_);
+    for (size_t i = epochs.size() - std::min(epochs.size(), kEpochCostWindow); i < epochs.size(); ++i)
+        if (auto m = read_cluster_manifest(node_root_, epochs[i], ckpt::SealPolicy{seal_key_, false}))
+            epoch_costs_.push_back(Seconds(m->epoch_ms / 1000));
+    if (config_.schedule.kind != EpochSchedule::Kind::on_request)
+        schedule_thread_ = std::thread([this] { schedule_worker(); });
 }
 
 ClusterMember::~ClusterMember()
@@ -74,7 +83,15 @@ ClusterMember::~ClusterMember()
     // A waiting checkpoint gives up (outside mutex_: see abort_cut).
     if (running) mesh_.abort_epoch(*running);
     cv_.notify_all();
+    if (schedule_thread_.joinable()) schedule_thread_.join();
     if (epoch_thread_.joinable()) epoch_thread_.join();
+    // After the epoch thread, the only one that starts copies.
+    {
+        std::lock_guard lock(persist_mutex_);
+        persist_quit_ = true;
+    }
+    persist_cv_.notify_all();
+    if (persist_thread_.joinable()) persist_thread_.join();
 }
 
 std::vector<std::string> ClusterMember::peers() const
@@ -132,12 +149,66 @@ void ClusterMember::list_worker()
 json ClusterMember::list() const
 {
     // The reply must fit one message (kMaxJsonSize), with room for the rest.
-    const RecentEpochs recent = recent_epochs(config_.checkpoint_dir.string(), net::kMaxJsonSize * 3 / 4, ckpt::SealPolicy{seal_key_, false});
+    const RecentEpochs recent = recent_epochs(node_root_, net::kMaxJsonSize * 3 / 4, ckpt::SealPolicy{seal_key_, false});
     json s = status_();
     s["vm"] = vm_;
     s["node"] = node_;
+    json schedule;
+    {
+        std::lock_guard lock(mutex_);
+        schedule = schedule_status();
+    }
     return {{"ok", true}, {"cluster", config_.name}, {"epochs", recent.epochs}, {"epochs_omitted", recent.omitted},
-            {"peers_connected", mesh_.connected_peer_ids()}, {"status", s}};
+            {"peers_connected", mesh_.connected_peer_ids()}, {"status", s}, {"schedule", schedule}};
+}
+
+// ---- scheduled epochs --------------------------------------------------------------
+
+json ClusterMember::schedule_status() const
+{
+    const auto interval = epoch_interval(config_, epoch_costs_);
+    if (!interval) return {{"interval_s", nullptr}, {"why", "on request only (no interval in the cluster file)"}};
+    const double next = interval->interval.count() - Seconds(Clock::now() - last_epoch_end_).count();
+    return {{"interval_s", interval->interval.count()},
+            {"why", interval->why},
+            {"next_in_s", std::max(0.0, next)},
+            {"starts_them", starts_scheduled_epochs(config_, vm_, mesh_.connected_peer_ids())}};
+}
+
+void ClusterMember::record_epoch_end(const ClusterManifest* committed)
+{
+    last_epoch_end_ = Clock::now();
+    if (!committed) return;
+    epoch_costs_.push_back(Seconds(committed->epoch_ms / 1000));
+    if (epoch_costs_.size() > kEpochCostWindow) epoch_costs_.erase(epoch_costs_.begin());
+}
+
+void ClusterMember::schedule_worker()
+{
+    // A start that failed (a peer not connected yet, say) is tried again
+    // after this, not after a whole interval.
+    constexpr auto kRetry = std::chrono::seconds(5);
+    std::unique_lock lock(mutex_);
+    while (!quit_) {
+        cv_.wait_for(lock, std::chrono::seconds(1));
+        if (quit_) return;
+        if (epoch_ || epoch_thread_busy_ || (restore_epoch_ != 0 && !restore_done_)) continue;
+        const auto interval = epoch_interval(config_, epoch_costs_);
+        if (!interval || Clock::now() - last_epoch_end_ < interval->interval) continue;
+        lock.unlock();
+        const bool mine = starts_scheduled_epochs(config_, vm_, mesh_.connected_peer_ids());
+        if (mine) {
+            ClusterRequest request{ClusterCommand::checkpoint};
+            request.incremental = true;  // a full checkpoint when there is no parent yet
+            const std::string why = interval->why;
+            start_epoch(request, [why](const json& reply) {
+                if (!ckpt::field_or(reply, "ok", false))
+                    log_warn("scheduled epoch: " + ckpt::field_or<std::string>(reply, "error", "failed"));
+            });
+        }
+        lock.lock();
+        if (mine && !epoch_) last_epoch_end_ = Clock::now() - std::chrono::duration_cast<Clock::duration>(interval->interval) + kRetry;
+    }
 }
 
 void ClusterMember::start_epoch(const ClusterRequest& request, std::function<void(json)> reply)
@@ -299,16 +370,76 @@ void ClusterMember::run_epoch(uint64_t number)
 
     std::unique_lock lock(mutex_);
     cv_.wait_until(lock, e.deadline, [&] { return quit_ || !epoch_ || epoch_->number != number || epoch_->decided; });
-    if (!epoch_ || epoch_->number != number || epoch_->decided) return;
-    if (epoch_->tally) {
-        epoch_->tally->on_deadline();
-        finish_if_decided(lock);
+    if (epoch_ && epoch_->number == number && !epoch_->decided) {
+        if (epoch_->tally) {
+            epoch_->tally->on_deadline();
+            finish_if_decided(lock);
+        } else {
+            log_warn("epoch " + std::to_string(number) + ": no COMMIT or ABORT from " + e.initiator +
+                     " in time; the epoch is not committed here");
+            epoch_.reset();
+            abort_cut(lock, number);
+        }
+    }
+    const bool committed = last_committed_ == number;
+    lock.unlock();
+    if (!committed || config_.storage != CheckpointStorage::memory) return;
+    const std::string id = ckpt::field_or<std::string>(done, "id", "");
+    keep_only_committed(number, id);
+    if (config_.persist_every != 0 && number % config_.persist_every == 0) {
+        std::lock_guard plock(persist_mutex_);
+        if (!persist_thread_.joinable()) persist_thread_ = std::thread([this] { persist_worker(); });
+        persist_next_ = {number, id};
+        persisting_ = true;
+        persist_cv_.notify_one();
+    }
+}
+
+void ClusterMember::persist_worker()
+{
+    std::unique_lock lock(persist_mutex_);
+    for (;;) {
+        persist_cv_.wait(lock, [&] { return persist_quit_ || persist_next_; });
+        if (persist_quit_) return;
+        const auto [epoch, id] = *persist_next_;
+        persist_next_.reset();
+        lock.unlock();
+        persist(epoch, id);
+        lock.lock();
+        if (!persist_next_) persisting_ = false;
+    }
+}
+
+void ClusterMember::persist(uint64_t epoch, const std::string& id)
+{
+    const std::string name = "epoch " + std::to_string(epoch);
+    const std::string dir = config_.persist_dir.string();
+    const ckpt::SealPolicy policy{seal_key_, false};
+    const auto start = Clock::now();
+    auto manifest = read_cluster_manifest(node_root_, epoch, policy);
+    if (!manifest) return log_warn(name + " not persisted: " + manifest.error().message());
+    auto bytes = ckpt::copy_chain(vm_root_, id, vm_checkpoint_root(dir, vm_), policy);
+    if (!bytes) return log_warn(name + " not persisted to " + dir + ": " + bytes.error().message());
+    // Recorded once this VM's copy is complete: on a node-local persist_dir
+    // the record then says exactly what the node has.
+    if (auto w = write_cluster_manifest(dir, manifest.value(), seal_key_); !w)
+        return log_warn(name + " copied but not recorded in " + dir + ": " + w.error().message());
+    log_info(name + ": " + vm_ + "'s checkpoint persisted to " + dir + " (" + std::to_string(bytes.value() >> 20) +
+             " MiB copied in " + std::to_string(static_cast<long>(ms_since(start))) + " ms)");
+}
+
+void ClusterMember::keep_only_committed(uint64_t epoch, const std::string& id)
+{
+    const std::string name = "epoch " + std::to_string(epoch);
+    // A copy to persist_dir may be reading older checkpoints: they go next time.
+    if (persisting_) return log_debug(name + ": older checkpoints stay while an epoch is being persisted");
+    auto removed = ckpt::remove_outside_chain(vm_root_, id, ckpt::SealPolicy{seal_key_, false});
+    if (!removed) {
+        log_warn(name + ": older checkpoints of " + vm_ + " stay in memory: " + removed.error().message());
         return;
     }
-    log_warn("epoch " + std::to_string(number) + ": no COMMIT or ABORT from " + e.initiator +
-             " in time; the epoch is not committed here");
-    epoch_.reset();
-    abort_cut(lock, number);
+    if (auto r = remove_epochs_before(node_root_, epoch); !r) log_warn(name + ": " + r.error().message());
+    log_debug(name + ": " + std::to_string(removed.value()) + " older checkpoint(s) of " + vm_ + " removed from memory");
 }
 
 void ClusterMember::abort_cut(std::unique_lock<std::mutex>& lock, uint64_t epoch)
@@ -344,9 +475,11 @@ void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>& lock)
     if (e.tally->outcome() == EpochInitiator::Outcome::commit) {
         ClusterManifest m{config_.name, e.number, ckpt::mode_name(e.mode), e.incremental, utc_now(),
                           ms_since(e.started), e.tally->results()};
-        if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m, seal_key_); w) {
+        if (auto w = write_cluster_manifest(node_root_, m, seal_key_); w) {
             mesh_.send_control("", MessageType::commit, e.number, {{"manifest", to_json(m)}});
             log_info(name + ": committed in " + std::to_string(m.epoch_ms) + " ms");
+            last_committed_ = e.number;
+            record_epoch_end(&m);
             json reply = to_json(m);
             reply["ok"] = true;
             e.reply(reply);
@@ -359,6 +492,7 @@ void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>& lock)
     }
     mesh_.send_control("", MessageType::abort, e.number, {{"reason", reason}});
     log_warn(name + " aborted: " + reason + "; every VM keeps running");
+    record_epoch_end(nullptr);
     e.reply(failure(name + " aborted: " + reason + " (every VM keeps running)"));
     const uint64_t number = e.number;
     epoch_.reset();
@@ -384,8 +518,10 @@ void ClusterMember::on_commit(const std::string& peer, uint64_t epoch, const jso
     // Only the initiator decides: another peer's COMMIT would record an
     // epoch as committed that is not.
     if (auto r = authority_.on_decision(peer, epoch); !r) return drop(peer, MessageType::commit, epoch, r.error().message());
-    if (auto w = write_cluster_manifest(config_.checkpoint_dir.string(), m.value(), seal_key_); !w)
+    if (auto w = write_cluster_manifest(node_root_, m.value(), seal_key_); !w)
         log_error("epoch " + std::to_string(epoch) + " committed, but this node cannot record it: " + w.error().message());
+    else last_committed_ = epoch;
+    record_epoch_end(&m.value());
     if (epoch_ && epoch_->number == epoch) {
         epoch_->decided = true;
         epoch_.reset();
@@ -406,6 +542,7 @@ void ClusterMember::on_abort(const std::string& peer, uint64_t epoch, const std:
     std::lock_guard lock(mutex_);
     if (epoch_ && epoch_->number == epoch && !epoch_->tally) {
         log_warn("epoch " + std::to_string(epoch) + " aborted: " + reason + "; the VM keeps running");
+        record_epoch_end(nullptr);
         epoch_->decided = true;
         epoch_.reset();
     }

@@ -16,6 +16,7 @@
 // a failed DONE, and a controller request with "busy".
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -30,7 +31,9 @@
 #include "ckpt/checkpointer.hpp"
 #include "coord/cluster_config.hpp"
 #include "coord/cluster_request.hpp"
+#include "coord/cluster_manifest.hpp"
 #include "coord/epoch_initiator.hpp"
+#include "coord/epoch_schedule.hpp"
 #include "net/peer_mesh.hpp"
 #include "vmm/base/log.hpp"
 
@@ -82,6 +85,9 @@ private:
     // Only from the epoch's initiator (EpochAuthority); others are dropped.
     void on_commit(const std::string& peer, uint64_t epoch, const nlohmann::json& body);
     void on_abort(const std::string& peer, uint64_t epoch, const std::string& reason);
+    // storage = memory: once `epoch` committed, only its checkpoint (and
+    // chain) and its cluster manifest stay on this node's tmpfs.
+    void keep_only_committed(uint64_t epoch, const std::string& id);
     void drop(const std::string& peer, net::MessageType type, uint64_t epoch, const std::string& why);
     nlohmann::json list() const;
     std::vector<std::string> peers() const;
@@ -89,7 +95,8 @@ private:
     const ClusterConfig& config_;
     const std::string vm_;
     const std::string node_;
-    const std::string vm_root_;  // this VM's checkpoint directory
+    const std::string node_root_;  // this node's checkpoints and committed epochs
+    const std::string vm_root_;    // this VM's checkpoint directory
     net::PeerMesh& mesh_;
     ckpt::Checkpointer& checkpointer_;
     const ckpt::SealKey seal_key_;
@@ -100,10 +107,31 @@ private:
     EpochAuthority authority_;  // epoch numbers seen, and who may decide which
     RateLimitedLog peer_log_;   // refused and dropped epoch messages
     std::optional<Epoch> epoch_;
+    uint64_t last_committed_ = 0;  // the newest epoch this VMM saw commit
     std::thread epoch_thread_;
     bool epoch_thread_busy_ = false;
     bool quit_ = false;
     std::set<std::string> restored_;  // peers that sent RESTORED(restore_epoch_)
+
+    // persist_every: committed epochs copied to persist_dir off the epoch
+    // thread; while a copy runs, older checkpoints stay in memory.
+    void persist_worker();
+    void persist(uint64_t epoch, const std::string& id);
+    std::mutex persist_mutex_;
+    std::condition_variable persist_cv_;
+    std::optional<std::pair<uint64_t, std::string>> persist_next_;  // (epoch, this VM's checkpoint id)
+    bool persist_quit_ = false;
+    std::atomic<bool> persisting_{false};
+    std::thread persist_thread_;
+
+    // Scheduled epochs (cfg.toml `interval`): a thread that looks once a
+    // second; only the first live VM in file order starts them.
+    void schedule_worker();
+    void record_epoch_end(const ClusterManifest* committed);  // mutex_ held
+    nlohmann::json schedule_status() const;                    // mutex_ held
+    std::thread schedule_thread_;
+    Clock::time_point last_epoch_end_;  // the last commit or abort seen, or the start
+    std::vector<Seconds> epoch_costs_;  // committed epochs' epoch_ms, newest last (kEpochCostWindow)
 
     // `list` reads epoch manifests from disk: answered on a thread of its own,
     // never on the network thread (one waiting reply per controller at most:

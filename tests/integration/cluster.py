@@ -87,11 +87,14 @@ def make_nodes(count):
 
 
 def write_config(path, name, nodes, placement, cmdlines, ckpt_dir, secret_path, mem="64M", port=7100,
-                 kernel=None, initrd=None, ips=None):
+                 kernel=None, initrd=None, ips=None, policy=""):
     """placement[i] = index of the node VM i runs on; the test guest unless
-    kernel (and initrd) say otherwise; ips[i] the guest address of VM i."""
+    kernel (and initrd) say otherwise; ips[i] the guest address of VM i.
+    ckpt_dir None: no checkpoint_dir (storage = "memory" in policy, more
+    [cluster] lines)."""
     kernel = os.path.abspath(kernel or h.TESTGUEST)
-    lines = [f'[cluster]\nname = "{name}"\nsecret_file = "{secret_path}"\ncheckpoint_dir = "{ckpt_dir}"\nmode = "cow"\n']
+    ckpt_line = f'checkpoint_dir = "{ckpt_dir}"\n' if ckpt_dir else ""
+    lines = [f'[cluster]\nname = "{name}"\nsecret_file = "{secret_path}"\n{ckpt_line}mode = "cow"\n{policy}']
     for i, (_, address) in enumerate(nodes):
         lines.append(f'[[node]]\nname = "n{i}"\naddress = "{address}"\n')
     for i, cmdline in enumerate(cmdlines):

@@ -8,9 +8,11 @@
 #include <fstream>
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ckpt/checkpoint_dir.hpp"
+#include "ckpt/checkpoint_retention.hpp"
 #include "ckpt/checkpoint_loader.hpp"
 #include "ckpt/dirty_tracker.hpp"
 #include "ckpt/manifest.hpp"
@@ -577,4 +579,50 @@ TEST_CASE("checkpoint key files: created once, 0600, refused when others can rea
     const std::vector<uint8_t> secret(32, 1);
     CHECK(cluster_seal_key(secret, "a").bytes == cluster_seal_key(secret, "a").bytes);
     CHECK(cluster_seal_key(secret, "a").bytes != cluster_seal_key(secret, "b").bytes);
+}
+
+TEST_CASE("retention (storage = memory): only the kept checkpoint's chain stays, copies keep holes; a broken chain removes nothing")
+{
+    const std::string root = fs::temp_directory_path() / ("vvmm-retain-" + std::to_string(::getpid()));
+    fs::remove_all(root);
+    write_checkpoint(root, "000001");
+    write_checkpoint(root, "000002", "000001");
+    write_checkpoint(root, "000003");
+    write_checkpoint(root, "000004", "000003");
+    write_checkpoint(root, "000005", "000004");
+    fs::create_directories(root + "/.tmp-000006-1");  // a checkpoint being written
+    auto removed = remove_outside_chain(root, "000005", kTestPolicy);
+    REQUIRE_MESSAGE(removed.ok(), message_of(removed));
+    CHECK(removed.value() == 2);
+    CHECK_FALSE(fs::exists(root + "/000001"));
+    CHECK_FALSE(fs::exists(root + "/000002"));
+    for (const char* kept : {"000003", "000004", "000005", ".tmp-000006-1"}) CHECK(fs::exists(root + "/" + kept));
+
+    // Persisting copies the chain, oldest first; holes stay holes; a second copy adds nothing.
+    const std::string persisted = root + "-persist";
+    fs::remove_all(persisted);
+    auto copied = copy_chain(root, "000005", persisted, kTestPolicy);
+    REQUIRE_MESSAGE(copied.ok(), message_of(copied));
+    for (const char* id : {"000003", "000004", "000005"}) {
+        CHECK(read_small_file(persisted + "/" + id + "/manifest.json", 1 << 20, "m").value() ==
+              read_small_file(root + "/" + id + "/manifest.json", 1 << 20, "m").value());
+        struct stat st {};
+        REQUIRE(::stat((persisted + "/" + id + "/memory.img").c_str(), &st) == 0);
+        CHECK(st.st_size == 32 << 20);
+        CHECK(st.st_blocks * 512 < (1 << 20));  // the 32 MiB of zeros stayed a hole
+    }
+    CHECK_FALSE(fs::exists(persisted + "/000001"));
+    auto again = copy_chain(root, "000005", persisted, kTestPolicy);
+    REQUIRE(again.ok());
+    CHECK(again.value() == 0);
+    write_text(persisted + "/000003/manifest.json", "{}");  // someone else's checkpoint 000003
+    CHECK(message_of(copy_chain(root, "000005", persisted, kTestPolicy)).find("holds another checkpoint") !=
+          std::string::npos);
+    fs::remove_all(persisted);
+
+    write_checkpoint(root, "000007", "000006");  // its parent is gone
+    auto broken = remove_outside_chain(root, "000007", kTestPolicy);
+    CHECK_FALSE(broken.ok());
+    CHECK(fs::exists(root + "/000003"));
+    fs::remove_all(root);
 }

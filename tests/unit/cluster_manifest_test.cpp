@@ -135,3 +135,16 @@ TEST_CASE("cluster manifest: an epoch record changed after it was written (anoth
     CHECK(read_cluster_manifest(dir.string(), 7, other).error().message().find("is not sealed") != std::string::npos);
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("cluster manifest: remove_epochs_before keeps the given epoch and newer ones, and foreign files")
+{
+    const auto dir = std::filesystem::temp_directory_path() / ("vvmm-cm-old-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    CHECK(remove_epochs_before(dir.string(), 5).ok());  // nothing there yet
+    for (uint64_t e : {1, 3, 5, 6}) REQUIRE(write_cluster_manifest(dir.string(), sample(e), kKey).ok());
+    std::ofstream(dir / "epochs" / "notes.txt") << "mine";
+    REQUIRE(remove_epochs_before(dir.string(), 5).ok());
+    CHECK(committed_epochs(dir.string()) == std::vector<uint64_t>{5, 6});
+    CHECK(std::filesystem::exists(dir / "epochs" / "notes.txt"));
+    std::filesystem::remove_all(dir);
+}

@@ -1,0 +1,172 @@
+"""Diskless storage and scheduled epochs (issue 12), on 3 nodes (network
+namespaces) running test=ring: with storage = "memory" each node keeps its
+VMs' checkpoints under memory_dir/<node> and nowhere else; with interval =
+"2s" the cluster takes epochs by itself (the first VM in file order starts
+them); once an epoch commits, only its checkpoints' chains and its cluster
+manifest stay in memory. `list` shows the schedule and the parity placement,
+`plan --cluster` the interval from the measured epochs. Then every VMM is
+killed with kill -9 and the cluster restored from the memory directories:
+every stream goes on with nothing lost or doubled (reference.py), and the
+restored cluster goes on taking epochs by itself."""
+import json
+import os
+import re
+import time
+
+import cluster as c
+import harness as h
+
+VMS = ["vm0", "vm1", "vm2"]
+STEP = 2000
+
+
+def listing(ns, cfg):
+    r = c.vvmm_in(ns, ["list", "--cluster", cfg, "--json"])
+    h.check(r.returncode == 0, "list failed: " + r.stderr)
+    return json.loads(r.stdout)
+
+
+def newest_epoch(ns, cfg):
+    epochs = listing(ns, cfg)["epochs"]
+    return max((e["epoch"] for e in epochs), default=0)
+
+
+def wait_epochs(ns, cfg, at_least, launch, timeout=240):
+    deadline = time.monotonic() + h.t(timeout)
+    while time.monotonic() < deadline:
+        newest = newest_epoch(ns, cfg)
+        if newest >= at_least:
+            return newest
+        for proc in launch.procs:
+            if proc.poll() is not None:
+                h.fail("a launcher ended early:\n" + launch.text()[-3000:])
+        time.sleep(1)
+    h.fail(f"the cluster did not reach epoch {at_least} by itself within {timeout}s (newest "
+           f"{newest_epoch(ns, cfg)}):\n" + launch.text()[-3000:])
+
+
+def chain(vm_root, newest_id):
+    """newest_id and its ancestors, from the manifests' parent fields."""
+    ids, current = [], newest_id
+    while current:
+        ids.append(current)
+        with open(os.path.join(vm_root, current, "manifest.json")) as f:
+            current = json.load(f).get("parent")
+    return ids
+
+
+def check_memory_dirs(mem, nodes):
+    """Each node holds its own VM's checkpoints only, and no more than the
+    newest committed epoch's chain (plus one epoch in flight when killed)."""
+    for i in range(len(nodes)):
+        root = os.path.join(mem, f"n{i}")
+        names = sorted(os.listdir(os.path.join(root, "epochs")))
+        epochs = [int(n[:6]) for n in names if re.fullmatch(r"\d{6}\.json", n)]
+        h.check(1 <= len(epochs) <= 2, f"node n{i} keeps epochs {epochs}; expected the newest (and one committing)")
+        with open(os.path.join(root, "epochs", "%06d.json" % max(epochs))) as f:
+            manifest = json.load(f)
+        h.check([v["name"] for v in manifest["vms"]] == VMS, f"epoch record {manifest}")
+        vms_here = sorted(d for d in os.listdir(root) if d != "epochs")
+        h.check(vms_here == [f"vm{i}"], f"node n{i} holds checkpoints of {vms_here}, expected only vm{i}")
+        vm_root = os.path.join(root, f"vm{i}")
+        newest_id = next(v["id"] for v in manifest["vms"] if v["name"] == f"vm{i}")
+        kept = chain(vm_root, newest_id)
+        ids = sorted(d for d in os.listdir(vm_root) if re.fullmatch(r"\d{6}", d))
+        extra = [d for d in ids if d not in kept]
+        h.check(len(extra) <= 1 and all(d > newest_id for d in extra),
+                f"vm{i}: {ids} in memory; the committed chain is {kept}")
+        print(f"n{i}: epochs {epochs}, vm{i} checkpoints {ids} (chain of epoch {max(epochs)}: {kept})")
+    return max(epochs)
+
+
+def main():
+    h.require_kvm(several_guests=True)
+    c.require_netns()
+    ref = c.reference_module()
+    workdir = c.workdir()
+    nodes = c.make_nodes(3)
+    secret = os.path.join(workdir, "secret.key")
+    with open(secret, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(secret, 0o600)
+    mem = os.path.join(workdir, "mem")
+    cmdlines = [f"test=ring me={i} n=3 msix=1 irqwait=500" for i in range(3)]
+    cfg = os.path.join(workdir, "cluster.toml")
+    persist = os.path.join(workdir, "persist")
+    policy = (f'storage = "memory"\nmemory_dir = "{mem}"\nredundancy = "xor"\ninterval = "2s"\n'
+              f'persist_every = 3\npersist_dir = "{persist}"\n')
+    c.write_config(cfg, "disklesstest", nodes, [0, 1, 2], cmdlines, None, "secret.key", policy=policy)
+    macs = [0x525400CC0001 + i for i in range(3)]
+    ns0 = nodes[0][0]
+
+    history = []
+    boot = c.Launch(workdir, "boot", cfg, nodes, "run")
+    history.append(("boot", boot))
+    boot.wait_progress(VMS, STEP, what="ring traffic after boot")
+
+    # More epochs than an incremental chain may have (8): a full checkpoint
+    # starts a new chain and the old one must leave memory.
+    reached = wait_epochs(ns0, cfg, 11, boot)
+    print(f"the cluster took {reached} epochs by itself")
+    listed = listing(ns0, cfg)
+    starters = [v["name"] for v in listed["vms"] if v.get("schedule", {}).get("starts_them")]
+    h.check(starters == ["vm0"], f"scheduled epochs should be started by vm0 alone: {listed['vms']}")
+    r = c.vvmm_in(ns0, ["list", "--cluster", cfg])
+    h.check(r.returncode == 0, "list failed: " + r.stderr)
+    h.check("storage: memory" in r.stdout and "parity on" in r.stdout, "list shows no placement:\n" + r.stdout)
+    h.check("epochs by themselves: every 2 s (fixed" in r.stdout, "list shows no schedule:\n" + r.stdout)
+    print(r.stdout)
+
+    after = boot.progress()
+    boot.wait_progress(VMS, {v: after[v] + 1000 for v in VMS}, what="traffic after the epochs")
+    boot.kill9()
+    newest = check_memory_dirs(mem, nodes)
+    h.check(not os.path.exists(os.path.join(workdir, "ckpt")), "something was written outside memory_dir")
+
+    p = c.vvmm_in(ns0, ["plan", "--cluster", cfg, "--mtbf", "3h", "--runtime", "48h", "--disk-cost", "5m"])
+    h.check(p.returncode == 0 and "measured: median of the last" in p.stdout and "parity on" in p.stdout,
+            f"plan --cluster: {p.stdout} {p.stderr}")
+    print(p.stdout)
+
+    restored = c.Launch(workdir, "restore", cfg, nodes, "restore")
+    history.append(("restore", restored))
+    first = restored.wait_progress(VMS, 1, what="progress after the restore")
+    restored.wait_progress(VMS, {v: first[v] + STEP for v in VMS}, what="progress after the restore")
+    h.check("tg: ready" not in restored.text(), "a restored VM booted again")
+    later = wait_epochs(ns0, cfg, newest + 2, restored)
+    print(f"restored epoch {newest}; the restored cluster went on to epoch {later} by itself")
+    restored.kill9()
+
+    # The persisted copies: every 3rd epoch, restorable as a disk cluster.
+    names = os.listdir(os.path.join(persist, "epochs"))
+    persisted = sorted(int(n[:6]) for n in names if re.fullmatch(r"\d{6}\.json", n))
+    h.check(persisted and all(e % 3 == 0 for e in persisted), f"persisted epochs {persisted}")
+    # A shared persist_dir records an epoch once the first VM's copy is done;
+    # the kill may have cut the others' copies of the newest one short.
+    def complete(epoch):
+        with open(os.path.join(persist, "epochs", "%06d.json" % epoch)) as f:
+            record = json.load(f)
+        return all(os.path.isdir(os.path.join(persist, v["name"], v["id"])) for v in record["vms"])
+    usable = [e for e in persisted if complete(e)]
+    h.check(usable, f"no persisted epoch is complete: {persisted}")
+    disk_cfg = os.path.join(workdir, "disk.toml")
+    c.write_config(disk_cfg, "disklesstest", nodes, [0, 1, 2], cmdlines, persist, "secret.key")
+    from_disk = c.Launch(workdir, "persisted", disk_cfg, nodes, "restore", ["--epoch", str(usable[-1])])
+    history.append(("persisted", from_disk))
+    first = from_disk.wait_progress(VMS, 1, what="progress after restoring a persisted epoch")
+    from_disk.wait_progress(VMS, {v: first[v] + STEP for v in VMS}, what="progress after restoring a persisted epoch")
+    print(f"persisted epochs {persisted}; epoch {usable[-1]} restored from {persist}")
+
+    logs, index = {}, {}
+    for phase, launch in history:
+        for vm, text in launch.consoles().items():
+            logs[f"{vm}@{phase}"] = text
+            index[f"{vm}@{phase}"] = int(vm[2:])
+    problems = ref.ring_check(logs, macs=macs, index=index)
+    h.check(not problems, "ring check:\n  " + "\n  ".join(problems[:20]))
+    from_disk.kill9()
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
