@@ -41,6 +41,26 @@ TEST_CASE("plan: expected completion — the optimum beats neighbours, checkpoin
     CHECK(expected_completion_without_checkpoints(hours(1), rare).count() == doctest::Approx(3600).epsilon(1e-3));
 }
 
+TEST_CASE("plan: the DVDC scenario — MTBF 3 h, a 48 h run, disk epochs of 5 min against diskless ones of 20 s")
+{
+    // Worked by hand from the formulas: disk τ = √(2·300·10800)·1.040827 − 300
+    // = 2349.5 s and 10800·(e^(2649.5/10800) − 1)·172800/2349.5 = 220 848 s;
+    // diskless τ = √(2·20·10800)·1.010246 − 20 = 644.0 s and 183 757 s.
+    const Seconds work = hours(48);
+    const FailureModel disk{hours(3), minutes(5), Seconds(0)};
+    const FailureModel diskless{hours(3), Seconds(20), Seconds(0)};
+    const Seconds disk_tau = daly_interval(disk.epoch_cost, disk.mtbf);
+    const Seconds diskless_tau = daly_interval(diskless.epoch_cost, diskless.mtbf);
+    CHECK(disk_tau.count() == doctest::Approx(2349.5).epsilon(1e-4));
+    CHECK(diskless_tau.count() == doctest::Approx(644.0).epsilon(1e-4));
+    const double with_disk = expected_completion(work, disk_tau, disk).count();
+    const double with_diskless = expected_completion(work, diskless_tau, diskless).count();
+    CHECK(with_disk == doctest::Approx(220848).epsilon(1e-4));       // 61.3 h
+    CHECK(with_diskless == doctest::Approx(183757).epsilon(1e-4));   // 51.0 h
+    // What diskless buys in this scenario: 10 of the 13 hours disk checkpoints lose.
+    CHECK((with_disk - with_diskless) / 3600 == doctest::Approx(10.3).epsilon(0.01));
+}
+
 TEST_CASE("durations: units s, m, h, d; no unit, zero, negatives, garbage and overflow refused")
 {
     CHECK(parse_duration("30s").value().count() == 30);
