@@ -25,6 +25,9 @@ Result<void> fsync_dir(const std::string& dir);
 Result<void> link_into(const std::string& src, const std::string& dir, const std::string& name);
 // fsync tmp, rename it to root/id, fsync root.
 Result<void> publish(const std::string& tmp, const std::string& root, const std::string& id);
+// Copies the data of `src` into the new file `dst`, leaving holes where the
+// source has them, and fsyncs it. Returns the bytes of data copied.
+Result<uint64_t> copy_sparse_file(const std::string& src, const std::string& dst);
 // Reads a whole file (state.bin, page maps) checking its size and digest.
 Result<std::vector<uint8_t>> read_verified(const std::string& dir, const FileDigest& d, uint64_t max_size);
 uint64_t digest_of(std::span<const uint8_t> bytes);

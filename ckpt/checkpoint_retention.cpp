@@ -1,6 +1,5 @@
 #include "ckpt/checkpoint_retention.hpp"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -11,47 +10,11 @@
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/manifest.hpp"
 #include "vmm/base/small_file.hpp"
-#include "vmm/base/unique_fd.hpp"
 
 namespace vvmm::ckpt {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Copies the data of `src` into the new file `dst`, leaving holes where the
-// source has them, and fsyncs it.
-Result<uint64_t> copy_sparse_file(const std::string& src, const std::string& dst)
-{
-    UniqueFd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!in.valid()) return errno_error("opening " + src);
-    struct stat st {};
-    if (::fstat(in.get(), &st) < 0) return errno_error("stat " + src);
-    if (!S_ISREG(st.st_mode)) return Error(src + " is not a regular file");
-    UniqueFd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!out.valid()) return errno_error("creating " + dst);
-    if (::ftruncate(out.get(), st.st_size) < 0) return errno_error("sizing " + dst);
-    uint64_t copied = 0;
-    off_t pos = 0;
-    while (pos < st.st_size) {
-        const off_t data = ::lseek(in.get(), pos, SEEK_DATA);
-        if (data < 0) {
-            if (errno == ENXIO) break;  // only a hole is left
-            return errno_error("seeking in " + src);
-        }
-        off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
-        if (hole < 0) hole = st.st_size;
-        off_t from = data, to = data;
-        while (from < hole) {
-            const ssize_t n = ::copy_file_range(in.get(), &from, out.get(), &to, static_cast<size_t>(hole - from), 0);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return errno_error("copying " + src + " to " + dst);
-            copied += static_cast<uint64_t>(n);
-        }
-        pos = hole;
-    }
-    if (::fsync(out.get()) < 0) return errno_error("fsync " + dst);
-    return copied;
-}
 
 Result<uint64_t> copy_checkpoint(const std::string& src, const std::string& dst_root, const std::string& id)
 {

@@ -54,6 +54,15 @@ void ParityCodec::update(unsigned index, const uint8_t* delta, std::span<uint8_t
                           const_cast<uint8_t**>(parity.data()));
 }
 
+void ParityCodec::update_block(unsigned index, unsigned parity_index, const uint8_t* delta, uint8_t* parity,
+                               size_t len) const
+{
+    // ec_init_tables lays the tables out row by row, 32 bytes per data block.
+    gf_vect_mad(as_len(len), static_cast<int>(n_), static_cast<int>(index),
+                const_cast<uint8_t*>(encode_tables_.data()) + size_t{32} * n_ * parity_index, const_cast<uint8_t*>(delta),
+                parity);
+}
+
 Result<void> ParityCodec::rebuild(std::span<uint8_t* const> blocks, std::span<const bool> lost, size_t len) const
 {
     const unsigned total = n_ + k_;

@@ -33,6 +33,9 @@ public:
     // Folds data block `index`'s change (old XOR new, `len` bytes) into
     // every parity block at the same offset.
     void update(unsigned index, const uint8_t* delta, std::span<uint8_t* const> parity, size_t len) const;
+    // The same for one parity block (index `parity_index` < K): what the
+    // node holding just that block applies.
+    void update_block(unsigned index, unsigned parity_index, const uint8_t* delta, uint8_t* parity, size_t len) const;
     // Rebuilds the blocks marked lost. `blocks` holds the N data blocks then
     // the K parity blocks; lost ones are overwritten, the others read. At
     // most K lost, or an error that says so.
