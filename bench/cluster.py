@@ -17,10 +17,14 @@ lost per checkpoint / (rate without x interval). Medians over the pairs.
   QEMU: -M pc, the VMs on netswitch.py, the guests' own virtio-net driver,
         and the stop-the-world equivalent of a cluster checkpoint: QMP stop on
         every VM, migrate each to a file (in parallel), cont every VM.
-Ratios are vvmm/QEMU.
+Ratios are vvmm/QEMU. With --storage both, vvmm runs twice: checkpoints on
+disk (checkpoint_dir in /var/tmp) and in memory (storage = "memory",
+memory_dir in /dev/shm), and the memory/disk ratios are printed too (no
+parity is sent yet: issue 12).
 
     bench/cluster.py [--vms 4] [--mem 512M] [--work 2000] [--pairs 5] [--window 12]
-                     [--every 3] [--interval 30] [--mode cow] [--no-qemu] [--json OUT]
+                     [--every 3] [--interval 30] [--mode cow] [--storage disk|memory|both]
+                     [--no-qemu] [--json OUT]
 """
 import argparse
 import json
@@ -119,17 +123,21 @@ def measure(args, texts, checkpoint):
 
 # ---------------------------------------------------------------- vvmm
 
-def vvmm_run(args, work):
+def vvmm_run(args, work, storage="disk"):
     ckpt = os.path.join(work, "ckpt")
     shutil.rmtree(ckpt, ignore_errors=True)
+    memory_dir = "/dev/shm/vvmm-bench-cluster-%d" % os.getpid()
+    shutil.rmtree(memory_dir, ignore_errors=True)
+    where = ('checkpoint_dir = "%s"' % ckpt if storage == "disk"
+             else 'storage = "memory"\nmemory_dir = "%s"\nredundancy = "none"' % memory_dir)
     key = os.path.join(work, "bench.key")
     with open(key, "wb") as f:
         f.write(os.urandom(32))
     os.chmod(key, 0o600)
     cfg = os.path.join(work, "cluster.toml")
     with open(cfg, "w") as f:
-        f.write('[cluster]\nname = "bench"\nsecret_file = "%s"\ncheckpoint_dir = "%s"\nmode = "%s"\n\n'
-                '[[node]]\nname = "n0"\naddress = "127.0.0.1"\n' % (key, ckpt, args.mode))
+        f.write('[cluster]\nname = "bench"\nsecret_file = "%s"\n%s\nmode = "%s"\n\n'
+                '[[node]]\nname = "n0"\naddress = "127.0.0.1"\n' % (key, where, args.mode))
         for i in range(args.vms):
             f.write('\n[[vm]]\nname = "vm%d"\nnode = "n0"\nport = %d\nmem = "%s"\nkernel = "%s"\ncmdline = "%s"\n'
                     'mac = "%s"\nhuge_pages = %s\n' % (i, args.port + i, args.mem, args.image, cmdline(args, i), mac(i),
@@ -164,6 +172,7 @@ def vvmm_run(args, work):
         return measure(args, texts, checkpoint)
     finally:
         kill_all()
+        shutil.rmtree(memory_dir, ignore_errors=True)
         if "ring error" in read(out) or "ring fail" in read(out):
             raise RuntimeError("the ring workload failed under vvmm:\n" + read(out)[-2000:])
 
@@ -286,6 +295,8 @@ def main():
     ap.add_argument("--interval", type=float, default=30, help="the checkpoint interval the slowdown is given for")
     ap.add_argument("--mode", default="cow", choices=["stop", "live", "cow"])
     ap.add_argument("--port", type=int, default=7400)
+    ap.add_argument("--storage", default="disk", choices=["disk", "memory", "both"],
+                    help="where vvmm's checkpoints go; both: one run each, and memory/disk ratios")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--huge-pages", action="store_true", help="vvmm VMs on 2 MiB pages (reserves them; needs root)")
     ap.add_argument("--json")
@@ -301,8 +312,12 @@ def main():
         if problem:
             sys.exit("bench/cluster: " + problem)
     try:
-        for vmm in ["vvmm"] + ([] if args.no_qemu else ["qemu"]):
-            r = (vvmm_run if vmm == "vvmm" else qemu_run)(args, work)
+        runs = {"disk": ["vvmm"], "memory": ["vvmm-memory"], "both": ["vvmm", "vvmm-memory"]}[args.storage]
+        for vmm in runs + ([] if args.no_qemu else ["qemu"]):
+            if vmm == "qemu":
+                r = qemu_run(args, work)
+            else:
+                r = vvmm_run(args, work, "memory" if vmm == "vvmm-memory" else "disk")
             results[vmm] = r
             for p in r["pairs"]:
                 print("%s: %.0f msg/s without, %.0f with %d checkpoints: %.1f messages lost per checkpoint" % (
@@ -317,14 +332,19 @@ def main():
           % (args.vms, args.mem, " (vvmm on huge pages)" if args.huge_pages else "", args.work, args.mode, args.pairs,
              args.window, args.every))
     for vmm, r in s.items():
-        print("%-5s %.0f msg/s; %.1f messages lost per checkpoint = slowdown %.2f%% with a checkpoint every %gs "
+        print("%-11s %.0f msg/s; %.1f messages lost per checkpoint = slowdown %.2f%% with a checkpoint every %gs "
               "(per pair: %s)" % (vmm, r["rate"], r["lost_per_checkpoint"], r["slowdown_pct"], args.interval,
                                   r["slowdown_pcts"]))
         print("      %d epochs: epoch %.1f ms, slowest VM %.1f ms (epoch/slowest %.2fx), per-VM pause median %.1f ms, "
               "p90 %.1f ms, max per epoch %.1f ms; full %.1f MiB, incremental %.1f MiB"
               % (r["epochs"], r["epoch_ms"], r["slowest_vm_ms"], r["coordination"], r["all_pauses_ms"],
                  r["p90_pause_ms"], r["max_pause_ms"], r["full_mib"], r["incremental_mib"]))
-    if "qemu" in s:
+    if "vvmm" in s and "vvmm-memory" in s:
+        d, m = s["vvmm"], s["vvmm-memory"]
+        print("ratios memory/disk: epoch time %.3fx, per-VM pause %.3fx, slowdown %.3fx"
+              % (m["epoch_ms"] / d["epoch_ms"], m["all_pauses_ms"] / d["all_pauses_ms"],
+                 m["slowdown_pct"] / d["slowdown_pct"] if d["slowdown_pct"] else float("nan")))
+    if "qemu" in s and "vvmm" in s:
         v, q = s["vvmm"], s["qemu"]
         print("ratios vvmm/QEMU: rate %.2fx, epoch time %.3fx, per-VM pause %.3fx, slowdown %.3fx"
               % (v["rate"] / q["rate"], v["epoch_ms"] / q["epoch_ms"], v["all_pauses_ms"] / q["all_pauses_ms"],
