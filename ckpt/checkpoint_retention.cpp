@@ -54,10 +54,14 @@ Result<std::vector<std::string>> checkpoint_chain(const std::string& root, const
     return chain;
 }
 
-Result<unsigned> remove_outside_chain(const std::string& root, const std::string& keep, const SealPolicy& policy)
+Result<unsigned> remove_outside_chains(const std::string& root, const std::vector<std::string>& keep,
+                                       const SealPolicy& policy)
 {
-    TRY_ASSIGN(const auto kept, checkpoint_chain(root, keep, policy));
-    const std::set<std::string> chain(kept.begin(), kept.end());
+    std::set<std::string> chain;
+    for (const auto& id : keep) {
+        TRY_ASSIGN(const auto kept, checkpoint_chain(root, id, policy));
+        chain.insert(kept.begin(), kept.end());
+    }
     static const std::regex id_name(R"(\d{6})");
     std::vector<fs::path> doomed;
     std::error_code ec;

@@ -1,8 +1,7 @@
 // What is kept where when memory is the storage (diskless clusters): a
-// node's checkpoint root keeps the newest committed checkpoint and the
-// incremental chain it stands on, everything else goes, so its tmpfs holds
-// one epoch (two while the next one runs); some epochs are also copied to
-// persistent storage (cfg.toml's persist_every, persist_dir).
+// node's checkpoint root keeps the two newest committed checkpoints and the
+// incremental chains they stand on, everything else goes; some epochs are
+// also copied to persistent storage (cfg.toml's persist_every, persist_dir).
 #pragma once
 
 #include <string>
@@ -18,11 +17,12 @@ Result<std::vector<std::string>> checkpoint_chain(const std::string& root, const
                                                   const SealPolicy& policy);
 
 // Removes every checkpoint directory (six-digit id) in `root` that is not
-// `keep` or one of its ancestors; temporary directories of checkpoints being
-// written are left alone. Returns how many were removed. `keep`'s chain is
-// read through its sealed manifests: a chain that cannot be read removes
-// nothing.
-Result<unsigned> remove_outside_chain(const std::string& root, const std::string& keep, const SealPolicy& policy);
+// one of `keep` or their ancestors; temporary directories of checkpoints
+// being written are left alone. Returns how many were removed. The chains
+// are read through their sealed manifests: a chain that cannot be read
+// removes nothing.
+Result<unsigned> remove_outside_chains(const std::string& root, const std::vector<std::string>& keep,
+                                       const SealPolicy& policy);
 
 // Copies checkpoint `id` of `src_root` and its ancestors into `dst_root`,
 // each one appearing under its id only once complete and durable (like a

@@ -40,6 +40,16 @@ private:
     std::chrono::steady_clock::time_point deadline_;
 };
 
+// The id of `vm`'s checkpoint in committed epoch `epoch`.
+Result<std::string> checkpoint_of(const std::string& node_root, uint64_t epoch, const std::string& vm,
+                                  const ckpt::SealPolicy& policy)
+{
+    TRY_ASSIGN(auto m, read_cluster_manifest(node_root, epoch, policy));
+    for (const auto& v : m.vms)
+        if (v.name == vm) return v.id;
+    return Error("epoch " + std::to_string(epoch) + " has no checkpoint of " + vm);
+}
+
 uint64_t newest_committed(const std::string& node_root)
 {
     const auto epochs = committed_epochs(node_root);
@@ -280,6 +290,10 @@ void ClusterMember::on_control(const std::string& peer, MessageType type, uint64
         // Bounded by the peers: only this VM's restore epoch, only until its barrier.
         if (restore_epoch_ != 0 && epoch == restore_epoch_ && !restore_done_)
             restored_.insert(peer + "@" + std::to_string(epoch));
+        // Another epoch: the nodes disagree on the newest (one was killed
+        // before a COMMIT reached it). Waiting would never end.
+        if (restore_epoch_ != 0 && epoch != restore_epoch_ && !restore_done_ && restore_conflict_.empty())
+            restore_conflict_ = peer + " restores epoch " + std::to_string(epoch);
         cv_.notify_all();
         return;
     }
@@ -433,12 +447,25 @@ void ClusterMember::keep_only_committed(uint64_t epoch, const std::string& id)
     const std::string name = "epoch " + std::to_string(epoch);
     // A copy to persist_dir may be reading older checkpoints: they go next time.
     if (persisting_) return log_debug(name + ": older checkpoints stay while an epoch is being persisted");
-    auto removed = ckpt::remove_outside_chain(vm_root_, id, ckpt::SealPolicy{seal_key_, false});
+    // The committed epoch before this one stays too: a node that was killed
+    // before this epoch's COMMIT reached it can only restore that one, so
+    // every node keeps it (restore --epoch) until the next commit.
+    const ckpt::SealPolicy policy{seal_key_, false};
+    std::vector<std::string> keep = {id};
+    uint64_t previous = epoch;
+    for (uint64_t e : committed_epochs(node_root_))
+        if (e < epoch) previous = e;
+    if (previous != epoch) {
+        auto before = checkpoint_of(node_root_, previous, vm_, policy);
+        if (!before) return log_warn(name + ": older checkpoints of " + vm_ + " stay in memory: " + before.error().message());
+        keep.push_back(before.value());
+    }
+    auto removed = ckpt::remove_outside_chains(vm_root_, keep, policy);
     if (!removed) {
         log_warn(name + ": older checkpoints of " + vm_ + " stay in memory: " + removed.error().message());
         return;
     }
-    if (auto r = remove_epochs_before(node_root_, epoch); !r) log_warn(name + ": " + r.error().message());
+    if (auto r = remove_epochs_before(node_root_, previous); !r) log_warn(name + ": " + r.error().message());
     log_debug(name + ": " + std::to_string(removed.value()) + " older checkpoint(s) of " + vm_ + " removed from memory");
 }
 
@@ -567,6 +594,9 @@ Result<void> ClusterMember::wait_restored(uint64_t epoch, const std::function<bo
         for (const auto& p : peers())
             if (!restored_.count(p + "@" + std::to_string(epoch))) missing += (missing.empty() ? "" : ", ") + p;
         if (missing.empty()) break;
+        if (!restore_conflict_.empty())
+            return Error(restore_conflict_ + ", this VM epoch " + std::to_string(epoch) +
+                         ": restore every node with the same --epoch (the older one: each node keeps the two newest)");
         if (stop()) return Error("stopped while waiting for " + missing + " to restore");
         if (Clock::now() >= next_report) {
             // Seen by default: a VM that never comes would otherwise be a silent hang.

@@ -85,8 +85,9 @@ private:
     // Only from the epoch's initiator (EpochAuthority); others are dropped.
     void on_commit(const std::string& peer, uint64_t epoch, const nlohmann::json& body);
     void on_abort(const std::string& peer, uint64_t epoch, const std::string& reason);
-    // storage = memory: once `epoch` committed, only its checkpoint (and
-    // chain) and its cluster manifest stay on this node's tmpfs.
+    // storage = memory: once `epoch` committed, only its checkpoint and the
+    // previous committed epoch's (with their chains) and their cluster
+    // manifests stay on this node's tmpfs.
     void keep_only_committed(uint64_t epoch, const std::string& id);
     void drop(const std::string& peer, net::MessageType type, uint64_t epoch, const std::string& why);
     nlohmann::json list() const;
@@ -112,6 +113,7 @@ private:
     bool epoch_thread_busy_ = false;
     bool quit_ = false;
     std::set<std::string> restored_;  // peers that sent RESTORED(restore_epoch_)
+    std::string restore_conflict_;    // a peer that restores another epoch
 
     // persist_every: committed epochs copied to persist_dir off the epoch
     // thread; while a copy runs, older checkpoints stay in memory.

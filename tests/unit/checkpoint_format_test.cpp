@@ -591,7 +591,7 @@ TEST_CASE("retention (storage = memory): only the kept checkpoint's chain stays,
     write_checkpoint(root, "000004", "000003");
     write_checkpoint(root, "000005", "000004");
     fs::create_directories(root + "/.tmp-000006-1");  // a checkpoint being written
-    auto removed = remove_outside_chain(root, "000005", kTestPolicy);
+    auto removed = remove_outside_chains(root, {"000005"}, kTestPolicy);
     REQUIRE_MESSAGE(removed.ok(), message_of(removed));
     CHECK(removed.value() == 2);
     CHECK_FALSE(fs::exists(root + "/000001"));
@@ -621,8 +621,15 @@ TEST_CASE("retention (storage = memory): only the kept checkpoint's chain stays,
     fs::remove_all(persisted);
 
     write_checkpoint(root, "000007", "000006");  // its parent is gone
-    auto broken = remove_outside_chain(root, "000007", kTestPolicy);
+    auto broken = remove_outside_chains(root, {"000005", "000007"}, kTestPolicy);
     CHECK_FALSE(broken.ok());
     CHECK(fs::exists(root + "/000003"));
+    // Two chains kept: the newest committed epoch's and the one before.
+    write_checkpoint(root, "000008");
+    write_checkpoint(root, "000009", "000008");
+    auto two = remove_outside_chains(root, {"000009", "000004"}, kTestPolicy);
+    REQUIRE_MESSAGE(two.ok(), message_of(two));
+    CHECK(two.value() == 2);  // 000005 and 000007
+    for (const char* kept : {"000003", "000004", "000008", "000009"}) CHECK(fs::exists(root + "/" + kept));
     fs::remove_all(root);
 }
