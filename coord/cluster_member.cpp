@@ -1,6 +1,10 @@
 #include "coord/cluster_member.hpp"
 
+#include <linux/magic.h>
+#include <sys/vfs.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <optional>
 
 #include "ckpt/checkpoint_retention.hpp"
@@ -40,6 +44,19 @@ private:
     std::chrono::steady_clock::time_point deadline_;
 };
 
+// storage = memory on a directory that is not a tmpfs puts the "memory"
+// checkpoints on whatever file system that is: worth a warning, not a refusal
+// (a RAM-backed block device is as good).
+void warn_unless_tmpfs(const std::string& dir)
+{
+    std::filesystem::path at(dir);
+    std::error_code ec;
+    while (!at.empty() && at != at.root_path() && !std::filesystem::exists(at, ec)) at = at.parent_path();
+    struct statfs fs {};
+    if (::statfs(at.c_str(), &fs) == 0 && fs.f_type != TMPFS_MAGIC)
+        log_warn("storage = \"memory\": " + dir + " is not on a tmpfs, so its checkpoints are not in memory");
+}
+
 // The id of `vm`'s checkpoint in committed epoch `epoch`.
 Result<std::string> checkpoint_of(const std::string& node_root, uint64_t epoch, const std::string& vm,
                                   const ckpt::SealPolicy& policy)
@@ -72,6 +89,7 @@ ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::P
     for (size_t i = epochs.size() - std::min(epochs.size(), kEpochCostWindow); i < epochs.size(); ++i)
         if (auto m = read_cluster_manifest(node_root_, epochs[i], ckpt::SealPolicy{seal_key_, false}))
             epoch_costs_.push_back(Seconds(m->epoch_ms / 1000));
+    if (config_.storage == CheckpointStorage::memory) warn_unless_tmpfs(node_root_);
     if (config_.schedule.kind != EpochSchedule::Kind::on_request)
         schedule_thread_ = std::thread([this] { schedule_worker(); });
 }

@@ -86,6 +86,15 @@ def make_nodes(count):
     return nodes
 
 
+def write_secret(workdir):
+    """A fresh cluster secret, private as vvmm requires; returns its path."""
+    path = os.path.join(workdir, "secret.key")
+    with open(path, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(path, 0o600)
+    return path
+
+
 def write_config(path, name, nodes, placement, cmdlines, ckpt_dir, secret_path, mem="64M", port=7100,
                  kernel=None, initrd=None, ips=None, policy=""):
     """placement[i] = index of the node VM i runs on; the test guest unless

@@ -82,10 +82,7 @@ def main():
     ref = c.reference_module()
     workdir = c.workdir()
     nodes = c.make_nodes(3)
-    secret = os.path.join(workdir, "secret.key")
-    with open(secret, "wb") as f:
-        f.write(os.urandom(32))
-    os.chmod(secret, 0o600)
+    secret = c.write_secret(workdir)
     ckpt = os.path.join(workdir, "ckpt")
     cmdlines = [f"test=ring me={i} n=3 msix=1 irqwait=500" for i in range(3)]
     cfg = os.path.join(workdir, "cluster.toml")

@@ -70,10 +70,7 @@ def wait_streams(launch, beyond, what, timeout=180):
 
 work = c.workdir()
 nodes = c.make_nodes(3)
-secret = os.path.join(work, "secret.key")
-with open(secret, "wb") as f:
-    f.write(os.urandom(32))
-os.chmod(secret, 0o600)
+secret = c.write_secret(work)
 subnet = "10.77.0."
 ips = [subnet + str(i + 1) + "/24" for i in range(3)]
 run = 'vvmm.run="tcpstream --me $VVMM_IP --peers $VVMM_PEERS --rate 20 --msg-bytes 256 --status-every 2"'
