@@ -1,5 +1,6 @@
 #include "devices/pci/pci_config_space.hpp"
 
+#include <cstdio>
 #include <cstring>
 
 #include "vmm/base/le.hpp"
@@ -91,10 +92,16 @@ size_t PciConfigSpace::add_capability(uint8_t id, std::span<const uint8_t> body,
 Result<void> PciConfigSpace::restore_bytes(std::span<const uint8_t> saved)
 {
     if (saved.size() != bytes_.size()) return Error("PCI config space of " + std::to_string(saved.size()) + " bytes");
-    // BAR address bits and the status/command words are guest-writable
-    // through side doors; only the identity and capability chain must match.
     for (size_t i = 0; i < pci::kCommand; ++i)
         if (saved[i] != bytes_[i]) return Error("PCI config space belongs to a different device");
+    // Only what the guest can write may differ: a read-only byte that does
+    // (class, capability chain, BAR type bits) is not this device's state.
+    for (size_t i = 0; i < bytes_.size(); ++i)
+        if ((saved[i] ^ bytes_[i]) & ~writable_[i]) {
+            char at[8];
+            std::snprintf(at, sizeof at, "0x%02zx", i);
+            return Error(std::string("PCI config space: read-only byte ") + at + " differs from this device's");
+        }
     std::copy(saved.begin(), saved.end(), bytes_.begin());
     return ok();
 }

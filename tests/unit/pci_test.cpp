@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <array>
 #include <memory>
 
 #include "devices/pci/msix.hpp"
@@ -52,6 +53,37 @@ TEST_CASE("the BAR listener fires when decoding turns on or the BAR moves")
     c.write(pci::kBar0, 4, 0xC0001000);
     CHECK(calls == 3);
     CHECK(c.bar_address(0).value() == 0xC0001000);
+}
+
+TEST_CASE("restore takes what the guest could have written, and refuses a changed read-only byte")
+{
+    auto make = [] {
+        auto c = std::make_unique<PciConfigSpace>(0x1af4, 0x1042, 1, 0x80, 0);
+        c->add_memory_bar(0, 0x1000);
+        const uint8_t body[6] = {7, 0, 1, 2, 3, 4}, writable[6] = {0xff, 0, 0, 0, 0, 0};
+        c->add_capability(0x11, body, writable);
+        return c;
+    };
+    auto running = make();
+    running->write(pci::kCommand, 2, pci::kCommandMemory | pci::kCommandBusMaster);
+    running->write(pci::kBar0, 4, 0xC0002000);
+    running->write(pci::kInterruptLine, 1, 9);
+    running->write(0x42, 1, 0x5a);  // the capability's writable byte
+    std::array<uint8_t, 256> saved = running->bytes();
+
+    auto fresh = make();
+    REQUIRE(fresh->restore_bytes(saved).ok());
+    CHECK(fresh->bar_address(0).value() == 0xC0002000);
+    CHECK(fresh->read(0x42, 1) == 0x5a);
+
+    for (size_t offset : {size_t{pci::kClass}, size_t{0x43}, size_t{pci::kBar0}}) {
+        auto forged = saved;
+        forged[offset] ^= offset == pci::kBar0 ? 0x08 : 0x01;  // BAR 0's prefetchable bit is read-only
+        auto target = make();
+        auto r = target->restore_bytes(forged);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error().message().find("read-only byte") != std::string::npos);
+    }
 }
 
 TEST_CASE("capability list is linked and flagged in status")
