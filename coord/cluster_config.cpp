@@ -373,17 +373,25 @@ void place_parity_for(Checker& c, ClusterConfig& cfg, const PolicyPositions& pos
     const bool partner = cfg.redundancy.kind == Redundancy::Kind::partner;
     if (cfg.set_size == 0) {
         // Default: sets of up to 4, as many as the nodes allow.
-        const size_t room = cfg.nodes.size() > k ? cfg.nodes.size() - k : 1;
+        size_t hosts = 0;
+        for (const auto& n : cfg.nodes) hosts += !cfg.vms_on(n.name).empty();
+        const size_t room = hosts > k ? hosts - k : 1;
         cfg.set_size = partner ? 1 : static_cast<unsigned>(std::min<size_t>(4, room));
     }
     PlacementInput input;
     input.set_size = cfg.set_size;
     input.parity_count = k;
-    for (const auto& n : cfg.nodes) input.nodes.push_back(n.name);
+    // Parity is kept by a VMM of its node: a node without VMs has none.
+    std::string idle;
+    for (const auto& n : cfg.nodes) {
+        if (!cfg.vms_on(n.name).empty()) input.nodes.push_back(n.name);
+        else idle += (idle.empty() ? "" : ", ") + n.name;
+    }
     for (const auto& v : cfg.vms) input.vms.emplace_back(v.name, v.node);
     auto layout = place_parity(input);
     if (!layout) {
-        c.error(pos.set_size, "redundancy \"" + cfg.redundancy.name() + "\": " + layout.error().message());
+        c.error(pos.set_size, "redundancy \"" + cfg.redundancy.name() + "\": " + layout.error().message() +
+                                  (idle.empty() ? "" : " (nodes without VMs hold no parity: " + idle + ")"));
         return;
     }
     cfg.parity = std::move(layout).value();

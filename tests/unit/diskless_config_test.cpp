@@ -100,6 +100,10 @@ TEST_CASE("diskless config: layouts that cannot be protected and misplaced keys 
     CHECK(error_of(cluster("storage = \"memory\"\npersist_every = 10")).find("persist_every needs persist_dir") !=
           std::string::npos);
     CHECK(error_of(cluster("storage = \"memory\"\nset_size = 0")).find("set_size 0 is out of range") != std::string::npos);
+    // A node without VMs has no VMM to keep parity: 5 nodes, 4 of them with VMs.
+    std::string idle_node = cluster("storage = \"memory\"\nset_size = 4") + "[[node]]\nname = \"n9\"\naddress = \"10.0.0.9\"\n";
+    CHECK(error_of(idle_node).find("needs 5 nodes (one per member, one per block); the cluster has 4 (lower set_size or "
+                                   "the redundancy) (nodes without VMs hold no parity: n9)") != std::string::npos);
 }
 
 TEST_CASE("diskless config: interval fixed or auto (which needs mtbf)")
