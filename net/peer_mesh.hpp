@@ -126,6 +126,8 @@ public:
     // PREPARE, DONE, COMMIT, ABORT or RESTORED from the peer with VMM id `peer`.
     virtual void on_control(const std::string& peer, MessageType type, uint64_t epoch, const nlohmann::json& body) = 0;
     virtual void on_peer_lost(const std::string& peer) = 0;
+    // A PARITY update from the peer with VMM id `peer` (diskless clusters).
+    virtual void on_parity(const std::string& peer, const ParityMessage& message) { (void)peer, (void)message; }
     // A request from an authenticated controller. `reply` may be called
     // later, from any thread, once.
     virtual void on_request(const nlohmann::json& request, std::function<void(nlohmann::json)> reply) = 0;

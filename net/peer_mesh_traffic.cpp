@@ -70,6 +70,8 @@ void PeerMesh::State::on_message(const std::shared_ptr<Connection>& conn, Messag
         });
         else log_warn("peer " + conn->peer->name + " sent " + std::string(message_name(message)) +
                       ", but this VMM is not part of a cluster; ignored");
+    } else if (const ParityMessage* parity = std::get_if<ParityMessage>(&message)) {
+        if (handler) guard_handler(*conn, message, [&] { handler->on_parity(conn->peer->id, *parity); });
     } else {
         fail(conn, "protocol error: a peer sent " + std::string(message_name(message)), LogLevel::error);
     }

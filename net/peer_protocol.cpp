@@ -152,6 +152,9 @@ std::string_view message_type_name(uint16_t type)
     case MessageType::restored: return "RESTORED";
     case MessageType::ctl_request: return "CTL_REQUEST";
     case MessageType::ctl_reply: return "CTL_REPLY";
+    case MessageType::parity: return "PARITY";
+    case MessageType::parity_end: return "PARITY_END";
+    case MessageType::parity_ack: return "PARITY_ACK";
     }
     return "unknown";
 }
@@ -163,7 +166,9 @@ bool is_control_type(MessageType type)
     case MessageType::done:
     case MessageType::commit:
     case MessageType::abort:
-    case MessageType::restored: return true;
+    case MessageType::restored:
+    case MessageType::parity_end:
+    case MessageType::parity_ack: return true;
     default: return false;
     }
 }
@@ -177,6 +182,7 @@ std::string_view message_name(const Message& message)
         std::string_view operator()(const ControlMessage& m) const { return message_type_name(m.type); }
         std::string_view operator()(const ControlRequest&) const { return "CTL_REQUEST"; }
         std::string_view operator()(const ControlReply&) const { return "CTL_REPLY"; }
+        std::string_view operator()(const ParityMessage&) const { return "PARITY"; }
     };
     return std::visit(Visitor{}, message);
 }
@@ -226,6 +232,19 @@ void append_marker(std::vector<uint8_t>& out, uint64_t epoch)
     uint8_t payload[kEpochSize];
     store_le<uint64_t>(payload, epoch);
     out.insert(out.end(), payload, payload + kEpochSize);
+}
+
+void append_parity(std::vector<uint8_t>& out, uint64_t epoch, uint32_t set, uint16_t member, uint64_t offset,
+                   std::span<const uint8_t> data)
+{
+    append_header(out, MessageType::parity, kParityFixedSize + data.size());
+    uint8_t fixed[kParityFixedSize] = {};
+    store_le<uint64_t>(fixed, epoch);
+    store_le<uint32_t>(fixed + 8, set);
+    store_le<uint16_t>(fixed + 12, member);
+    store_le<uint64_t>(fixed + 16, offset);
+    out.insert(out.end(), fixed, fixed + kParityFixedSize);
+    out.insert(out.end(), data.begin(), data.end());
 }
 
 void append_control(std::vector<uint8_t>& out, MessageType type, uint64_t epoch, const nlohmann::json& body)
@@ -374,8 +393,14 @@ Result<std::optional<Message>> MessageDecoder::next()
     case MessageType::commit:
     case MessageType::abort:
     case MessageType::restored:
+    case MessageType::parity_end:
+    case MessageType::parity_ack:
         min_payload = kEpochSize;
         max_payload = kEpochSize + kMaxJsonSize;
+        break;
+    case MessageType::parity:
+        min_payload = kParityFixedSize;
+        max_payload = kParityFixedSize + kMaxParityData;
         break;
     case MessageType::ctl_request:
     case MessageType::ctl_reply: max_payload = kMaxJsonSize; break;
@@ -414,6 +439,15 @@ Result<std::optional<Message>> MessageDecoder::decode(MessageType type, std::spa
         const uint64_t epoch = le64(payload, 0);
         if (epoch == 0) return fail("MARKER has epoch 0");
         return std::optional<Message>(MarkerMessage{epoch});
+    }
+    case MessageType::parity: {
+        ParityMessage m{le64(payload, 0), le32(payload, 8), le16(payload, 12), le64(payload, 16),
+                        std::vector<uint8_t>(payload.begin() + kParityFixedSize, payload.end())};
+        if (m.epoch == 0) return fail("PARITY has epoch 0");
+        if (le16(payload, 14) != 0) return fail("PARITY has a non-zero reserved field");
+        if (m.offset >= kMaxParityOffset || m.data.size() > kMaxParityOffset - m.offset)
+            return fail("PARITY reaches past byte " + std::to_string(kMaxParityOffset) + " of an image");
+        return std::optional<Message>(std::move(m));
     }
     case MessageType::ctl_request:
     case MessageType::ctl_reply: {

@@ -16,7 +16,7 @@
 //   offset size  field
 //   0      4     payload length in bytes (not counting the header)
 //   4      2     type (MessageType)
-//   6      2     flags: none are defined (version 3); must be 0
+//   6      2     flags: none are defined (version 4); must be 0
 //   8      n     payload
 //
 // The header layout never changes; everything else may change with the
@@ -29,7 +29,7 @@
 // (MessageDecoder::accept_only_hello) and refuses any other type from its
 // header, before reading its payload.
 //
-// ---- Version 3 messages -----------------------------------------------------
+// ---- Version 4 messages -----------------------------------------------------
 //
 // HELLO (type 1): the first message on a connection, in both directions,
 // right after the TLS handshake. The dialing side sends it at once; the
@@ -40,7 +40,7 @@
 //
 //   offset size  field
 //   0      4     magic "VVMN" (bytes 56 56 4d 4e)
-//   4      2     protocol version (kProtocolVersion = 3)
+//   4      2     protocol version (kProtocolVersion = 4)
 //   6      1     role: 1 = peer VMM, 2 = controller
 //   7      1     reserved, 0
 //   8      6     sender's guest MAC (unicast; all zero for a controller)
@@ -89,9 +89,25 @@
 // kMaxJsonSize bytes): a controller's request to the VMM it reached, and that
 // VMM's answer. Only on a controller's connection, after HELLO.
 //
+// PARITY (23): a diskless cluster's parity update (issue 12): the change of
+// part of a member's checkpoint image, old XOR new, for the VMM that holds
+// one of its set's parity blocks to fold in.
+//
+//   offset size  field
+//   0      8     epoch E (u64, > 0)
+//   8      4     parity set (index in the cluster's placement)
+//   12     2     member (index in the set)
+//   14     2     reserved, 0
+//   16     8     byte offset in the member's image (< kMaxParityOffset)
+//   24     n     the change, 0..kMaxParityData bytes
+//
+// PARITY_END (24) and PARITY_ACK (25): control messages like DONE (an epoch
+// and a JSON object): a member has sent all its PARITY messages of E to a
+// holder, and the holder has folded them in (or why not).
+//
 // Type 4 (AUTH of version 2) is not used any more: TLS authenticates.
 //
-// Between peers, after HELLO: FRAME, MARKER and PREPARE..RESTORED. A
+// Between peers, after HELLO: FRAME, MARKER, PREPARE..RESTORED and PARITY..PARITY_ACK. A
 // controller's connection carries CTL_REQUEST from the controller and
 // CTL_REPLY to it, nothing else.
 //
@@ -179,7 +195,7 @@
 
 namespace vvmm::net {
 
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr uint8_t kHelloMagic[4] = {'V', 'V', 'M', 'N'};
 
 inline constexpr size_t kHeaderSize = 8;
@@ -198,6 +214,9 @@ inline constexpr size_t kMaxJsonSize = 60 * 1024;
 // recursively, and no body of ours nests more than a few levels.
 inline constexpr size_t kMaxJsonDepth = 32;
 inline constexpr size_t kMaxMessageSize = kHeaderSize + kMaxFrameSize;
+inline constexpr size_t kParityFixedSize = 24;
+inline constexpr size_t kMaxParityData = 14 * 4096;  // whole pages, under a FRAME's maximum
+inline constexpr uint64_t kMaxParityOffset = 1ull << 40;
 
 enum class MessageType : uint16_t {
     hello = 1,
@@ -210,12 +229,15 @@ enum class MessageType : uint16_t {
     restored = 20,
     ctl_request = 21,
     ctl_reply = 22,
+    parity = 23,
+    parity_end = 24,
+    parity_ack = 25,
 };
 
 // "HELLO", "FRAME", ... or "unknown".
 std::string_view message_type_name(uint16_t type);
 inline std::string_view message_type_name(MessageType type) { return message_type_name(static_cast<uint16_t>(type)); }
-// PREPARE, DONE, COMMIT, ABORT or RESTORED: an epoch and a JSON body.
+// PREPARE, DONE, COMMIT, ABORT, RESTORED, PARITY_END or PARITY_ACK: an epoch and a JSON body.
 bool is_control_type(MessageType type);
 
 enum class PeerRole : uint8_t { peer = 1, controller = 2 };
@@ -253,6 +275,15 @@ struct ControlMessage {
     bool operator==(const ControlMessage&) const = default;
 };
 
+struct ParityMessage {
+    uint64_t epoch = 0;
+    uint32_t set = 0;
+    uint16_t member = 0;
+    uint64_t offset = 0;
+    std::vector<uint8_t> data;
+    bool operator==(const ParityMessage&) const = default;
+};
+
 struct ControlRequest {
     nlohmann::json body = nlohmann::json::object();
     bool operator==(const ControlRequest&) const = default;
@@ -264,7 +295,7 @@ struct ControlReply {
 };
 
 using Message =
-    std::variant<Hello, FrameMessage, MarkerMessage, ControlMessage, ControlRequest, ControlReply>;
+    std::variant<Hello, FrameMessage, MarkerMessage, ControlMessage, ControlRequest, ControlReply, ParityMessage>;
 
 // The type name of a decoded message, for logs ("HELLO", "DONE", ...).
 std::string_view message_name(const Message& message);
@@ -280,6 +311,9 @@ void append_marker(std::vector<uint8_t>& out, uint64_t epoch);
 // `type` must be a control type (is_control_type).
 void append_control(std::vector<uint8_t>& out, MessageType type, uint64_t epoch, const nlohmann::json& body);
 void append_ctl_request(std::vector<uint8_t>& out, const nlohmann::json& body);
+// `data` at most kMaxParityData bytes.
+void append_parity(std::vector<uint8_t>& out, uint64_t epoch, uint32_t set, uint16_t member, uint64_t offset,
+                   std::span<const uint8_t> data);
 void append_ctl_reply(std::vector<uint8_t>& out, const nlohmann::json& body);
 inline size_t encoded_frame_size(size_t frame_bytes) { return kHeaderSize + frame_bytes; }
 

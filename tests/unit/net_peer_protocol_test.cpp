@@ -128,6 +128,9 @@ std::vector<Message> sample_messages()
     m.push_back(ControlMessage{MessageType::restored, 0xffffffffffffffffull, {{"\u00e9t\u00e9", "\u2603"}}});
     m.push_back(ControlRequest{{{"command", "checkpoint"}, {"all", true}}});
     m.push_back(ControlReply{{{"epoch", 7}, {"vms", {"a", "b"}}}});
+    m.push_back(ControlMessage{MessageType::parity_end, 9, {{"set", 1}, {"member", 0}}});
+    m.push_back(ParityMessage{9, 1, 2, 8192, frame_of(4096, 77)});
+    m.push_back(ParityMessage{9, 1, 2, 0, {}});
     uint8_t seed = 1;
     for (size_t size : {size_t{0}, size_t{1}, size_t{13}, size_t{14}, size_t{60}, size_t{1514}, kMaxFrameSize})
         m.push_back(FrameMessage{frame_of(size, seed++)});
@@ -142,6 +145,7 @@ void append_message(std::vector<uint8_t>& out, const Message& m)
     if (const auto* c = std::get_if<ControlMessage>(&m)) append_control(out, c->type, c->epoch, c->body);
     if (const auto* q = std::get_if<ControlRequest>(&m)) append_ctl_request(out, q->body);
     if (const auto* r = std::get_if<ControlReply>(&m)) append_ctl_reply(out, r->body);
+    if (const auto* p = std::get_if<ParityMessage>(&m)) append_parity(out, p->epoch, p->set, p->member, p->offset, p->data);
 }
 
 std::vector<uint8_t> sample_stream()
@@ -172,8 +176,8 @@ TEST_CASE("the wire layout of HELLO and FRAME")
     CHECK(le16(out, 6) == 0);
     const uint8_t* p = out.data() + kHeaderSize;
     CHECK(std::memcmp(p, "VVMN", 4) == 0);
-    CHECK(load_le<uint16_t>(p + 4) == 3);
-    CHECK(kProtocolVersion == 3);
+    CHECK(load_le<uint16_t>(p + 4) == 4);
+    CHECK(kProtocolVersion == 4);
     CHECK(p[6] == 1);  // role: peer
     CHECK(p[7] == 0);
     CHECK(p[8] == 0x52);
@@ -255,6 +259,45 @@ TEST_CASE("the wire layout of MARKER and the JSON messages")
     CHECK(std::string(out.begin() + 8, out.end()) == "{}");
 }
 
+TEST_CASE("the wire layout of PARITY, and its limits")
+{
+    std::vector<uint8_t> out;
+    const std::vector<uint8_t> data = {1, 2, 3};
+    append_parity(out, 7, 0x01020304, 0x0506, 0x1122334455ull, data);
+    REQUIRE(out.size() == kHeaderSize + 24 + 3);
+    CHECK(le16(out, 4) == 23);
+    CHECK(le32(out, 0) == 27);
+    CHECK(le64(out, 8) == 7);
+    CHECK(le32(out, 16) == 0x01020304);
+    CHECK(le16(out, 20) == 0x0506);
+    CHECK(le16(out, 22) == 0);
+    CHECK(le64(out, 24) == 0x1122334455ull);
+    CHECK(out[32] == 1);
+    MessageDecoder d;
+    d.feed(out);
+    auto m = d.next();
+    REQUIRE(m.ok());
+    REQUIRE(m.value());
+    CHECK(*m.value() == Message(ParityMessage{7, 0x01020304, 0x0506, 0x1122334455ull, data}));
+
+    auto with = [](uint64_t epoch, uint16_t reserved, uint64_t offset, size_t bytes) {
+        std::vector<uint8_t> p(24 + bytes);
+        store_le<uint64_t>(p.data(), epoch);
+        store_le<uint16_t>(p.data() + 14, reserved);
+        store_le<uint64_t>(p.data() + 16, offset);
+        return message(23, p);
+    };
+    CHECK(first_error(with(1, 0, 0, kMaxParityData)) == "");
+    CHECK(contains(first_error(with(1, 0, 0, kMaxParityData + 1)), "exceeds the maximum"));
+    CHECK(contains(first_error(with(0, 0, 0, 8)), "PARITY has epoch 0"));
+    CHECK(contains(first_error(with(1, 1, 0, 8)), "non-zero reserved"));
+    CHECK(contains(first_error(with(1, 0, kMaxParityOffset - 4, 8)), "reaches past byte"));
+    CHECK(contains(first_error(message(23, std::vector<uint8_t>(23))), "shorter than the 24"));
+    CHECK(is_control_type(MessageType::parity_end));
+    CHECK(is_control_type(MessageType::parity_ack));
+    CHECK_FALSE(is_control_type(MessageType::parity));
+}
+
 TEST_CASE("message names")
 {
     CHECK(message_type_name(1) == "HELLO");
@@ -263,7 +306,10 @@ TEST_CASE("message names")
     CHECK(message_type_name(20) == "RESTORED");
     CHECK(message_type_name(21) == "CTL_REQUEST");
     CHECK(message_type_name(22) == "CTL_REPLY");
-    CHECK(message_type_name(23) == "unknown");
+    CHECK(message_type_name(23) == "PARITY");
+    CHECK(message_type_name(25) == "PARITY_ACK");
+    CHECK(message_type_name(26) == "unknown");
+    CHECK(message_name(Message(ParityMessage{1, 0, 0, 0, {}})) == "PARITY");
     CHECK(message_name(Message(ControlMessage{MessageType::abort, 1, {}})) == "ABORT");
     CHECK(message_name(Message(MarkerMessage{1})) == "MARKER");
 }
@@ -371,7 +417,7 @@ TEST_CASE("JSON bodies of the maximum size are accepted")
 
 TEST_CASE("unknown types and unknown flags are protocol errors")
 {
-    for (uint16_t type : {uint16_t{0}, uint16_t{4}, uint16_t{5}, uint16_t{15}, uint16_t{23}, uint16_t{0xffff}})
+    for (uint16_t type : {uint16_t{0}, uint16_t{4}, uint16_t{5}, uint16_t{15}, uint16_t{26}, uint16_t{0xffff}})
         CHECK(first_error(header(0, type)) == "unknown message type " + std::to_string(type));
     CHECK(contains(first_error(header(0, 2, 0x8000)), "flags 0x8000"));
     CHECK(contains(first_error(header(8, 3, 1)), "MARKER has flags 0x0001"));
@@ -427,14 +473,16 @@ TEST_CASE("bad HELLOs are protocol errors")
     SUBCASE("another version, even with a layout we do not know")
     {
         std::vector<uint8_t> p(payload.begin(), payload.begin() + 6);
-        store_le<uint16_t>(p.data() + 4, 4);
+        store_le<uint16_t>(p.data() + 4, 5);
         p.resize(1000, 0xee);
-        CHECK(decode(p) == "peer speaks protocol version 4, this VMM speaks version 3");
+        CHECK(decode(p) == "peer speaks protocol version 5, this VMM speaks version 4");
+        store_le<uint16_t>(p.data() + 4, 3);  // version 3: no parity messages
+        CHECK(decode(p) == "peer speaks protocol version 3, this VMM speaks version 4");
         store_le<uint16_t>(p.data() + 4, 2);  // version 2: HELLO + AUTH over plain TCP
-        CHECK(decode(p) == "peer speaks protocol version 2, this VMM speaks version 3");
+        CHECK(decode(p) == "peer speaks protocol version 2, this VMM speaks version 4");
         store_le<uint16_t>(p.data() + 4, 0);
         p.resize(6);
-        CHECK(decode(p) == "peer speaks protocol version 0, this VMM speaks version 3");
+        CHECK(decode(p) == "peer speaks protocol version 0, this VMM speaks version 4");
     }
     SUBCASE("a version 1 HELLO (32-byte layout) is refused for its version")
     {
@@ -451,7 +499,7 @@ TEST_CASE("bad HELLOs are protocol errors")
         p[16] = 127;
         p[19] = 1;
         for (char c : std::string("node-a")) p.push_back(static_cast<uint8_t>(c));
-        CHECK(decode(p) == "peer speaks protocol version 1, this VMM speaks version 3");
+        CHECK(decode(p) == "peer speaks protocol version 1, this VMM speaks version 4");
     }
     SUBCASE("reserved bytes and role")
     {
