@@ -199,6 +199,27 @@ void PeerMesh::send_control(const std::string& peer, MessageType type, uint64_t 
     if (!sent) log_warn(std::string(message_type_name(type)) + " for unknown peer '" + peer + "' dropped");
 }
 
+Result<void> PeerMesh::send_parity(const std::string& peer, const ParityMessage& m,
+                                   std::chrono::steady_clock::time_point deadline)
+{
+    State& s = *state_;
+    auto target = std::find_if(s.peers.begin(), s.peers.end(), [&](const auto& p) { return p->id == peer; });
+    if (target == s.peers.end()) return Error("no peer '" + peer + "' to send parity to");
+    Peer& p = **target;
+    std::vector<uint8_t> bytes;
+    append_parity(bytes, m.epoch, m.set, m.member, m.offset, m.data);
+    std::unique_lock lock(s.mutex);
+    for (;;) {
+        if (!p.linked) return Error("peer " + peer + " is not connected");
+        if (p.queue.has_room(bytes.size())) break;
+        if (s.room_cv.wait_until(lock, deadline) == std::cv_status::timeout && !p.queue.has_room(bytes.size()))
+            return Error("sending parity to " + peer + " made no progress before the epoch's deadline");
+    }
+    p.queue.push_bytes(bytes);
+    s.wake_writer(p);
+    return ok();
+}
+
 Result<void> PeerMesh::begin_epoch(uint64_t epoch)
 {
     State& s = *state_;

@@ -168,6 +168,13 @@ public:
     // or, with an empty id, to all. Queued while a peer is not connected.
     void send_control(const std::string& peer, MessageType type, uint64_t epoch, const nlohmann::json& body);
 
+    // A PARITY message to one peer, behind what is queued for it. Waits while
+    // that peer's queue is full (parity is bulk: it must not outrun the
+    // network); fails if the peer is not connected or at the deadline. Not
+    // from the network thread.
+    Result<void> send_parity(const std::string& peer, const ParityMessage& message,
+                             std::chrono::steady_clock::time_point deadline);
+
     // The cut of epoch E (net/channel_cut.hpp; ckpt/epoch_cut.hpp says when
     // the checkpointer calls each). Safe from any thread, including the
     // network thread's callbacks.

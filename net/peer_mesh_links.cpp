@@ -153,6 +153,7 @@ void PeerMesh::State::fail(std::shared_ptr<Connection> conn, const std::string& 
         p->queue.batch_done();  // the batch in flight is lost with the connection
         mac_table.forget_peer(p->index);
     }
+    room_cv.notify_all();
     if (was_established)
         log_line(level, "lost connection to peer " + p->name + ": " + reason +
                             (p->we_dial ? "; reconnecting" : "; waiting for it to reconnect"));

@@ -272,6 +272,9 @@ struct PeerMesh::State {
     // What wait_channel_state() waits for; guarded by epoch_mutex.
     std::mutex epoch_mutex;
     std::condition_variable epoch_cv;
+    // With `mutex`: a peer's queue drained, or a peer's link went down
+    // (send_parity waits for room).
+    std::condition_variable room_cv;
     std::map<uint64_t, Result<ChannelState>> epoch_results;
 };
 

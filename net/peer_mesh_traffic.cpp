@@ -219,6 +219,7 @@ void PeerMesh::State::on_written(Peer& p, const std::shared_ptr<Connection>& con
         std::lock_guard lock(mutex);
         p.queue.batch_done();
     }
+    room_cv.notify_all();
     if (ec) {
         fail(conn, "send failed: " + ec.message(), LogLevel::warn);
         return;

@@ -87,6 +87,8 @@ std::vector<uint8_t> make_frame(const MacAddress& dst, const MacAddress& src, ui
 uint32_t seq_of(const std::vector<uint8_t>& f) { return load_le<uint32_t>(f.data() + 14); }
 
 // Polls `pred` until it holds or `timeout` passes.
+std::string message_of(const Result<void>& r) { return r.ok() ? std::string("(no error)") : r.error().message(); }
+
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5s)
 {
     const auto end = std::chrono::steady_clock::now() + timeout;
@@ -229,6 +231,17 @@ public:
         std::lock_guard lock(mutex_);
         lost_.push_back(peer);
     }
+    void on_parity(const std::string& peer, const ParityMessage& m) override
+    {
+        std::lock_guard lock(mutex_);
+        parity_from_.push_back(peer);
+        parity_.push_back(m);
+    }
+    std::vector<ParityMessage> parity()
+    {
+        std::lock_guard lock(mutex_);
+        return parity_;
+    }
     void on_request(const nlohmann::json& request, std::function<void(nlohmann::json)> reply) override
     {
         std::lock_guard lock(mutex_);
@@ -268,6 +281,8 @@ private:
     std::mutex mutex_;
     std::vector<Control> controls_;
     std::vector<std::string> lost_;
+    std::vector<ParityMessage> parity_;
+    std::vector<std::string> parity_from_;
     std::vector<nlohmann::json> requests_;
     std::vector<std::function<void(nlohmann::json)>> replies_;
 };
@@ -1497,6 +1512,42 @@ TEST_CASE("mesh cluster: control messages reach their target only, in order with
     CHECK(at_a[0].peer == "b");
     CHECK(at_a[0].type == MessageType::done);
     CHECK(at_a[0].body == nlohmann::json{{"ok", true}});
+}
+
+TEST_CASE("mesh cluster: bulk parity (34 MB) waits for the queue instead of dropping; all of it arrives in order")
+{
+    auto nodes = make_secure_cluster(2);
+    Node& a = *nodes[0];
+    Node& b = *nodes[1];
+    REQUIRE(wait_until([&] { return a.mesh->connected_peers() == 1 && b.mesh->connected_peers() == 1; }));
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    constexpr uint32_t kCount = 600;
+    auto piece = [](uint32_t i) {
+        std::vector<uint8_t> d(kMaxParityData);
+        for (size_t k = 0; k < d.size(); ++k) d[k] = static_cast<uint8_t>(i * 31 + k * 7);
+        return d;
+    };
+    // Frames keep flowing meanwhile: parity shares the queue with them.
+    for (uint32_t i = 0; i < kCount; ++i) {
+        REQUIRE(a.mesh->send_parity("b", ParityMessage{3, 1, 2, uint64_t{i} * kMaxParityData, piece(i)}, deadline).ok());
+        if (i % 100 == 0) a.send(make_frame(b.mac(), a.mac(), i / 100));
+    }
+    REQUIRE(wait_until([&] { return b.handler.parity().size() == kCount; }, 30s));
+    const auto got = b.handler.parity();
+    for (uint32_t i = 0; i < kCount; ++i) {
+        CHECK(got[i].epoch == 3);
+        CHECK(got[i].set == 1);
+        CHECK(got[i].member == 2);
+        CHECK(got[i].offset == uint64_t{i} * kMaxParityData);
+        CHECK(got[i].data == piece(i));
+    }
+    REQUIRE(b.sink.wait_for_frames(6));
+    CHECK(message_of(a.mesh->send_parity("nobody", ParityMessage{3, 0, 0, 0, {}}, deadline)).find("no peer 'nobody'") !=
+          std::string::npos);
+    b.mesh->stop();
+    REQUIRE(wait_until([&] { return a.mesh->connected_peers() == 0; }));
+    CHECK(message_of(a.mesh->send_parity("b", ParityMessage{3, 0, 0, 0, {}}, deadline)).find("not connected") !=
+          std::string::npos);
 }
 
 TEST_CASE("mesh cluster: a control message its handler cannot take costs that message, not the network")
