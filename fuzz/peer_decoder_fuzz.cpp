@@ -42,6 +42,7 @@ void encode(std::vector<uint8_t>& out, const Message& m)
     if (const auto* c = std::get_if<ControlMessage>(&m)) append_control(out, c->type, c->epoch, c->body);
     if (const auto* q = std::get_if<ControlRequest>(&m)) append_ctl_request(out, q->body);
     if (const auto* r = std::get_if<ControlReply>(&m)) append_ctl_reply(out, r->body);
+    if (const auto* p = std::get_if<ParityMessage>(&m)) append_parity(out, p->epoch, p->set, p->member, p->offset, p->data);
 }
 
 bool has_json(const Message& m)
@@ -108,6 +109,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
             if (const auto* frame = std::get_if<FrameMessage>(&m))
                 check(frame->frame.size() <= kMaxFrameSize, "frame over the maximum");
             if (const auto* marker = std::get_if<MarkerMessage>(&m)) check(marker->epoch != 0, "MARKER with epoch 0");
+            if (const auto* parity = std::get_if<ParityMessage>(&m)) {
+                check(parity->epoch != 0, "PARITY with epoch 0");
+                check(parity->data.size() <= kMaxParityData, "PARITY over the maximum");
+                check(parity->offset < kMaxParityOffset && parity->data.size() <= kMaxParityOffset - parity->offset,
+                      "PARITY past the largest image");
+            }
             if (const auto* control = std::get_if<ControlMessage>(&m)) {
                 check(control->epoch != 0, "control message with epoch 0");
                 check(is_control_type(control->type), "control message of another type");
