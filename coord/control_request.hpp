@@ -17,7 +17,7 @@ enum class ControlCommand { status, pause, resume, checkpoint, stop };
 struct ControlRequest {
     ControlCommand cmd = ControlCommand::status;
     // checkpoint only
-    std::string dir;
+    std::string dir;  // empty: the VM's own checkpoint directory (not given)
     ckpt::CheckpointMode mode = ckpt::CheckpointMode::stop;
     bool incremental = false;
 };
