@@ -1,6 +1,5 @@
 #include "cli/plan_command.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -55,15 +54,9 @@ std::optional<Strategy> measured_cost(const coord::ClusterConfig& config, const 
     const ckpt::SealPolicy policy{ckpt::cluster_seal_key(secret, config.name), false};
     for (const auto& n : config.nodes) {
         const std::string root = config.node_checkpoint_dir(n.name).string();
-        std::vector<Seconds> costs;
-        for (uint64_t e : coord::committed_epochs(root))
-            if (auto m = coord::read_cluster_manifest(root, e, policy)) costs.push_back(Seconds(m->epoch_ms / 1000));
-        if (costs.empty()) continue;
-        if (costs.size() > coord::kEpochCostWindow) costs.erase(costs.begin(), costs.end() - coord::kEpochCostWindow);
-        std::sort(costs.begin(), costs.end());
-        const size_t k = costs.size();
-        const Seconds median = k % 2 ? costs[k / 2] : (costs[k / 2 - 1] + costs[k / 2]) / 2;
-        return Strategy{"", median, "measured: median of the last " + std::to_string(k) + " epoch(s) in " + root};
+        const auto median = coord::median_epoch_cost(coord::recent_epoch_costs(root, policy));
+        if (!median) continue;
+        return Strategy{"", median->cost, "measured: median of the last " + std::to_string(median->of) + " epoch(s) in " + root};
     }
     return std::nullopt;
 }

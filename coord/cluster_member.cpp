@@ -85,10 +85,7 @@ ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::P
 {
     mesh_.set_cluster_handler(this);
     last_epoch_end_ = Clock::now();
-    const auto epochs = committed_epochs(node_root_);
-    for (size_t i = epochs.size() - std::min(epochs.size(), kEpochCostWindow); i < epochs.size(); ++i)
-        if (auto m = read_cluster_manifest(node_root_, epochs[i], ckpt::SealPolicy{seal_key_, false}))
-            epoch_costs_.push_back(Seconds(m->epoch_ms / 1000));
+    epoch_costs_ = recent_epoch_costs(node_root_, ckpt::SealPolicy{seal_key_, false});
     if (config_.storage == CheckpointStorage::memory) warn_unless_tmpfs(node_root_);
     if (config_.schedule.kind != EpochSchedule::Kind::on_request)
         schedule_thread_ = std::thread([this] { schedule_worker(); });

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/manifest_seal.hpp"
 #include "coord/cluster_config.hpp"
 
 namespace vvmm::coord {
@@ -21,6 +22,16 @@ struct EpochInterval {
     Seconds interval{0};
     std::string why;  // for `list`: "fixed in cfg.toml", "auto: Daly, MTBF 3 h, epoch cost 2.1 s (median of 5)"
 };
+
+// The costs (epoch_ms) of the newest kEpochCostWindow committed epochs in a
+// node's checkpoint directory, oldest first; only those records are read.
+std::vector<Seconds> recent_epoch_costs(const std::string& node_root, const ckpt::SealPolicy& policy);
+// The median of the newest kEpochCostWindow of `costs`, and how many that was.
+struct MedianCost {
+    Seconds cost{0};
+    size_t of = 0;
+};
+std::optional<MedianCost> median_epoch_cost(const std::vector<Seconds>& costs);
 
 // Nothing for a cluster without `interval` (epochs only on request).
 // `recent_costs`: the newest measured epoch costs, oldest first.
