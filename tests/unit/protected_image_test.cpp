@@ -12,6 +12,7 @@
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/manifest.hpp"
 #include "ckpt/memory_hash.hpp"
+#include "ckpt/image_delta.hpp"
 #include "ckpt/protected_image.hpp"
 #include "ckpt/state_file.hpp"
 #include "vmm/base/bitmap.hpp"
@@ -141,5 +142,55 @@ TEST_CASE("protected image: memory from the chain, then the packed files; change
     lying[12 + 2 + 9 + 3] = 0x01;  // the size: 16 MiB more than the packed bytes
     CHECK_FALSE(unpack_side_files(lying).ok());
     CHECK_FALSE(unpack_side_files(pack_side_files({{"../x", {1}}})).ok());
+    fs::remove_all(root);
+}
+
+TEST_CASE("image delta: the base image with every sent delta folded in is the current image; unchanged chunks unread")
+{
+    const std::string root = fs::temp_directory_path() / ("vvmm-delta-" + std::to_string(::getpid()));
+    fs::remove_all(root);
+    write_checkpoint(root, "000001", std::nullopt, {{0, page_of(1)}, {1030, page_of(2)}, {1031, page_of(5)}});
+    write_checkpoint(root, "000002", "000001", {{600, page_of(3)}, {1030, page_of(4)}, {1031, page_of(5)}});
+    const SealPolicy policy{kKey, false};
+    auto base = ProtectedImage::open(root + "/000001", policy);
+    auto current = ProtectedImage::open(root + "/000002", policy);
+    REQUIRE(base.ok());
+    REQUIRE(current.ok());
+
+    // The first epoch: against zeros, every non-zero page goes.
+    std::vector<uint8_t> image(base->length(), 0);
+    auto fold = [&](uint64_t offset, std::span<const uint8_t> delta) -> Result<void> {
+        REQUIRE(offset + delta.size() <= image.size());
+        CHECK(delta.size() <= 3 * kPageSize);
+        for (size_t i = 0; i < delta.size(); ++i) image[offset + i] ^= delta[i];
+        return ok();
+    };
+    auto first = image_delta(*base, nullptr, nullptr, 3 * kPageSize + 100, fold);
+    REQUIRE_MESSAGE(first.ok(), message_of(first));
+    CHECK(first->pages_compared == base->length() / kPageSize);
+    CHECK(first->chunk_xxh3.size() == base->chunks());
+    for (uint64_t c = 0; c < base->chunks(); ++c) {
+        auto chunk = base->read_chunk(c);
+        REQUIRE(chunk.ok());
+        CHECK(std::equal(chunk->begin(), chunk->end(), image.begin() + static_cast<std::ptrdiff_t>(c * kChunkSize)));
+    }
+
+    // The next epoch: only the chunks the child's page map touches are read,
+    // page 1031 (rewritten with the same bytes) is not sent, and folding the
+    // deltas turns the base image into the current one.
+    auto next = image_delta(*current, &*base, &first->chunk_xxh3, 3 * kPageSize, fold);
+    REQUIRE_MESSAGE(next.ok(), message_of(next));
+    CHECK(next->pages_compared == 2 * 512 + 1);  // chunks 1 and 2, and the page of packed files
+    CHECK(next->pages_sent == 3);                // pages 600, 1030 and the changed files
+    CHECK(next->bytes_sent == 3 * kPageSize);
+    image.resize(current->length(), 0);
+    for (uint64_t c = 0; c < current->chunks(); ++c) {
+        auto chunk = current->read_chunk(c);
+        REQUIRE(chunk.ok());
+        CHECK(std::equal(chunk->begin(), chunk->end(), image.begin() + static_cast<std::ptrdiff_t>(c * kChunkSize)));
+        CHECK(next->chunk_xxh3[c] == digest_of(*chunk));
+    }
+    // Without the base's checksums the unchanged chunks cannot be vouched for.
+    CHECK_FALSE(image_delta(*current, &*base, nullptr, kPageSize, fold).ok());
     fs::remove_all(root);
 }
