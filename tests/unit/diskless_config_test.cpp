@@ -3,12 +3,15 @@
 // parity placement they imply; which VMM starts scheduled epochs, and when.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "coord/cluster_config.hpp"
 #include "coord/epoch_schedule.hpp"
+#include "coord/parity_roles.hpp"
 
 using namespace vvmm;
 using namespace vvmm::coord;
@@ -147,4 +150,32 @@ TEST_CASE("scheduled epochs: the first live VM in file order starts them; the ne
     CHECK(starts_scheduled_epochs(*c, "vm1", {"vm2"}));  // vm0 is gone
     CHECK_FALSE(starts_scheduled_epochs(*c, "vm2", {"vm1"}));
     CHECK_FALSE(starts_scheduled_epochs(*c, "vm9", {}));  // not in the cluster
+}
+
+TEST_CASE("parity roles: every VM sends to its set's holders; each block has exactly one keeper, never a member")
+{
+    auto c = parse(cluster("storage = \"memory\"\nredundancy = \"rs:2\"\nset_size = 3", 5, 2));
+    REQUIRE(c.ok());
+    std::map<std::pair<uint32_t, unsigned>, std::string> keepers;
+    for (const auto& v : c->vms)
+        for (const auto& block : held_parity_blocks(*c, v.name)) {
+            CHECK(keepers.emplace(std::make_pair(block.set, block.parity_index), v.name).second);
+            CHECK(std::find(block.members.begin(), block.members.end(), v.name) == block.members.end());
+            // The keeper's node hosts no member of the set.
+            for (const auto& m : block.members) CHECK(c->vm(m)->node != v.node);
+        }
+    size_t blocks = 0;
+    for (const auto& set : c->parity->sets) blocks += set.parity_nodes.size();
+    CHECK(keepers.size() == blocks);
+    for (const auto& v : c->vms) {
+        auto m = parity_membership(*c, v.name);
+        REQUIRE(m);
+        CHECK(c->parity->sets[m->set].members[m->member] == v.name);
+        REQUIRE(m->holders.size() == 2);
+        for (unsigned j = 0; j < 2; ++j) CHECK(keepers.at({m->set, j}) == m->holders[j]);
+    }
+    auto none = parse(cluster("storage = \"memory\"\nredundancy = \"none\""));
+    REQUIRE(none.ok());
+    CHECK_FALSE(parity_membership(*none, "vm0"));
+    CHECK(held_parity_blocks(*none, "vm0").empty());
 }

@@ -1,0 +1,43 @@
+#include "coord/parity_roles.hpp"
+
+#include <algorithm>
+
+namespace vvmm::coord {
+namespace {
+
+// The VMM that keeps a node's parity blocks.
+std::string keeper_of(const ClusterConfig& config, const std::string& node)
+{
+    const auto vms = config.vms_on(node);
+    return vms.empty() ? std::string() : vms.front()->name;
+}
+
+}  // namespace
+
+std::optional<ParityMembership> parity_membership(const ClusterConfig& config, const std::string& vm)
+{
+    if (!config.parity) return std::nullopt;
+    const auto& sets = config.parity->sets;
+    for (uint32_t s = 0; s < sets.size(); ++s) {
+        const auto& members = sets[s].members;
+        const auto at = std::find(members.begin(), members.end(), vm);
+        if (at == members.end()) continue;
+        ParityMembership m{s, static_cast<uint16_t>(at - members.begin()), static_cast<unsigned>(members.size()), {}};
+        for (const auto& node : sets[s].parity_nodes) m.holders.push_back(keeper_of(config, node));
+        return m;
+    }
+    return std::nullopt;
+}
+
+std::vector<HeldBlock> held_parity_blocks(const ClusterConfig& config, const std::string& vm)
+{
+    std::vector<HeldBlock> out;
+    if (!config.parity) return out;
+    const auto& sets = config.parity->sets;
+    for (uint32_t s = 0; s < sets.size(); ++s)
+        for (unsigned j = 0; j < sets[s].parity_nodes.size(); ++j)
+            if (keeper_of(config, sets[s].parity_nodes[j]) == vm) out.push_back({s, j, sets[s].members});
+    return out;
+}
+
+}  // namespace vvmm::coord

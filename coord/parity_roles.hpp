@@ -1,0 +1,33 @@
+// Who does what for a diskless cluster's parity (issue 12), from the
+// placement: each VM is a member of one set and sends its changes to that
+// set's holders; each parity block is held by one VMM, the first VM in file
+// order on the block's node (a node's VMMs are alike; one must keep it).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coord/cluster_config.hpp"
+
+namespace vvmm::coord {
+
+struct ParityMembership {
+    uint32_t set = 0;
+    uint16_t member = 0;                // index in the set
+    unsigned members = 0;               // the set's size
+    std::vector<std::string> holders;   // VM (VMM) per parity block, block order
+};
+
+struct HeldBlock {
+    uint32_t set = 0;
+    unsigned parity_index = 0;
+    std::vector<std::string> members;   // the set's VMs, member order
+};
+
+// nullopt when the cluster has no parity or `vm` is in no set.
+std::optional<ParityMembership> parity_membership(const ClusterConfig& config, const std::string& vm);
+// The blocks `vm`'s VMM holds (none for most VMs).
+std::vector<HeldBlock> held_parity_blocks(const ClusterConfig& config, const std::string& vm);
+
+}  // namespace vvmm::coord
