@@ -20,16 +20,15 @@ struct DeltaStats {
     uint64_t pages_compared = 0;
     uint64_t pages_sent = 0;
     uint64_t bytes_sent = 0;
-    std::vector<uint64_t> chunk_xxh3;  // of every chunk of the current image
 };
 
 // Calls `send(offset, delta)` for each run of changed pages (at most
-// `max_run` bytes, a multiple of the page size), in ascending order. Chunks
-// the chain says cannot have changed are not read; their checksums come
-// from `base_chunk_xxh3` (the base epoch's list), which must then be given.
-// A send that fails stops the walk with its error.
-Result<DeltaStats> image_delta(ProtectedImage& current, ProtectedImage* base,
-                               const std::vector<uint64_t>* base_chunk_xxh3, size_t max_run,
+// `max_run` bytes, a multiple of the page size), in ascending order, and
+// sets `current`'s memory checksums. Memory chunks the chain says cannot
+// have changed are not read; their checksums come from `base`, whose
+// memory checksums must be set (those of the base epoch). A send that
+// fails stops the walk with its error.
+Result<DeltaStats> image_delta(ProtectedImage& current, ProtectedImage* base, size_t max_run,
                                const std::function<Result<void>(uint64_t, std::span<const uint8_t>)>& send);
 
 }  // namespace vvmm::ckpt

@@ -93,9 +93,39 @@ Result<std::vector<uint8_t>> ProtectedImage::read_chunk(uint64_t c)
         if (!zero) return zero.error();
         return out;
     }
-    const uint64_t side_at = start - memory_bytes_;
-    std::copy_n(side_.begin() + static_cast<std::ptrdiff_t>(side_at), out.size(), out.begin());
+    if (memory_hashes_.size() != memory_chunks())
+        return Error("chunk " + std::to_string(c) + " holds the memory checksums, which are not known yet");
+    const uint64_t hash_bytes = hash_region_bytes(memory_chunks());
+    for (uint64_t at = start; at < start + out.size(); ++at) {
+        const uint64_t past = at - memory_bytes_;
+        if (past < hash_bytes) {
+            const uint64_t h = past / 8 < memory_hashes_.size() ? memory_hashes_[past / 8] : 0;
+            out[at - start] = static_cast<uint8_t>(h >> (8 * (past % 8)));
+        } else {
+            out[at - start] = side_[past - hash_bytes];
+        }
+    }
     return out;
+}
+
+Result<void> ProtectedImage::set_memory_hashes(std::vector<uint64_t> hashes)
+{
+    if (hashes.size() != memory_chunks())
+        return Error(std::to_string(hashes.size()) + " memory checksums for " + std::to_string(memory_chunks()) + " chunks");
+    memory_hashes_ = std::move(hashes);
+    return ok();
+}
+
+uint64_t ProtectedImage::hash_region_bytes(uint64_t memory_chunks)
+{
+    return (memory_chunks * 8 + kPageSize - 1) / kPageSize * kPageSize;
+}
+
+uint64_t ProtectedImage::hashes_digest(const std::vector<uint64_t>& hashes)
+{
+    std::vector<uint8_t> bytes(hashes.size() * 8);
+    for (size_t i = 0; i < hashes.size(); ++i) store_le<uint64_t>(bytes.data() + 8 * i, hashes[i]);
+    return digest_of(bytes);
 }
 
 std::vector<bool> ProtectedImage::chunks_changed_since(const std::string& base_id) const

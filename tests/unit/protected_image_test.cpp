@@ -16,6 +16,7 @@
 #include "ckpt/protected_image.hpp"
 #include "ckpt/state_file.hpp"
 #include "vmm/base/bitmap.hpp"
+#include "vmm/base/le.hpp"
 
 using namespace vvmm;
 using namespace vvmm::ckpt;
@@ -104,10 +105,20 @@ TEST_CASE("protected image: memory from the chain, then the packed files; change
     CHECK(std::all_of(c3->begin(), c3->end(), [](uint8_t b) { return b == 0; }));
     CHECK_FALSE(image->read_chunk(17).ok());
 
-    auto side = image->read_chunk(16);
-    REQUIRE(side.ok());
-    CHECK(side->size() % kPageSize == 0);
-    auto files = unpack_side_files(*side);
+    // Past memory: the memory chunks' checksums (once known), then the files.
+    CHECK(message_of(image->read_chunk(16)).find("checksums") != std::string::npos);
+    std::vector<uint64_t> hashes;
+    for (uint64_t c = 0; c < 16; ++c) hashes.push_back(digest_of(image->read_chunk(c).value()));
+    CHECK_FALSE(image->set_memory_hashes({1, 2}).ok());
+    REQUIRE(image->set_memory_hashes(hashes).ok());
+    auto tail = image->read_chunk(16);
+    REQUIRE(tail.ok());
+    CHECK(tail->size() % kPageSize == 0);
+    CHECK(ProtectedImage::hash_region_bytes(16) == kPageSize);
+    for (size_t c = 0; c < 16; ++c) CHECK(load_le<uint64_t>(tail->data() + 8 * c) == hashes[c]);
+    CHECK(std::all_of(tail->begin() + 128, tail->begin() + kPageSize, [](uint8_t b) { return b == 0; }));
+    const std::span<const uint8_t> side(tail->data() + kPageSize, tail->size() - kPageSize);
+    auto files = unpack_side_files(side);
     REQUIRE_MESSAGE(files.ok(), message_of(files));
     REQUIRE(files->size() == 2);
     CHECK(files->at(0).name == "manifest.json");
@@ -165,10 +176,10 @@ TEST_CASE("image delta: the base image with every sent delta folded in is the cu
         for (size_t i = 0; i < delta.size(); ++i) image[offset + i] ^= delta[i];
         return ok();
     };
-    auto first = image_delta(*base, nullptr, nullptr, 3 * kPageSize + 100, fold);
+    auto first = image_delta(*base, nullptr, 3 * kPageSize + 100, fold);
     REQUIRE_MESSAGE(first.ok(), message_of(first));
     CHECK(first->pages_compared == base->length() / kPageSize);
-    CHECK(first->chunk_xxh3.size() == base->chunks());
+    CHECK(base->memory_hashes().size() == base->memory_chunks());
     for (uint64_t c = 0; c < base->chunks(); ++c) {
         auto chunk = base->read_chunk(c);
         REQUIRE(chunk.ok());
@@ -178,19 +189,21 @@ TEST_CASE("image delta: the base image with every sent delta folded in is the cu
     // The next epoch: only the chunks the child's page map touches are read,
     // page 1031 (rewritten with the same bytes) is not sent, and folding the
     // deltas turns the base image into the current one.
-    auto next = image_delta(*current, &*base, &first->chunk_xxh3, 3 * kPageSize, fold);
+    auto next = image_delta(*current, &*base, 3 * kPageSize, fold);
     REQUIRE_MESSAGE(next.ok(), message_of(next));
-    CHECK(next->pages_compared == 2 * 512 + 1);  // chunks 1 and 2, and the page of packed files
-    CHECK(next->pages_sent == 3);                // pages 600, 1030 and the changed files
-    CHECK(next->bytes_sent == 3 * kPageSize);
+    CHECK(next->pages_compared == 2 * 512 + 2);  // chunks 1 and 2, the checksums' page and the files' page
+    CHECK(next->pages_sent == 4);                // pages 600, 1030, the changed checksums and files
+    CHECK(next->bytes_sent == 4 * kPageSize);
     image.resize(current->length(), 0);
     for (uint64_t c = 0; c < current->chunks(); ++c) {
         auto chunk = current->read_chunk(c);
         REQUIRE(chunk.ok());
         CHECK(std::equal(chunk->begin(), chunk->end(), image.begin() + static_cast<std::ptrdiff_t>(c * kChunkSize)));
-        CHECK(next->chunk_xxh3[c] == digest_of(*chunk));
+        if (c < current->memory_chunks()) CHECK(current->memory_hashes()[c] == digest_of(*chunk));
     }
     // Without the base's checksums the unchanged chunks cannot be vouched for.
-    CHECK_FALSE(image_delta(*current, &*base, nullptr, kPageSize, fold).ok());
+    auto unhashed = ProtectedImage::open(root + "/000001", policy);
+    REQUIRE(unhashed.ok());
+    CHECK_FALSE(image_delta(*current, &*unhashed, kPageSize, fold).ok());
     fs::remove_all(root);
 }
