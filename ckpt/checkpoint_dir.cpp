@@ -12,6 +12,7 @@
 #include <optional>
 #include <regex>
 
+#include "vmm/base/le.hpp"
 #include "vmm/base/parse_number.hpp"
 #include "vmm/base/small_file.hpp"
 #include "vmm/base/unique_fd.hpp"
@@ -20,6 +21,13 @@ namespace vvmm::ckpt {
 namespace fs = std::filesystem;
 
 uint64_t digest_of(std::span<const uint8_t> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
+uint64_t digest_of_hashes(std::span<const uint64_t> hashes)
+{
+    std::vector<uint8_t> bytes(hashes.size() * 8);
+    for (size_t i = 0; i < hashes.size(); ++i) store_le<uint64_t>(bytes.data() + 8 * i, hashes[i]);
+    return digest_of(bytes);
+}
 
 namespace {
 

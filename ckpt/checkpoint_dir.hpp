@@ -31,5 +31,7 @@ Result<uint64_t> copy_sparse_file(const std::string& src, const std::string& dst
 // Reads a whole file (state.bin, page maps) checking its size and digest.
 Result<std::vector<uint8_t>> read_verified(const std::string& dir, const FileDigest& d, uint64_t max_size);
 uint64_t digest_of(std::span<const uint8_t> bytes);
+// The digest of a list of chunk checksums (as u64 LE bytes).
+uint64_t digest_of_hashes(std::span<const uint64_t> hashes);
 
 }  // namespace vvmm::ckpt

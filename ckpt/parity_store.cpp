@@ -134,10 +134,10 @@ Result<ParityRecord> ParityBlockStore::finish()
     return r;
 }
 
-void ParityBlockStore::commit(uint64_t epoch)
+void ParityBlockStore::keep_only(const std::vector<uint64_t>& keep)
 {
     for (uint64_t e : epochs()) {
-        if (e >= epoch) continue;
+        if (std::find(keep.begin(), keep.end(), e) != keep.end()) continue;
         std::error_code ec;
         fs::remove(path(e, ".img"), ec);
         fs::remove(path(e, ".json"), ec);

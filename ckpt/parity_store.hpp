@@ -41,9 +41,9 @@ public:
     // Checksums and publishes the epoch's block; its record is what the
     // cluster manifest of the epoch lists for this block.
     Result<ParityRecord> finish();
-    // The epoch is committed: older epochs' blocks go.
-    void commit(uint64_t epoch);
-    // The epoch being built goes; the committed one stays.
+    // Finished blocks of epochs not in `epochs` go (the committed ones stay).
+    void keep_only(const std::vector<uint64_t>& epochs);
+    // The epoch being built goes; the finished ones stay.
     void abort();
 
     // The record of a finished epoch, its seal checked.

@@ -121,12 +121,6 @@ uint64_t ProtectedImage::hash_region_bytes(uint64_t memory_chunks)
     return (memory_chunks * 8 + kPageSize - 1) / kPageSize * kPageSize;
 }
 
-uint64_t ProtectedImage::hashes_digest(const std::vector<uint64_t>& hashes)
-{
-    std::vector<uint8_t> bytes(hashes.size() * 8);
-    for (size_t i = 0; i < hashes.size(); ++i) store_le<uint64_t>(bytes.data() + 8 * i, hashes[i]);
-    return digest_of(bytes);
-}
 
 std::vector<bool> ProtectedImage::chunks_changed_since(const std::string& base_id) const
 {

@@ -52,9 +52,8 @@ public:
     Result<void> set_memory_hashes(std::vector<uint64_t> hashes);
     const std::vector<uint64_t>& memory_hashes() const { return memory_hashes_; }
 
-    // The bytes the checksums take in the image, and their digest.
+    // The bytes the checksums take in the image.
     static uint64_t hash_region_bytes(uint64_t memory_chunks);
-    static uint64_t hashes_digest(const std::vector<uint64_t>& hashes);
     // Memory chunks that may differ from checkpoint `base_id` of the same
     // root: those holding pages of the chain's links newer than it; every
     // chunk if `base_id` is not in the chain. The side chunks always may.

@@ -53,7 +53,25 @@ Result<EpochVm> vm_from(const json& j)
     TRY_ASSIGN(v.pause_ms, number(j, "pause_ms"));
     TRY_ASSIGN(v.total_ms, number(j, "total_ms"));
     TRY_ASSIGN(v.incremental, field<bool>(j, "incremental"));
+    if (j.contains("image_bytes")) {
+        TRY_ASSIGN(v.image_bytes, field<uint64_t>(j, "image_bytes"));
+        TRY_ASSIGN(auto hashes, field<std::string>(j, "memory_hashes_xxh3"));
+        TRY_ASSIGN(v.memory_hashes_xxh3, ckpt::parse_hex_digest(hashes));
+        TRY_ASSIGN(v.parity_bytes, field<uint64_t>(j, "parity_bytes"));
+    }
     return v;
+}
+
+json vm_to_json(const EpochVm& v)
+{
+    json j = {{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", ckpt::hex_digest(v.manifest_xxh3)},
+              {"bytes", v.bytes}, {"pause_ms", v.pause_ms}, {"total_ms", v.total_ms}, {"incremental", v.incremental}};
+    if (v.image_bytes != 0) {
+        j["image_bytes"] = v.image_bytes;
+        j["memory_hashes_xxh3"] = ckpt::hex_digest(v.memory_hashes_xxh3);
+        j["parity_bytes"] = v.parity_bytes;
+    }
+    return j;
 }
 
 }  // namespace
@@ -61,13 +79,34 @@ Result<EpochVm> vm_from(const json& j)
 json to_json(const ClusterManifest& m)
 {
     json vms = json::array();
-    for (const auto& v : m.vms)
-        vms.push_back({{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", ckpt::hex_digest(v.manifest_xxh3)},
-                       {"bytes", v.bytes}, {"pause_ms", v.pause_ms}, {"total_ms", v.total_ms},
-                       {"incremental", v.incremental}});
-    return {{"format", kFormat}, {"format_version", kFormatVersion}, {"cluster", m.cluster}, {"epoch", m.epoch},
-            {"mode", m.mode}, {"incremental", m.incremental}, {"created", m.created}, {"epoch_ms", m.epoch_ms},
-            {"vms", vms}};
+    for (const auto& v : m.vms) vms.push_back(vm_to_json(v));
+    json j = {{"format", kFormat}, {"format_version", kFormatVersion}, {"cluster", m.cluster}, {"epoch", m.epoch},
+              {"mode", m.mode}, {"incremental", m.incremental}, {"created", m.created}, {"epoch_ms", m.epoch_ms},
+              {"vms", vms}};
+    if (!m.parity.empty()) {
+        j["parity"] = json::array();
+        for (const auto& b : m.parity) j["parity"].push_back(to_json(b));
+    }
+    return j;
+}
+
+json to_json(const EpochParityBlock& b)
+{
+    return {{"set", b.set}, {"index", b.index}, {"holder", b.holder}, {"length", b.length},
+            {"record_xxh3", ckpt::hex_digest(b.record_xxh3)}};
+}
+
+Result<EpochParityBlock> parity_block_from_json(const json& j)
+{
+    EpochParityBlock b;
+    TRY_ASSIGN(b.set, field<uint32_t>(j, "set"));
+    TRY_ASSIGN(b.index, field<unsigned>(j, "index"));
+    TRY_ASSIGN(b.holder, field<std::string>(j, "holder"));
+    if (!safe_name(b.holder)) return Error("a parity holder is not a plain name");
+    TRY_ASSIGN(b.length, field<uint64_t>(j, "length"));
+    TRY_ASSIGN(auto digest, field<std::string>(j, "record_xxh3"));
+    TRY_ASSIGN(b.record_xxh3, ckpt::parse_hex_digest(digest));
+    return b;
 }
 
 Result<ClusterManifest> cluster_manifest_from_json(const json& j)
@@ -91,6 +130,13 @@ Result<ClusterManifest> cluster_manifest_from_json(const json& j)
         if (std::any_of(m.vms.begin(), m.vms.end(), [&](const EpochVm& o) { return o.name == vm.name; }))
             return Error("VM '" + vm.name + "' is listed twice");
         m.vms.push_back(std::move(vm));
+    }
+    if (j.contains("parity")) {
+        if (!j.at("parity").is_array()) return Error("field 'parity' is not a list of parity blocks");
+        for (const auto& b : j.at("parity")) {
+            TRY_ASSIGN(auto block, parity_block_from_json(b));
+            m.parity.push_back(std::move(block));
+        }
     }
     return m;
 }

@@ -27,6 +27,21 @@ struct EpochVm {
     uint64_t bytes = 0;
     double pause_ms = 0, total_ms = 0;
     bool incremental = false;
+    // Diskless parity (0 without): the length of the VM's protected image
+    // (ckpt/protected_image.hpp), the digest of its memory chunks'
+    // checksums, and the bytes of changes it sent each holder this epoch.
+    uint64_t image_bytes = 0;
+    uint64_t memory_hashes_xxh3 = 0;
+    uint64_t parity_bytes = 0;
+};
+
+// One parity block of an epoch, as its holder finished it.
+struct EpochParityBlock {
+    uint32_t set = 0;
+    unsigned index = 0;      // which of the set's K blocks
+    std::string holder;      // the VM whose VMM keeps it, on the block's node
+    uint64_t length = 0;
+    uint64_t record_xxh3 = 0;  // digest of the block's chunk checksums (ckpt/parity_store.hpp)
 };
 
 struct ClusterManifest {
@@ -37,9 +52,12 @@ struct ClusterManifest {
     std::string created;  // UTC, ISO 8601
     double epoch_ms = 0;  // from PREPARE to the last DONE, at the initiator
     std::vector<EpochVm> vms;
+    std::vector<EpochParityBlock> parity;  // empty without diskless parity
 };
 
 nlohmann::json to_json(const ClusterManifest& m);
+nlohmann::json to_json(const EpochParityBlock& b);
+Result<EpochParityBlock> parity_block_from_json(const nlohmann::json& j);
 Result<ClusterManifest> cluster_manifest_from_json(const nlohmann::json& j);
 
 std::string vm_checkpoint_root(const std::string& checkpoint_dir, const std::string& vm);

@@ -87,6 +87,8 @@ ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::P
     last_epoch_end_ = Clock::now();
     epoch_costs_ = recent_epoch_costs(node_root_, ckpt::SealPolicy{seal_key_, false});
     if (config_.storage == CheckpointStorage::memory) warn_unless_tmpfs(node_root_);
+    if (config_.storage == CheckpointStorage::memory && config_.parity)
+        parity_ = std::make_unique<ParityMember>(config_, vm_, node_root_, mesh_, seal_key_);
     if (config_.schedule.kind != EpochSchedule::Kind::on_request)
         schedule_thread_ = std::thread([this] { schedule_worker(); });
 }
@@ -266,11 +268,13 @@ void ClusterMember::start_epoch(const ClusterRequest& request, std::function<voi
         return;
     }
     authority_.started(*next);
+    prepare.parity_base = parity_base_;
     Epoch e;
     e.number = *next;
     e.initiator = vm_;
     e.mode = prepare.mode;
     e.incremental = prepare.incremental;
+    e.parity_base = prepare.parity_base;
     e.started = Clock::now();
     e.deadline = e.started + prepare.timeout;
     std::vector<std::string> all;
@@ -300,6 +304,12 @@ void ClusterMember::on_control(const std::string& peer, MessageType type, uint64
     case MessageType::done: on_done(peer, epoch, body); return;
     case MessageType::commit: on_commit(peer, epoch, body); return;
     case MessageType::abort: on_abort(peer, epoch, ckpt::field_or<std::string>(body, "reason", "no reason given")); return;
+    case MessageType::parity_begin:
+        if (parity_) parity_->on_begin(peer, epoch, body);
+        return;
+    case MessageType::parity_end:
+        if (parity_) parity_->on_end(peer, epoch, body);
+        return;
     case MessageType::restored: {
         std::lock_guard lock(mutex_);
         // Bounded by the peers: only this VM's restore epoch, only until its barrier.
@@ -336,6 +346,7 @@ void ClusterMember::on_prepare(const std::string& peer, uint64_t epoch, const js
     e.initiator = peer;
     e.mode = prepare->mode;
     e.incremental = prepare->incremental;
+    e.parity_base = prepare->parity_base;
     e.started = Clock::now();
     e.deadline = e.started + prepare->timeout;
     if (auto r = begin(std::move(e)); !r) {
@@ -389,9 +400,11 @@ void ClusterMember::run_epoch(uint64_t number)
         e.initiator = epoch_->initiator;
         e.mode = epoch_->mode;
         e.incremental = epoch_->incremental;
+        e.parity_base = epoch_->parity_base;
         e.deadline = epoch_->deadline;
     }
-    const json done = local_checkpoint(e);
+    json done = local_checkpoint(e);
+    if (parity_) protect(e, done);
     if (!ckpt::field_or(done, "ok", false))
         log_warn("epoch " + std::to_string(number) + ": " + ckpt::field_or<std::string>(done, "error", ""));
     if (e.initiator == vm_) on_done(vm_, number, done);
@@ -406,6 +419,7 @@ void ClusterMember::run_epoch(uint64_t number)
         } else {
             log_warn("epoch " + std::to_string(number) + ": no COMMIT or ABORT from " + e.initiator +
                      " in time; the epoch is not committed here");
+            parity_outcome(number, nullptr);
             epoch_.reset();
             abort_cut(lock, number);
         }
@@ -422,6 +436,42 @@ void ClusterMember::run_epoch(uint64_t number)
         persisting_ = true;
         persist_cv_.notify_one();
     }
+}
+
+void ClusterMember::protect(const Epoch& e, json& done)
+{
+    if (!ckpt::field_or(done, "ok", false)) return;
+    const std::string id = ckpt::field_or<std::string>(done, "id", "");
+    if (parity_->is_member()) {
+        auto sent = parity_->send_changes(e.number, e.parity_base, vm_root_ + "/" + id, e.deadline);
+        if (!sent) {
+            done = failure(vm_ + ": " + sent.error().message());
+            return;
+        }
+        done["image_bytes"] = sent->image_bytes;
+        done["memory_hashes_xxh3"] = ckpt::hex_digest(sent->memory_hashes_xxh3);
+        done["parity_bytes"] = sent->parity_bytes;
+        log_info("epoch " + std::to_string(e.number) + ": parity: " + std::to_string(sent->parity_bytes) +
+                 " bytes of changes sent to each holder (against " +
+                 (e.parity_base ? "epoch " + std::to_string(e.parity_base) : std::string("zeros: the whole image")) + ")");
+    }
+    if (parity_->holds_blocks()) {
+        auto held = parity_->wait_held(e.number, e.deadline);
+        if (!held) {
+            done = failure(vm_ + ": " + held.error().message());
+            return;
+        }
+        done["parity"] = json::array();
+        for (const auto& b : held.value()) done["parity"].push_back(to_json(b));
+    }
+}
+
+void ClusterMember::parity_outcome(uint64_t epoch, const ClusterManifest* committed)
+{
+    if (!parity_) return;
+    if (committed) parity_->committed(epoch);
+    else parity_->aborted(epoch);
+    parity_base_ = committed && !committed->parity.empty() ? epoch : 0;
 }
 
 void ClusterMember::persist_worker()
@@ -499,8 +549,14 @@ void ClusterMember::on_done(const std::string& vm, uint64_t epoch, const json& b
     finish_if_decided(lock);
 }
 
+void ClusterMember::on_parity(const std::string& peer, const net::ParityMessage& message)
+{
+    if (parity_) parity_->on_parity(peer, message);
+}
+
 void ClusterMember::on_peer_lost(const std::string& peer)
 {
+    if (parity_) parity_->on_peer_lost(peer);
     std::unique_lock lock(mutex_);
     if (!epoch_ || !epoch_->tally || epoch_->decided) return;
     epoch_->tally->on_vm_lost(peer);
@@ -516,12 +572,15 @@ void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>& lock)
     std::string reason = e.tally->abort_reason();
     if (e.tally->outcome() == EpochInitiator::Outcome::commit) {
         ClusterManifest m{config_.name, e.number, ckpt::mode_name(e.mode), e.incremental, utc_now(),
-                          ms_since(e.started), e.tally->results()};
-        if (auto w = write_cluster_manifest(node_root_, m, seal_key_); w) {
+                          ms_since(e.started), e.tally->results(), e.tally->parity_blocks()};
+        auto w = parity_ ? check_epoch_parity(config_, m.vms, m.parity) : ok();
+        if (w) w = write_cluster_manifest(node_root_, m, seal_key_);
+        if (w) {
             mesh_.send_control("", MessageType::commit, e.number, {{"manifest", to_json(m)}});
             log_info(name + ": committed in " + std::to_string(m.epoch_ms) + " ms");
             last_committed_ = e.number;
             record_epoch_end(&m);
+            parity_outcome(e.number, &m);
             json reply = to_json(m);
             reply["ok"] = true;
             e.reply(reply);
@@ -529,12 +588,13 @@ void ClusterMember::finish_if_decided(std::unique_lock<std::mutex>& lock)
             cv_.notify_all();
             return;
         } else {
-            reason = "cannot write the cluster manifest: " + w.error().message();
+            reason = "cannot commit: " + w.error().message();
         }
     }
     mesh_.send_control("", MessageType::abort, e.number, {{"reason", reason}});
     log_warn(name + " aborted: " + reason + "; every VM keeps running");
     record_epoch_end(nullptr);
+    parity_outcome(e.number, nullptr);
     e.reply(failure(name + " aborted: " + reason + " (every VM keeps running)"));
     const uint64_t number = e.number;
     epoch_.reset();
@@ -564,6 +624,7 @@ void ClusterMember::on_commit(const std::string& peer, uint64_t epoch, const jso
         log_error("epoch " + std::to_string(epoch) + " committed, but this node cannot record it: " + w.error().message());
     else last_committed_ = epoch;
     record_epoch_end(&m.value());
+    parity_outcome(epoch, &m.value());
     if (epoch_ && epoch_->number == epoch) {
         epoch_->decided = true;
         epoch_.reset();
@@ -582,6 +643,7 @@ void ClusterMember::on_abort(const std::string& peer, uint64_t epoch, const std:
     // Not with mutex_ held: see abort_cut.
     mesh_.abort_epoch(epoch);
     std::lock_guard lock(mutex_);
+    parity_outcome(epoch, nullptr);
     if (epoch_ && epoch_->number == epoch && !epoch_->tally) {
         log_warn("epoch " + std::to_string(epoch) + " aborted: " + reason + "; the VM keeps running");
         record_epoch_end(nullptr);

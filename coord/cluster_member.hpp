@@ -34,6 +34,7 @@
 #include "coord/cluster_manifest.hpp"
 #include "coord/epoch_initiator.hpp"
 #include "coord/epoch_schedule.hpp"
+#include "coord/parity_member.hpp"
 #include "net/peer_mesh.hpp"
 #include "vmm/base/log.hpp"
 
@@ -56,6 +57,7 @@ public:
     void on_control(const std::string& peer, net::MessageType type, uint64_t epoch,
                     const nlohmann::json& body) override;
     void on_peer_lost(const std::string& peer) override;
+    void on_parity(const std::string& peer, const net::ParityMessage& message) override;
     void on_request(const nlohmann::json& request, std::function<void(nlohmann::json)> reply) override;
 
 private:
@@ -65,6 +67,7 @@ private:
         std::string initiator;
         ckpt::CheckpointMode mode = ckpt::CheckpointMode::stop;
         bool incremental = false;
+        uint64_t parity_base = 0;  // PREPARE's: what this epoch's parity changes are against
         Clock::time_point started, deadline;
         std::optional<EpochInitiator> tally;                // this VMM initiated it
         std::function<void(nlohmann::json)> reply;          // the controller's, at the initiator
@@ -76,6 +79,11 @@ private:
     Result<void> begin(Epoch e);  // mutex_ held
     void run_epoch(uint64_t number);  // the epoch thread
     nlohmann::json local_checkpoint(const Epoch& e);
+    // Diskless parity: sends this VM's changes, and (a holder) waits for its
+    // blocks; adds what it did to `done`, or turns it into a failure.
+    void protect(const Epoch& e, nlohmann::json& done);
+    // An epoch's outcome, for the parity. mutex_ held.
+    void parity_outcome(uint64_t epoch, const ClusterManifest* committed);
     void on_done(const std::string& vm, uint64_t epoch, const nlohmann::json& body);
     // Initiator: acts on a decided tally. mutex_ held.
     void finish_if_decided(std::unique_lock<std::mutex>& lock);
@@ -109,6 +117,10 @@ private:
     RateLimitedLog peer_log_;   // refused and dropped epoch messages
     std::optional<Epoch> epoch_;
     uint64_t last_committed_ = 0;  // the newest epoch this VMM saw commit
+    std::unique_ptr<ParityMember> parity_;  // storage = memory with redundancy
+    // The base of the next epoch's parity: the last epoch, if it committed
+    // with parity; after an abort or a restart, 0 (everything is encoded again).
+    uint64_t parity_base_ = 0;
     std::thread epoch_thread_;
     bool epoch_thread_busy_ = false;
     bool quit_ = false;

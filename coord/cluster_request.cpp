@@ -95,7 +95,7 @@ json to_json(const ClusterRequest& request)
 Result<EpochPrepare> parse_epoch_prepare(const json& body)
 {
     if (!body.is_object()) return Error("PREPARE's body must be a JSON object");
-    TRY(only_fields(body, {"mode", "incremental", "timeout_ms", "initiator"}, "PREPARE"));
+    TRY(only_fields(body, {"mode", "incremental", "timeout_ms", "initiator", "parity_base"}, "PREPARE"));
     EpochPrepare out;
     const auto mode = body.find("mode");
     if (mode == body.end()) return Error("PREPARE has no 'mode'");
@@ -105,6 +105,10 @@ Result<EpochPrepare> parse_epoch_prepare(const json& body)
     const auto initiator = body.find("initiator");
     if (initiator == body.end() || !initiator->is_string()) return Error("PREPARE has no 'initiator'");
     out.initiator = initiator->get<std::string>();
+    if (const auto base = body.find("parity_base"); base != body.end()) {
+        if (!base->is_number_unsigned()) return Error("PREPARE's 'parity_base' must be an epoch number");
+        out.parity_base = base->get<uint64_t>();
+    }
     return out;
 }
 
@@ -113,7 +117,8 @@ json to_json(const EpochPrepare& prepare)
     return {{"mode", ckpt::mode_name(prepare.mode)},
             {"incremental", prepare.incremental},
             {"timeout_ms", static_cast<uint64_t>(prepare.timeout.count())},
-            {"initiator", prepare.initiator}};
+            {"initiator", prepare.initiator},
+            {"parity_base", prepare.parity_base}};
 }
 
 }  // namespace vvmm::coord

@@ -41,6 +41,9 @@ struct EpochPrepare {
     bool incremental = false;
     std::chrono::milliseconds timeout = kDefaultEpochTimeout;  // 1 ms .. kMaxEpochTimeout
     std::string initiator;
+    // Diskless parity: the committed epoch whose parity this epoch's changes
+    // are against (0: none, every block is encoded from zeros).
+    uint64_t parity_base = 0;
 };
 
 Result<EpochPrepare> parse_epoch_prepare(const nlohmann::json& body);

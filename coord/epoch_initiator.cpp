@@ -30,6 +30,15 @@ EpochInitiator::Outcome EpochInitiator::on_done(const std::string& vm, const nlo
                                               {"incremental", false}, {"created", ""}, {"epoch_ms", 0},
                                               {"vms", nlohmann::json::array({entry})}});
     if (!parsed) return abort(vm + " sent a malformed DONE: " + parsed.error().message());
+    if (body.contains("parity")) {
+        if (!body.at("parity").is_array()) return abort(vm + " sent a malformed DONE: 'parity' is not a list");
+        for (const auto& b : body.at("parity")) {
+            auto block = parity_block_from_json(b);
+            if (!block || block->holder != vm)
+                return abort(vm + " sent a malformed DONE: a bad parity block" + (block ? "" : ": " + block.error().message()));
+            parity_.push_back(std::move(block.value()));
+        }
+    }
     done_[vm] = parsed->vms[0];
     if (done_.size() < vms_.size()) return outcome_;
     for (const auto& name : vms_) ordered_.push_back(done_.at(name));

@@ -27,7 +27,9 @@ public:
 
     uint64_t epoch() const { return epoch_; }
     // A DONE body: {"ok":true, "vm", "node", "id", "manifest_xxh3", "bytes",
-    // "pause_ms", "total_ms", "incremental"} or {"ok":false, "error"}.
+    // "pause_ms", "total_ms", "incremental"} (with diskless parity also
+    // "image_bytes", "memory_hashes_xxh3", "parity_bytes", and from a holder
+    // "parity": the blocks it finished) or {"ok":false, "error"}.
     Outcome on_done(const std::string& vm, const nlohmann::json& body);
     Outcome on_vm_lost(const std::string& vm);
     Outcome on_deadline();
@@ -37,6 +39,8 @@ public:
     std::vector<std::string> waiting_for() const;
     // Valid once committed: the epoch's VMs in configuration order.
     const std::vector<EpochVm>& results() const { return ordered_; }
+    // The parity blocks the holders' DONEs reported, in arrival order.
+    const std::vector<EpochParityBlock>& parity_blocks() const { return parity_; }
 
 private:
     Outcome abort(std::string reason);
@@ -45,6 +49,7 @@ private:
     std::vector<std::string> vms_;
     std::map<std::string, EpochVm> done_;
     std::vector<EpochVm> ordered_;
+    std::vector<EpochParityBlock> parity_;
     Outcome outcome_ = Outcome::pending;
     std::string reason_;
 };

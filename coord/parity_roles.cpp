@@ -40,4 +40,25 @@ std::vector<HeldBlock> held_parity_blocks(const ClusterConfig& config, const std
     return out;
 }
 
+Result<void> check_epoch_parity(const ClusterConfig& config, const std::vector<EpochVm>& vms,
+                                const std::vector<EpochParityBlock>& blocks)
+{
+    if (!config.parity) return ok();
+    const auto& sets = config.parity->sets;
+    for (const auto& v : vms)
+        if (parity_membership(config, v.name) && v.image_bytes == 0) return Error(v.name + " sent no parity");
+    size_t expected = 0;
+    for (uint32_t s = 0; s < sets.size(); ++s)
+        for (unsigned j = 0; j < sets[s].parity_nodes.size(); ++j, ++expected) {
+            const std::string keeper = keeper_of(config, sets[s].parity_nodes[j]);
+            const auto n = std::count_if(blocks.begin(), blocks.end(), [&](const EpochParityBlock& b) {
+                return b.set == s && b.index == j && b.holder == keeper;
+            });
+            if (n != 1)
+                return Error("parity set " + std::to_string(s) + " block " + std::to_string(j) + " was not finished by " + keeper);
+        }
+    if (blocks.size() != expected) return Error("the holders reported parity blocks the placement does not have");
+    return ok();
+}
+
 }  // namespace vvmm::coord

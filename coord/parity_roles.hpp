@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "coord/cluster_config.hpp"
+#include "coord/cluster_manifest.hpp"
 
 namespace vvmm::coord {
 
@@ -29,5 +30,9 @@ struct HeldBlock {
 std::optional<ParityMembership> parity_membership(const ClusterConfig& config, const std::string& vm);
 // The blocks `vm`'s VMM holds (none for most VMs).
 std::vector<HeldBlock> held_parity_blocks(const ClusterConfig& config, const std::string& vm);
+// Whether an epoch's DONEs protect every VM: each member sent its changes,
+// each block of the placement was finished once, by its keeper.
+Result<void> check_epoch_parity(const ClusterConfig& config, const std::vector<EpochVm>& vms,
+                                const std::vector<EpochParityBlock>& blocks);
 
 }  // namespace vvmm::coord

@@ -154,7 +154,7 @@ std::string_view message_type_name(uint16_t type)
     case MessageType::ctl_reply: return "CTL_REPLY";
     case MessageType::parity: return "PARITY";
     case MessageType::parity_end: return "PARITY_END";
-    case MessageType::parity_ack: return "PARITY_ACK";
+    case MessageType::parity_begin: return "PARITY_BEGIN";
     }
     return "unknown";
 }
@@ -168,7 +168,7 @@ bool is_control_type(MessageType type)
     case MessageType::abort:
     case MessageType::restored:
     case MessageType::parity_end:
-    case MessageType::parity_ack: return true;
+    case MessageType::parity_begin: return true;
     default: return false;
     }
 }
@@ -394,7 +394,7 @@ Result<std::optional<Message>> MessageDecoder::next()
     case MessageType::abort:
     case MessageType::restored:
     case MessageType::parity_end:
-    case MessageType::parity_ack:
+    case MessageType::parity_begin:
         min_payload = kEpochSize;
         max_payload = kEpochSize + kMaxJsonSize;
         break;

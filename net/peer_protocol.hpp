@@ -101,13 +101,16 @@
 //   16     8     byte offset in the member's image (< kMaxParityOffset)
 //   24     n     the change, 0..kMaxParityData bytes
 //
-// PARITY_END (24) and PARITY_ACK (25): control messages like DONE (an epoch
-// and a JSON object): a member has sent all its PARITY messages of E to a
-// holder, and the holder has folded them in (or why not).
+// PARITY_BEGIN (25) and PARITY_END (24): control messages like DONE (an
+// epoch and a JSON object) around one member's PARITY messages of E to one
+// holder: BEGIN names the committed epoch the changes are against ("base",
+// 0: none, the block starts from zeros), END the image's length. They
+// travel on the member's own connection, so a holder may see them before
+// the initiator's PREPARE of E.
 //
 // Type 4 (AUTH of version 2) is not used any more: TLS authenticates.
 //
-// Between peers, after HELLO: FRAME, MARKER, PREPARE..RESTORED and PARITY..PARITY_ACK. A
+// Between peers, after HELLO: FRAME, MARKER, PREPARE..RESTORED and PARITY..PARITY_BEGIN. A
 // controller's connection carries CTL_REQUEST from the controller and
 // CTL_REPLY to it, nothing else.
 //
@@ -231,13 +234,13 @@ enum class MessageType : uint16_t {
     ctl_reply = 22,
     parity = 23,
     parity_end = 24,
-    parity_ack = 25,
+    parity_begin = 25,
 };
 
 // "HELLO", "FRAME", ... or "unknown".
 std::string_view message_type_name(uint16_t type);
 inline std::string_view message_type_name(MessageType type) { return message_type_name(static_cast<uint16_t>(type)); }
-// PREPARE, DONE, COMMIT, ABORT, RESTORED, PARITY_END or PARITY_ACK: an epoch and a JSON body.
+// PREPARE, DONE, COMMIT, ABORT, RESTORED, PARITY_END or PARITY_BEGIN: an epoch and a JSON body.
 bool is_control_type(MessageType type);
 
 enum class PeerRole : uint8_t { peer = 1, controller = 2 };

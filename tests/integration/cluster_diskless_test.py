@@ -70,7 +70,7 @@ def check_memory_dirs(mem, nodes):
             with open(os.path.join(root, "epochs", "%06d.json" % e)) as f:
                 records[e] = json.load(f)
             h.check([v["name"] for v in records[e]["vms"]] == VMS, f"epoch record {records[e]}")
-        vms_here = sorted(d for d in os.listdir(root) if d != "epochs")
+        vms_here = sorted(d for d in os.listdir(root) if d not in ("epochs", "parity"))
         h.check(vms_here == [f"vm{i}"], f"node n{i} holds checkpoints of {vms_here}, expected only vm{i}")
         vm_root = os.path.join(root, f"vm{i}")
         kept = set()
@@ -83,6 +83,34 @@ def check_memory_dirs(mem, nodes):
         print(f"n{i}: epochs {epochs}, vm{i} checkpoints {ids} (chains of the two newest epochs: {sorted(kept)})")
         newest_everywhere = epochs[-1] if newest_everywhere is None else min(newest_everywhere, epochs[-1])
     return newest_everywhere
+
+
+def check_parity(mem, nodes):
+    """Every committed epoch kept records a finished block for each set's
+    parity, on a node hosting none of the set's members, present there with
+    its sealed record; each VM sent its whole image in the first epoch and
+    only its changed pages after (a few pages per 2 s of ring traffic)."""
+    root0 = os.path.join(mem, "n0")
+    epochs = sorted(int(n[:6]) for n in os.listdir(os.path.join(root0, "epochs")) if re.fullmatch(r"\d{6}\.json", n))
+    for e in epochs[-2:]:
+        with open(os.path.join(root0, "epochs", "%06d.json" % e)) as f:
+            record = json.load(f)
+        blocks = record.get("parity", [])
+        h.check(len(blocks) == 2, f"epoch {e}: parity blocks {blocks} (3 VMs in sets of 2: two sets, one block each)")
+        node_of = {v["name"]: v["node"] for v in record["vms"]}
+        for v in record["vms"]:
+            h.check(v.get("image_bytes", 0) > 0 and v.get("memory_hashes_xxh3"), f"epoch {e}: {v['name']} sent no parity: {v}")
+        for b in blocks:
+            holder_node = node_of[b["holder"]]
+            block_dir = os.path.join(mem, holder_node, "parity", f"{b['set']}.p{b['index']}")
+            for ext in (".img", ".json"):
+                h.check(os.path.exists(os.path.join(block_dir, "%06d%s" % (e, ext))),
+                        f"epoch {e}: {block_dir} has no %06d{ext}: {os.listdir(block_dir)}" % e)
+            kept = sorted(os.listdir(block_dir))
+            h.check(len(kept) <= 6, f"{block_dir} keeps {kept}")
+        print(f"epoch {e}: parity {[(b['set'], b['holder'], b['length']) for b in blocks]}, "
+              f"sent {[v['parity_bytes'] for v in record['vms']]} bytes")
+    return epochs
 
 
 def main():
@@ -109,7 +137,12 @@ def main():
 
     # More epochs than an incremental chain may have (8): a full checkpoint
     # starts a new chain and the old one must leave memory.
+    wait_epochs(ns0, cfg, 1, boot)
+    first = [e for e in listing(ns0, cfg)["epochs"] if e["epoch"] == 1]
+    h.check(first and "vms" in first[0], f"epoch 1 is not listed: {first}")
+    first_bytes = next(v["parity_bytes"] for v in first[0]["vms"] if v["name"] == "vm0")
     reached = wait_epochs(ns0, cfg, 11, boot)
+    listing_after = listing(ns0, cfg)
     print(f"the cluster took {reached} epochs by itself")
     listed = listing(ns0, cfg)
     starters = [v["name"] for v in listed["vms"] if v.get("schedule", {}).get("starts_them")]
@@ -124,6 +157,15 @@ def main():
     boot.wait_progress(VMS, {v: after[v] + 1000 for v in VMS}, what="traffic after the epochs")
     boot.kill9()
     newest = check_memory_dirs(mem, nodes)
+    check_parity(mem, nodes)
+    # Network bytes grow with the pages dirtied, not with RAM: after the
+    # first epoch (the whole image, less its zero pages), a VM sends only the
+    # pages its incremental checkpoint wrote, and its changed state.
+    later = [(v["parity_bytes"], v["bytes"]) for e in listing_after["epochs"] if "vms" in e and e["epoch"] > 1
+             for v in e["vms"] if v["incremental"]]
+    h.check(later and all(sent <= wrote + (256 << 10) and sent < (64 << 20) // 20 for sent, wrote in later),
+            f"parity bytes sent vs bytes the incremental checkpoints wrote: {later}")
+    print(f"vm0's parity: {first_bytes} bytes for its whole image in epoch 1; later (sent, checkpoint bytes): {later}")
     h.check(not os.path.exists(os.path.join(workdir, "ckpt")), "something was written outside memory_dir")
 
     p = c.vvmm_in(ns0, ["plan", "--cluster", cfg, "--mtbf", "3h", "--runtime", "48h", "--disk-cost", "5m"])

@@ -294,7 +294,7 @@ TEST_CASE("the wire layout of PARITY, and its limits")
     CHECK(contains(first_error(with(1, 0, kMaxParityOffset - 4, 8)), "reaches past byte"));
     CHECK(contains(first_error(message(23, std::vector<uint8_t>(23))), "shorter than the 24"));
     CHECK(is_control_type(MessageType::parity_end));
-    CHECK(is_control_type(MessageType::parity_ack));
+    CHECK(is_control_type(MessageType::parity_begin));
     CHECK_FALSE(is_control_type(MessageType::parity));
 }
 
@@ -307,7 +307,7 @@ TEST_CASE("message names")
     CHECK(message_type_name(21) == "CTL_REQUEST");
     CHECK(message_type_name(22) == "CTL_REPLY");
     CHECK(message_type_name(23) == "PARITY");
-    CHECK(message_type_name(25) == "PARITY_ACK");
+    CHECK(message_type_name(25) == "PARITY_BEGIN");
     CHECK(message_type_name(26) == "unknown");
     CHECK(message_name(Message(ParityMessage{1, 0, 0, 0, {}})) == "PARITY");
     CHECK(message_name(Message(ControlMessage{MessageType::abort, 1, {}})) == "ABORT");

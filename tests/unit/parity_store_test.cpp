@@ -89,7 +89,7 @@ TEST_CASE("parity store: full first epoch, dirty-page deltas after, abort keeps 
         REQUIRE_MESSAGE(r.ok(), message_of(r));
         CHECK(r->length == (5u << 20) + 4096);
         CHECK(r->chunk_xxh3.size() == 3);
-        s->commit(1);
+        s->keep_only({1});
     }
     auto want = expected_parity(codec.value(), images);
     CHECK(read_block(p0, 1) == want[0]);
@@ -111,7 +111,7 @@ TEST_CASE("parity store: full first epoch, dirty-page deltas after, abort keeps 
     CHECK(sent == 3 * 4096);
     for (auto* s : stores) {
         REQUIRE(s->finish().ok());
-        s->commit(2);
+        s->keep_only({2});
         CHECK(s->epochs() == std::vector<uint64_t>{2});
     }
     want = expected_parity(codec.value(), images);

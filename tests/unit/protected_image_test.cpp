@@ -13,6 +13,7 @@
 #include "ckpt/manifest.hpp"
 #include "ckpt/memory_hash.hpp"
 #include "ckpt/image_delta.hpp"
+#include "ckpt/parity_rebuild.hpp"
 #include "ckpt/protected_image.hpp"
 #include "ckpt/state_file.hpp"
 #include "vmm/base/bitmap.hpp"
@@ -205,5 +206,128 @@ TEST_CASE("image delta: the base image with every sent delta folded in is the cu
     auto unhashed = ProtectedImage::open(root + "/000001", policy);
     REQUIRE(unhashed.ok());
     CHECK_FALSE(image_delta(*current, &*unhashed, kPageSize, fold).ok());
+    fs::remove_all(root);
+}
+
+namespace {
+
+struct MemberImage {
+    std::string dir;                                          // the checkpoint
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> runs;  // its image, non-zero pages
+    uint64_t length = 0, hashes_xxh3 = 0;
+};
+
+MemberImage whole_image(const std::string& dir)
+{
+    MemberImage m{dir, {}, 0, 0};
+    auto image = ProtectedImage::open(dir, SealPolicy{kKey, false});
+    REQUIRE(image.ok());
+    auto r = image_delta(*image, nullptr, 8 * kPageSize, [&](uint64_t offset, std::span<const uint8_t> d) -> Result<void> {
+        m.runs.emplace_back(offset, std::vector<uint8_t>(d.begin(), d.end()));
+        return ok();
+    });
+    REQUIRE(r.ok());
+    m.length = image->length();
+    m.hashes_xxh3 = digest_of_hashes(image->memory_hashes());
+    return m;
+}
+
+uint64_t file_digest(const std::string& path)
+{
+    std::ifstream f(path, std::ios::binary);
+    const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    return digest_of(bytes);
+}
+
+}  // namespace
+
+TEST_CASE("parity rebuild: lost members come back as full checkpoints equal to theirs; a bad chunk is refused")
+{
+    const std::string root = fs::temp_directory_path() / ("vvmm-rebuild-" + std::to_string(::getpid()));
+    fs::remove_all(root);
+    write_checkpoint(root + "/m0", "000001", std::nullopt, {{0, page_of(1)}, {700, page_of(2)}});
+    write_checkpoint(root + "/m1", "000001", std::nullopt, {{5, page_of(3)}});
+    write_checkpoint(root + "/m1", "000002", "000001", {{5, page_of(4)}, {1500, page_of(5)}});
+    write_checkpoint(root + "/m2", "000001", std::nullopt, {{3000, page_of(6)}});
+    const std::vector<MemberImage> members = {whole_image(root + "/m0/000001"), whole_image(root + "/m1/000002"),
+                                              whole_image(root + "/m2/000001")};
+
+    struct Case {
+        ParityCodec::Kind kind;
+        unsigned k;
+        std::vector<unsigned> lost;
+    };
+    for (const Case& t : {Case{ParityCodec::Kind::xor_parity, 1, {1}}, Case{ParityCodec::Kind::reed_solomon, 2, {0, 2}}}) {
+        CAPTURE(t.k);
+        auto codec = ParityCodec::create(t.kind, 3, t.k);
+        REQUIRE(codec.ok());
+        // The holders' blocks, as the epochs leave them.
+        uint64_t longest = 0;
+        for (const auto& m : members) longest = std::max(longest, m.length);
+        std::vector<std::vector<uint8_t>> parity(t.k, std::vector<uint8_t>(longest, 0));
+        for (unsigned i = 0; i < 3; ++i)
+            for (const auto& [offset, data] : members[i].runs)
+                for (unsigned j = 0; j < t.k; ++j)
+                    codec->update_block(i, j, data.data(), parity[j].data() + offset, data.size());
+
+        auto rebuild_into = [&](const std::string& out, const std::vector<std::vector<uint8_t>>& blocks) {
+            std::vector<unsigned> used;
+            for (unsigned j = 0; j < t.lost.size(); ++j) used.push_back(j);
+            auto r = ParityRebuild::create(*codec, t.lost, used, root + "/work");
+            REQUIRE_MESSAGE(r.ok(), message_of(r));
+            for (unsigned i = 0; i < 3; ++i) {
+                if (std::find(t.lost.begin(), t.lost.end(), i) != t.lost.end()) continue;
+                for (const auto& [offset, data] : members[i].runs) REQUIRE(r->add_member(i, offset, data).ok());
+            }
+            for (unsigned j : used) REQUIRE(r->add_parity(j, 0, blocks[j]).ok());
+            std::vector<Result<uint64_t>> written;
+            for (size_t n = 0; n < t.lost.size(); ++n) {
+                const MemberImage& m = members[t.lost[n]];
+                const std::string id = fs::path(m.dir).filename();
+                const RebuildTarget target{id, kMem, m.length, m.hashes_xxh3, file_digest(m.dir + "/manifest.json")};
+                written.push_back(write_rebuilt_checkpoint(out + "/m" + std::to_string(t.lost[n]), target,
+                                                           [&](uint64_t c) -> Result<std::vector<uint8_t>> {
+                                                               TRY_ASSIGN(auto chunks, r->solve_chunk(c));
+                                                               return std::move(chunks[n]);
+                                                           },
+                                                           kKey));
+            }
+            return written;
+        };
+
+        const std::string out = root + "/rebuilt-" + std::to_string(t.k);
+        const auto written = rebuild_into(out, parity);
+        for (size_t n = 0; n < t.lost.size(); ++n) {
+            REQUIRE_MESSAGE(written[n].ok(), message_of(written[n]));
+            const MemberImage& m = members[t.lost[n]];
+            const std::string dir = out + "/m" + std::to_string(t.lost[n]) + "/" + fs::path(m.dir).filename().string();
+            CHECK(written[n].value() == file_digest(dir + "/manifest.json"));
+            auto original = ProtectedImage::open(m.dir, SealPolicy{kKey, false});
+            auto rebuilt = ProtectedImage::open(dir, SealPolicy{kKey, false});
+            REQUIRE_MESSAGE(rebuilt.ok(), message_of(rebuilt));
+            CHECK(read_manifest(dir, SealPolicy{kKey, false})->parent == std::nullopt);  // a full checkpoint
+            for (uint64_t c = 0; c < original->memory_chunks(); ++c) {
+                auto a = rebuilt->read_chunk(c);
+                REQUIRE_MESSAGE(a.ok(), message_of(a));
+                CHECK(*a == *original->read_chunk(c));
+            }
+        }
+
+        // One flipped byte in the parity: the rebuilt chunk is refused, nothing is published.
+        auto bad = parity;
+        bad[0][kChunkSize + 17] ^= 0x40;
+        const std::string refused = root + "/refused-" + std::to_string(t.k);
+        for (const auto& w : rebuild_into(refused, bad)) {
+            CHECK(message_of(w).find("does not match its checksum") != std::string::npos);
+        }
+        for (unsigned i : t.lost) {
+            const std::string vm_root = refused + "/m" + std::to_string(i);
+            CHECK_FALSE(fs::exists(vm_root + "/" + fs::path(members[i].dir).filename().string()));
+        }
+    }
+    // More lost than parity: one clear error.
+    auto xor_codec = ParityCodec::create(ParityCodec::Kind::xor_parity, 3, 1);
+    CHECK(message_of(ParityRebuild::create(*xor_codec, {0, 1}, {0}, root + "/work")).find("only 1 of its parity") !=
+          std::string::npos);
     fs::remove_all(root);
 }
