@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -13,7 +14,9 @@
 #include "coord/cluster_request.hpp"
 #include "coord/cluster_config.hpp"
 #include "coord/cluster_manifest.hpp"
+#include "coord/lost_nodes.hpp"
 #include "coord/process_group.hpp"
+#include "coord/rebuild_exchange.hpp"
 #include "vmm/base/duration_parse.hpp"
 #include "vmm/base/log.hpp"
 
@@ -89,10 +92,19 @@ std::string epoch_list(const coord::ClusterConfig& config, const ClusterFlags& f
     return out.empty() ? "none" : out;
 }
 
+// Whether `vm` is rebuilt from parity (then it has no checkpoint to check yet).
+bool rebuilt_here(const std::optional<coord::RebuildContext>& rebuild, const std::string& vm)
+{
+    if (!rebuild) return false;
+    for (const auto& r : rebuild->plan)
+        if (std::find(r.lost_vms.begin(), r.lost_vms.end(), vm) != r.lost_vms.end()) return true;
+    return false;
+}
+
 // One VMM process per VM of the node (or of every node), supervised until
 // all have ended.
 int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std::string& subcommand,
-           const coord::ClusterManifest* restoring)
+           const coord::ClusterManifest* restoring, const std::optional<coord::RebuildContext>& rebuild = std::nullopt)
 {
     std::vector<const coord::VmEntry*> vms;
     if (!f.node.empty()) {
@@ -106,7 +118,7 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
         // Before any VMM starts: a VM that cannot restore would leave the
         // others waiting for it.
         for (const auto* v : vms)
-            if (auto dir = epoch_checkpoint_of(config, *restoring, v->name); !dir)
+            if (auto dir = epoch_checkpoint_of(config, *restoring, v->name); !dir && !rebuilt_here(rebuild, v->name))
                 return fail(Error("restore: " + dir.error().message() + "; committed epochs: " +
                                   epoch_list(config, f) + " (--epoch N restores another)"));
     }
@@ -117,6 +129,7 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
     for (const auto* v : vms) {
         std::vector<std::string> argv = {*self, subcommand, "--cluster", config.file.string(), "--vm", v->name};
         if (restoring) argv.insert(argv.end(), {"--epoch", std::to_string(restoring->epoch)});
+        for (const auto& node : f.lost) argv.insert(argv.end(), {"--lost", node});
         if (f.verbose) argv.push_back("-v");
         if (f.verify_full) argv.insert(argv.end(), {"--verify", "full"});
         if (f.clock_advance) argv.insert(argv.end(), {"--clock", "advance"});
@@ -183,11 +196,22 @@ Result<coord::ClusterManifest> epoch_to_restore(const coord::ClusterConfig& conf
     return m;
 }
 
-int restore_member(const coord::ClusterConfig& config, const std::string& vm, const coord::ClusterManifest& epoch,
-                   const ClusterFlags& f, const std::string& api)
+int restore_member(const coord::ClusterConfig& config, const std::string& vm, coord::ClusterManifest epoch,
+                   const ClusterFlags& f, const std::string& api, std::optional<coord::RebuildContext> rebuild)
 {
     auto role = role_of(config, vm, epoch.epoch);
     if (!role) return fail(role.error());
+    if (rebuilt_here(rebuild, vm)) {
+        // Long enough for the survivors to load theirs and send a few GiB.
+        constexpr auto kRebuildTimeout = std::chrono::minutes(10);
+        auto rebuilt = coord::rebuild_lost_vm(*rebuild, config, vm, role->secret, kRebuildTimeout);
+        if (!rebuilt) return fail(rebuilt.error().context("restore: rebuilding " + vm + " from parity"));
+        // The epoch as this node now records it: with the rebuilt checkpoint.
+        auto recorded = coord::read_cluster_manifest(role->node_root(), epoch.epoch, ckpt::SealPolicy{rebuild->key, false});
+        if (!recorded) return fail(recorded.error().context("restore"));
+        epoch = std::move(recorded).value();
+    }
+    role->rebuild = std::move(rebuild);
     auto dir = epoch_checkpoint_of(config, epoch, vm);
     if (!dir) return fail(dir.error().context("restore"));
     RestoreRequest req;
@@ -243,6 +267,9 @@ void add_cluster_options(CLI::App* cmd, ClusterFlags& f, bool with_epoch)
     cmd->add_option("--node", f.node, "with --cluster: only this node's VMs (run it on each host)");
     cmd->add_option("--vm", f.vm, "with --cluster: run this one VM in this process (what the launcher starts)");
     if (with_epoch)
+        cmd->add_option("--lost", f.lost,
+                        "with --cluster: a node that is gone (repeatable); its VMs are rebuilt from parity on the survivors");
+    if (with_epoch)
         cmd->add_option("--epoch", f.epoch, "with --cluster: the committed epoch (default: the latest)")
             ->check([](const std::string& text) -> std::string {
                 // Checked as text: CLI11 would read "-1" as 2^64 - 1.
@@ -275,15 +302,36 @@ int restore_cluster(const ClusterFlags& f, const std::string& api_socket)
     if (!config) return fail(config.error());
     auto secret = coord::read_cluster_secret(config.value());
     if (!secret) return fail(secret.error());
-    const ckpt::SealPolicy policy{ckpt::cluster_seal_key(secret.value(), config->name), f.trust_unsigned};
+    const ckpt::SealKey key = ckpt::cluster_seal_key(secret.value(), config->name);
+    const ckpt::SealPolicy policy{key, f.trust_unsigned};
+    const coord::ClusterConfig original = config.value();
+    if (!f.lost.empty()) {
+        auto relocated = coord::relocate_lost(original, f.lost);
+        if (!relocated) return fail(relocated.error().context("restore"));
+        config = std::move(relocated->config);
+        if (f.vm.empty())
+            // A lost node is worth seeing by default, not only with -v.
+            for (const auto& m : relocated->moved) log_warn("restore: " + m + " (its node is lost)");
+        if (f.vm.empty() && !relocated->unprotected.empty())
+            log_warn("restore: epochs after this restore are not protected by parity: " + relocated->unprotected);
+    }
+    if (!f.node.empty() && std::find(f.lost.begin(), f.lost.end(), f.node) != f.lost.end())
+        return fail(Error("restore: --node " + f.node + " is one of the --lost nodes"));
     auto epoch = epoch_to_restore(config.value(), f, policy);
     if (!epoch) return fail(epoch.error().context("restore"));
+    std::optional<coord::RebuildContext> rebuild;
+    if (!f.lost.empty()) {
+        // Before anything starts: a rebuild that cannot succeed says why.
+        auto plan = coord::plan_rebuild(original, epoch.value(), f.lost);
+        if (!plan) return fail(plan.error().context("restore"));
+        rebuild = coord::RebuildContext{original, std::move(plan).value(), epoch.value(), key};
+    }
     if (!f.vm.empty()) {
         if (!config->vm(f.vm)) return fail(Error("--vm: no VM '" + f.vm + "' in " + f.file));
-        return restore_member(config.value(), f.vm, epoch.value(), f, api_socket);
+        return restore_member(config.value(), f.vm, epoch.value(), f, api_socket, std::move(rebuild));
     }
     if (!api_socket.empty()) return fail(Error("--api goes with --vm: each VM of a cluster has its own"));
-    return launch(config.value(), f, "restore", &epoch.value());
+    return launch(config.value(), f, "restore", &epoch.value(), rebuild);
 }
 
 int checkpoint_cluster(const std::string& file, const ClusterCheckpointFlags& f)
@@ -379,15 +427,19 @@ std::function<int()> add_list_command(CLI::App& app)
                 std::printf("  %llu  unreadable: %s\n", m.value("epoch", 0ull), m["error"].get<std::string>().c_str());
                 continue;
             }
-            double bytes = 0, max_pause = 0;
+            double bytes = 0, max_pause = 0, parity_bytes = 0;
             for (const auto& v : m["vms"]) {
                 bytes += v.value("bytes", 0.0);
+                parity_bytes += v.value("parity_bytes", 0.0);
                 max_pause = std::max(max_pause, v.value("pause_ms", 0.0));
             }
-            std::printf("  %llu  %s  %s%s  %zu VMs  %s  epoch %s ms  max pause %s ms\n", m.value("epoch", 0ull),
+            const size_t blocks = m.contains("parity") && m["parity"].is_array() ? m["parity"].size() : 0;
+            const std::string parity =
+                blocks ? "  parity: " + std::to_string(blocks) + " blocks, " + mib(parity_bytes) + " of changes sent" : "";
+            std::printf("  %llu  %s  %s%s  %zu VMs  %s  epoch %s ms  max pause %s ms%s\n", m.value("epoch", 0ull),
                         m.value("created", std::string()).c_str(), m.value("mode", std::string()).c_str(),
                         m.value("incremental", false) ? " incremental" : "", m["vms"].size(), mib(bytes).c_str(),
-                        fixed(m.value("epoch_ms", 0.0), 1).c_str(), fixed(max_pause, 1).c_str());
+                        fixed(m.value("epoch_ms", 0.0), 1).c_str(), fixed(max_pause, 1).c_str(), parity.c_str());
         }
         return 0;
     };

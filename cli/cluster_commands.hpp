@@ -17,6 +17,7 @@ struct ClusterFlags {
     std::string node;   // only this node's VMs (default: every node)
     std::string vm;     // run this one VM in this process
     std::optional<uint64_t> epoch;
+    std::vector<std::string> lost;  // restore: nodes lost, their VMs rebuilt from parity
     bool verbose = false;
     // restore: passed on to every VM's VMM
     bool verify_full = false;

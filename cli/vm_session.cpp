@@ -205,6 +205,7 @@ Result<void> VmSession::start_services(const std::string& api_socket)
             cluster_->config, cluster_->vm, *mesh_, *checkpointer_,
             ckpt::cluster_seal_key(cluster_->secret, cluster_->config.name), [this] { return status(); },
             cluster_->restore_epoch);
+    if (member_ && cluster_->rebuild) member_->set_rebuild_duty(*cluster_->rebuild);
     return ok();
 }
 

@@ -31,6 +31,7 @@ struct ClusterRole {
     std::string vm;
     std::vector<uint8_t> secret;
     uint64_t restore_epoch = 0;  // restore: the epoch; resumes when every VM has loaded it
+    std::optional<coord::RebuildContext> rebuild;  // restore --lost: this VM's part in rebuilding lost VMs
 
     // Where this VM's node keeps the cluster's checkpoints.
     std::string node_root() const { return config.node_checkpoint_dir(config.vm(vm)->node).string(); }

@@ -364,6 +364,22 @@ void parse_checkpoint_policy(Checker& c, const toml::table& t, ClusterConfig& cf
         c.error(at("persist_dir"), "persist_dir needs persist_every (which committed epochs to copy there)");
 }
 
+}  // namespace
+
+Result<ParityLayout> parity_layout_of(const ClusterConfig& cfg)
+{
+    PlacementInput input;
+    input.set_size = cfg.set_size;
+    input.parity_count = cfg.redundancy.parity_count;
+    // Parity is kept by a VMM of its node: a node without VMs has none.
+    for (const auto& n : cfg.nodes)
+        if (!cfg.vms_on(n.name).empty()) input.nodes.push_back(n.name);
+    for (const auto& v : cfg.vms) input.vms.emplace_back(v.name, v.node);
+    return place_parity(input);
+}
+
+namespace {
+
 // The parity sets of a diskless cluster; an impossible layout is one error
 // at the redundancy (or set_size) naming the numbers.
 void place_parity_for(Checker& c, ClusterConfig& cfg, const PolicyPositions& pos)
@@ -378,17 +394,10 @@ void place_parity_for(Checker& c, ClusterConfig& cfg, const PolicyPositions& pos
         const size_t room = hosts > k ? hosts - k : 1;
         cfg.set_size = partner ? 1 : static_cast<unsigned>(std::min<size_t>(4, room));
     }
-    PlacementInput input;
-    input.set_size = cfg.set_size;
-    input.parity_count = k;
-    // Parity is kept by a VMM of its node: a node without VMs has none.
     std::string idle;
-    for (const auto& n : cfg.nodes) {
-        if (!cfg.vms_on(n.name).empty()) input.nodes.push_back(n.name);
-        else idle += (idle.empty() ? "" : ", ") + n.name;
-    }
-    for (const auto& v : cfg.vms) input.vms.emplace_back(v.name, v.node);
-    auto layout = place_parity(input);
+    for (const auto& n : cfg.nodes)
+        if (cfg.vms_on(n.name).empty()) idle += (idle.empty() ? "" : ", ") + n.name;
+    auto layout = parity_layout_of(cfg);
     if (!layout) {
         c.error(pos.set_size, "redundancy \"" + cfg.redundancy.name() + "\": " + layout.error().message() +
                                   (idle.empty() ? "" : " (nodes without VMs hold no parity: " + idle + ")"));

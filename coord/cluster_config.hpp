@@ -110,6 +110,10 @@ struct ClusterConfig {
     std::string net_spec(const VmEntry& vm) const;
 };
 
+// The parity placement of `config`'s VMs over the nodes that host VMs, for
+// its redundancy and set_size (both set).
+Result<ParityLayout> parity_layout_of(const ClusterConfig& config);
+
 // Reads and validates `file`, including (with `check_files`) the files it
 // names (see below). Controllers on another machine skip those.
 Result<ClusterConfig> load_cluster_config(const std::filesystem::path& file, bool check_files = true);

@@ -55,6 +55,7 @@ Result<EpochVm> vm_from(const json& j)
     TRY_ASSIGN(v.incremental, field<bool>(j, "incremental"));
     if (j.contains("image_bytes")) {
         TRY_ASSIGN(v.image_bytes, field<uint64_t>(j, "image_bytes"));
+        TRY_ASSIGN(v.memory_bytes, field<uint64_t>(j, "memory_bytes"));
         TRY_ASSIGN(auto hashes, field<std::string>(j, "memory_hashes_xxh3"));
         TRY_ASSIGN(v.memory_hashes_xxh3, ckpt::parse_hex_digest(hashes));
         TRY_ASSIGN(v.parity_bytes, field<uint64_t>(j, "parity_bytes"));
@@ -68,6 +69,7 @@ json vm_to_json(const EpochVm& v)
               {"bytes", v.bytes}, {"pause_ms", v.pause_ms}, {"total_ms", v.total_ms}, {"incremental", v.incremental}};
     if (v.image_bytes != 0) {
         j["image_bytes"] = v.image_bytes;
+        j["memory_bytes"] = v.memory_bytes;
         j["memory_hashes_xxh3"] = ckpt::hex_digest(v.memory_hashes_xxh3);
         j["parity_bytes"] = v.parity_bytes;
     }

@@ -31,6 +31,7 @@ struct EpochVm {
     // (ckpt/protected_image.hpp), the digest of its memory chunks'
     // checksums, and the bytes of changes it sent each holder this epoch.
     uint64_t image_bytes = 0;
+    uint64_t memory_bytes = 0;  // of the image, guest memory (the rest: checksums and state)
     uint64_t memory_hashes_xxh3 = 0;
     uint64_t parity_bytes = 0;
 };

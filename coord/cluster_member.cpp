@@ -449,6 +449,7 @@ void ClusterMember::protect(const Epoch& e, json& done)
             return;
         }
         done["image_bytes"] = sent->image_bytes;
+        done["memory_bytes"] = sent->memory_bytes;
         done["memory_hashes_xxh3"] = ckpt::hex_digest(sent->memory_hashes_xxh3);
         done["parity_bytes"] = sent->parity_bytes;
         log_info("epoch " + std::to_string(e.number) + ": parity: " + std::to_string(sent->parity_bytes) +
@@ -662,15 +663,32 @@ Result<void> ClusterMember::wait_restored(uint64_t epoch, const std::function<bo
         restore_epoch_ = epoch;
         authority_.restored(epoch);
     }
-    mesh_.send_control("", MessageType::restored, epoch, json::object());
     const auto start = Clock::now();
+    if (rebuild_) {
+        // Kept short of for ever: a rebuilder that never comes fails the restore.
+        constexpr auto kRebuildTimeout = std::chrono::minutes(10);
+        TRY(send_rebuild_sources(*rebuild_, vm_, node_root_, mesh_, start + kRebuildTimeout));
+    }
+    mesh_.send_control("", MessageType::restored, epoch, json::object());
     auto next_report = start + std::chrono::seconds(10);
+    auto next_repeat = start + std::chrono::seconds(2);
     std::unique_lock lock(mutex_);
     for (;;) {
         std::string missing;
+        std::vector<std::string> waiting;
         for (const auto& p : peers())
-            if (!restored_.count(p + "@" + std::to_string(epoch))) missing += (missing.empty() ? "" : ", ") + p;
+            if (!restored_.count(p + "@" + std::to_string(epoch))) {
+                missing += (missing.empty() ? "" : ", ") + p;
+                waiting.push_back(p);
+            }
         if (missing.empty()) break;
+        // Said again to those not there yet: a VMM that is rebuilding from
+        // parity takes its place in the mesh only after, and a RESTORED on
+        // a connection that then dropped is lost. Repeats are harmless.
+        if (Clock::now() >= next_repeat) {
+            for (const auto& p : waiting) mesh_.send_control(p, MessageType::restored, epoch, json::object());
+            next_repeat += std::chrono::seconds(2);
+        }
         if (!restore_conflict_.empty())
             return Error(restore_conflict_ + ", this VM epoch " + std::to_string(epoch) +
                          ": restore every node with the same --epoch (the older one: each node keeps the two newest)");

@@ -35,6 +35,7 @@
 #include "coord/epoch_initiator.hpp"
 #include "coord/epoch_schedule.hpp"
 #include "coord/parity_member.hpp"
+#include "coord/rebuild_exchange.hpp"
 #include "net/peer_mesh.hpp"
 #include "vmm/base/log.hpp"
 
@@ -51,8 +52,10 @@ public:
     ~ClusterMember() override;
 
     // Restore barrier: tells every peer this VM is restored from `epoch` and
-    // waits until every peer said the same (or `stop` returns true).
+    // waits until every peer said the same (or `stop` returns true). With a
+    // rebuild duty, this VM first sends its part of the lost VMs' rebuild.
     Result<void> wait_restored(uint64_t epoch, const std::function<bool()>& stop);
+    void set_rebuild_duty(RebuildContext context) { rebuild_ = std::move(context); }
 
     void on_control(const std::string& peer, net::MessageType type, uint64_t epoch,
                     const nlohmann::json& body) override;
@@ -158,6 +161,7 @@ private:
     std::thread list_thread_;
     uint64_t restore_epoch_ = 0;
     bool restore_done_ = false;
+    std::optional<RebuildContext> rebuild_;  // restore --lost: what this VM sends to rebuild lost VMs
 };
 
 }  // namespace vvmm::coord

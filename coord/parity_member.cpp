@@ -14,17 +14,6 @@ namespace {
 using net::MessageType;
 using nlohmann::json;
 
-ckpt::ParityCodec::Kind codec_kind(const ClusterConfig& config)
-{
-    return config.redundancy.kind == Redundancy::Kind::reed_solomon ? ckpt::ParityCodec::Kind::reed_solomon
-                                                                     : ckpt::ParityCodec::Kind::xor_parity;
-}
-
-std::string block_dir(const std::string& node_root, uint32_t set, unsigned index)
-{
-    return node_root + "/parity/" + std::to_string(set) + ".p" + std::to_string(index);
-}
-
 // Keeps `epoch` and the newest one before it.
 void keep_two(std::vector<uint64_t>& epochs, uint64_t epoch)
 {
@@ -42,15 +31,14 @@ ParityMember::ParityMember(const ClusterConfig& config, std::string vm, std::str
       membership_(parity_membership(config_, vm_))
 {
     for (auto& block : held_parity_blocks(config_, vm_)) {
-        auto codec = ckpt::ParityCodec::create(codec_kind(config_), static_cast<unsigned>(block.members.size()),
-                                               config_.redundancy.parity_count);
+        auto codec = parity_codec_for(config_, static_cast<unsigned>(block.members.size()));
         if (!codec) {  // the placement was checked when the file was read
             log_error("parity set " + std::to_string(block.set) + ": " + codec.error().message());
             continue;
         }
         Held h;
         h.codec = std::make_unique<ckpt::ParityCodec>(std::move(codec.value()));
-        h.store = std::make_unique<ckpt::ParityBlockStore>(block_dir(node_root_, block.set, block.parity_index),
+        h.store = std::make_unique<ckpt::ParityBlockStore>(parity_block_dir(node_root_, block.set, block.parity_index),
                                                            *h.codec, block.parity_index, key_);
         h.block = std::move(block);
         held_.emplace(h.block.set, std::move(h));
@@ -92,7 +80,8 @@ Result<MemberParity> ParityMember::send_changes(uint64_t epoch, uint64_t base, c
                                   });
     if (!sent) return sent.error().context("parity");
     send_to_holders(MessageType::parity_end, epoch, {{"set", m.set}, {"member", m.member}, {"length", current.length()}});
-    MemberParity out{current.length(), ckpt::digest_of_hashes(current.memory_hashes()), sent->bytes_sent};
+    MemberParity out{current.length(), current.memory_bytes(), ckpt::digest_of_hashes(current.memory_hashes()),
+                     sent->bytes_sent};
     std::lock_guard lock(mutex_);
     bases_[epoch] = Base{checkpoint_dir, current.memory_hashes()};
     return out;

@@ -41,6 +41,7 @@ namespace vvmm::coord {
 // What a member sent for one epoch: the EpochVm fields of its DONE.
 struct MemberParity {
     uint64_t image_bytes = 0;
+    uint64_t memory_bytes = 0;
     uint64_t memory_hashes_xxh3 = 0;
     uint64_t parity_bytes = 0;  // bytes of changes, to each holder
 };

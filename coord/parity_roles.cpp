@@ -22,11 +22,30 @@ std::optional<ParityMembership> parity_membership(const ClusterConfig& config, c
         const auto& members = sets[s].members;
         const auto at = std::find(members.begin(), members.end(), vm);
         if (at == members.end()) continue;
-        ParityMembership m{s, static_cast<uint16_t>(at - members.begin()), static_cast<unsigned>(members.size()), {}};
-        for (const auto& node : sets[s].parity_nodes) m.holders.push_back(keeper_of(config, node));
-        return m;
+        return ParityMembership{s, static_cast<uint16_t>(at - members.begin()), static_cast<unsigned>(members.size()),
+                                parity_keepers(config, s)};
     }
     return std::nullopt;
+}
+
+std::string parity_block_dir(const std::string& node_root, uint32_t set, unsigned index)
+{
+    return node_root + "/parity/" + std::to_string(set) + ".p" + std::to_string(index);
+}
+
+Result<ckpt::ParityCodec> parity_codec_for(const ClusterConfig& config, unsigned members)
+{
+    const auto kind = config.redundancy.kind == Redundancy::Kind::reed_solomon ? ckpt::ParityCodec::Kind::reed_solomon
+                                                                                : ckpt::ParityCodec::Kind::xor_parity;
+    return ckpt::ParityCodec::create(kind, members, config.redundancy.parity_count);
+}
+
+std::vector<std::string> parity_keepers(const ClusterConfig& config, uint32_t set)
+{
+    std::vector<std::string> out;
+    if (!config.parity || set >= config.parity->sets.size()) return out;
+    for (const auto& node : config.parity->sets[set].parity_nodes) out.push_back(keeper_of(config, node));
+    return out;
 }
 
 std::vector<HeldBlock> held_parity_blocks(const ClusterConfig& config, const std::string& vm)

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/parity_codec.hpp"
 #include "coord/cluster_config.hpp"
 #include "coord/cluster_manifest.hpp"
 
@@ -28,8 +29,15 @@ struct HeldBlock {
 
 // nullopt when the cluster has no parity or `vm` is in no set.
 std::optional<ParityMembership> parity_membership(const ClusterConfig& config, const std::string& vm);
+// The VM whose VMM keeps each of set `set`'s parity blocks, block order.
+std::vector<std::string> parity_keepers(const ClusterConfig& config, uint32_t set);
 // The blocks `vm`'s VMM holds (none for most VMs).
 std::vector<HeldBlock> held_parity_blocks(const ClusterConfig& config, const std::string& vm);
+// Where a node keeps set `set`'s parity block `index`: <node root>/parity/<set>.p<index>.
+std::string parity_block_dir(const std::string& node_root, uint32_t set, unsigned index);
+// The codec of a set of `members` VMs for the cluster's redundancy.
+Result<ckpt::ParityCodec> parity_codec_for(const ClusterConfig& config, unsigned members);
+
 // Whether an epoch's DONEs protect every VM: each member sent its changes,
 // each block of the placement was finished once, by its keeper.
 Result<void> check_epoch_parity(const ClusterConfig& config, const std::vector<EpochVm>& vms,

@@ -121,10 +121,13 @@ def write_config(path, name, nodes, placement, cmdlines, ckpt_dir, secret_path, 
 class Launch:
     """`vvmm <sub> --cluster cfg --node nI` in node I's namespace, for every node."""
 
-    def __init__(self, workdir, tag, cfg, nodes, sub, extra=()):
+    def __init__(self, workdir, tag, cfg, nodes, sub, extra=(), only=None):
+        """only: the node indices to launch on (default: all)."""
         self.procs = []
         self.outputs = []
         for i, (ns, _) in enumerate(nodes):
+            if only is not None and i not in only:
+                continue
             out = os.path.join(workdir, f"{tag}-n{i}.out")
             f = open(out, "w")
             # The config path carries PATTERN, so leftovers can be found.

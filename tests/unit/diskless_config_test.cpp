@@ -11,6 +11,7 @@
 
 #include "coord/cluster_config.hpp"
 #include "coord/epoch_schedule.hpp"
+#include "coord/lost_nodes.hpp"
 #include "coord/parity_roles.hpp"
 
 using namespace vvmm;
@@ -178,4 +179,114 @@ TEST_CASE("parity roles: every VM sends to its set's holders; each block has exa
     REQUIRE(none.ok());
     CHECK_FALSE(parity_membership(*none, "vm0"));
     CHECK(held_parity_blocks(*none, "vm0").empty());
+}
+
+namespace {
+
+// An epoch record of `c` whose holders finished every block of the placement.
+ClusterManifest epoch_with_parity(const ClusterConfig& c)
+{
+    ClusterManifest m{"d", 7, "cow", true, "", 0, {}, {}};
+    for (const auto& v : c.vms) m.vms.push_back({v.name, v.node, "000007", 1, 1, 0, 0, true, 65 << 20, 64 << 20, 2, 3});
+    for (uint32_t s = 0; s < c.parity->sets.size(); ++s) {
+        const auto keepers = parity_keepers(c, s);
+        for (unsigned j = 0; j < keepers.size(); ++j) m.parity.push_back({s, j, keepers[j], 1, 2});
+    }
+    return m;
+}
+
+}  // namespace
+
+TEST_CASE("lost nodes: VMs move to the least loaded survivors, ports kept unless taken; parity placed again or not at all")
+{
+    auto c = parse(cluster("storage = \"memory\"\nset_size = 3", 4, 2));
+    REQUIRE(c.ok());
+    auto r = relocate_lost(c.value(), {"n3"});
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? std::string() : r.error().message()));
+    // vm3 and vm7 ran on n3; n0..n2 have 2 each: vm3 to n0, then n1 has fewest.
+    CHECK(r->moved == std::vector<std::string>{"vm3 -> n0", "vm7 -> n1"});
+    CHECK(r->config.vm("vm3")->node == "n0");
+    CHECK(r->config.vm("vm3")->port == 7103);
+    CHECK(r->config.vms_on("n3").empty());
+    // 3 nodes left: sets of 3 with xor need 4; with a smaller set it would fit.
+    CHECK_FALSE(r->config.parity);
+    CHECK(r->unprotected.find("needs") != std::string::npos);
+    auto small = parse(cluster("storage = \"memory\"\nset_size = 2", 4, 1));
+    REQUIRE(small.ok());
+    auto r2 = relocate_lost(small.value(), {"n1"});
+    REQUIRE(r2.ok());
+    CHECK(r2->config.parity);  // 3 nodes: sets of 2 plus one parity node
+    for (const auto& set : r2->config.parity->sets)
+        for (const auto& m : set.members) CHECK(r2->config.vm(m)->node != set.parity_nodes[0]);
+
+    // The same port on every node (a common layout): a moved VM takes the next free one.
+    std::string same_ports = cluster("storage = \"memory\"\nset_size = 2", 3, 1);
+    for (const char* p : {"7101", "7102"}) same_ports.replace(same_ports.find(p), 4, "7100");
+    auto s = parse(same_ports);
+    REQUIRE(s.ok());
+    auto r3 = relocate_lost(s.value(), {"n2"});
+    REQUIRE(r3.ok());
+    CHECK(r3->moved == std::vector<std::string>{"vm2 -> n0 (port 7101)"});
+
+    CHECK(relocate_lost(c.value(), {"n9"}).error().message().find("no node 'n9'") != std::string::npos);
+    CHECK(relocate_lost(c.value(), {"n0", "n1", "n2", "n3"}).error().message().find("no node with VMs survives") !=
+          std::string::npos);
+}
+
+TEST_CASE("lost nodes: the rebuild plan takes every surviving member and as many surviving blocks as members lost")
+{
+    auto c = parse(cluster("storage = \"memory\"\nredundancy = \"rs:2\"\nset_size = 3", 5, 1));
+    REQUIRE(c.ok());
+    const ClusterManifest epoch = epoch_with_parity(c.value());
+    const auto& set = c->parity->sets[0];
+    REQUIRE(set.members.size() == 3);
+    // Two members' nodes lost: both parity blocks rebuild them.
+    const std::vector<std::string> lost = {c->vm(set.members[0])->node, c->vm(set.members[2])->node};
+    auto plan = plan_rebuild(c.value(), epoch, lost);
+    REQUIRE_MESSAGE(plan.ok(), (plan.ok() ? std::string() : plan.error().message()));
+    bool found = false;
+    for (const auto& r : plan.value()) {
+        if (r.set != 0) continue;
+        found = true;
+        CHECK(r.lost == std::vector<unsigned>{0, 2});
+        CHECK(r.parity_used == std::vector<unsigned>{0, 1});
+        REQUIRE(r.sources.size() == 3);
+        CHECK(r.sources[0].vm == set.members[1]);
+        CHECK(source_code(r, r.sources[1]) == 3);  // parity block 0: after the 3 members
+    }
+    CHECK(found);
+    // A member and a parity node lost leaves one block for one member: fine;
+    // two members and a parity node: one clear line naming the set.
+    const std::vector<std::string> too_many = {lost[0], lost[1], set.parity_nodes[0]};
+    auto refused = plan_rebuild(c.value(), epoch, too_many);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().message().find("parity set 0") != std::string::npos);
+    CHECK(refused.error().message().find("can rebuild at most 1") != std::string::npos);
+    // An epoch without parity, and a cluster without it.
+    ClusterManifest bare = epoch;
+    bare.parity.clear();
+    CHECK(plan_rebuild(c.value(), bare, {"n1"}).error().message().find("taken without parity") != std::string::npos);
+    auto none = parse(cluster("storage = \"memory\"\nredundancy = \"none\"", 3, 1));
+    REQUIRE(none.ok());
+    CHECK(plan_rebuild(none.value(), bare, {"n1"}).error().message().find("no parity protects") != std::string::npos);
+}
+
+TEST_CASE("epoch parity: commits only with every member's image and every block finished once by its keeper")
+{
+    auto c = parse(cluster("storage = \"memory\"\nredundancy = \"rs:2\"\nset_size = 3", 5, 1));
+    REQUIRE(c.ok());
+    const ClusterManifest whole = epoch_with_parity(c.value());
+    CHECK(check_epoch_parity(c.value(), whole.vms, whole.parity).ok());
+    auto missing = whole.parity;
+    missing.pop_back();
+    CHECK(check_epoch_parity(c.value(), whole.vms, missing).error().message().find("was not finished by") != std::string::npos);
+    auto twice = whole.parity;
+    twice.push_back(twice.front());
+    CHECK_FALSE(check_epoch_parity(c.value(), whole.vms, twice).ok());
+    auto impostor = whole.parity;
+    impostor[0].holder = "vm0" == impostor[0].holder ? "vm1" : "vm0";
+    CHECK_FALSE(check_epoch_parity(c.value(), whole.vms, impostor).ok());
+    auto silent = whole.vms;
+    silent[2].image_bytes = 0;
+    CHECK(check_epoch_parity(c.value(), silent, whole.parity).error().message() == "vm2 sent no parity");
 }

@@ -1,0 +1,123 @@
+"""Rebuild after a lost node (issue 12): 4 nodes (network namespaces), one
+test=ring VM each, storage = "memory" with xor parity in sets of 3 (vm0,
+vm1, vm2, parity on n3; vm3 alone, parity on another node), epochs every
+2 s. Every VMM is killed with kill -9 and node n1's memory is wiped: the
+node is gone. Then:
+  - `restore --lost n1 --lost n2` is refused before anything starts, naming
+    the set that cannot be rebuilt;
+  - a parity block with one flipped byte makes the rebuild stop with the
+    chunk named, and no VM resumes;
+  - `restore --cluster --node nI --lost n1` on n0, n2 and n3 rebuilds vm1's
+    checkpoint from vm0's and vm2's images and n3's parity, runs vm1 on n0
+    (the least loaded survivor, first in file order), and every ring stream
+    goes on from the epoch with nothing lost or doubled (reference.py)."""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import cluster as c
+import harness as h
+
+VMS = ["vm0", "vm1", "vm2", "vm3"]
+STEP = 1500
+SURVIVORS = [0, 2, 3]
+
+
+def newest_record(mem, node):
+    names = os.listdir(os.path.join(mem, node, "epochs"))
+    return max(int(n[:6]) for n in names if re.fullmatch(r"\d{6}\.json", n))
+
+
+def wait_restore_failure(launch, timeout=300):
+    deadline = time.monotonic() + h.t(timeout)
+    while all(p.poll() is None for p in launch.procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ended = [p for p in launch.procs if p.poll() is not None]
+    h.check(ended and all(p.returncode != 0 for p in ended), "a restore that must fail went on:\n" + launch.text()[-3000:])
+
+
+def main():
+    h.require_kvm(several_guests=True)
+    c.require_netns()
+    ref = c.reference_module()
+    workdir = c.workdir()
+    nodes = c.make_nodes(4)
+    c.write_secret(workdir)
+    mem = os.path.join(workdir, "mem")
+    cmdlines = [f"test=ring me={i} n=4 msix=1 irqwait=500" for i in range(4)]
+    cfg = os.path.join(workdir, "cluster.toml")
+    policy = f'storage = "memory"\nmemory_dir = "{mem}"\nredundancy = "xor"\nset_size = 3\ninterval = "2s"\n'
+    c.write_config(cfg, "rebuildtest", nodes, [0, 1, 2, 3], cmdlines, None, "secret.key", policy=policy)
+    macs = [0x525400CC0001 + i for i in range(4)]
+    history = []
+
+    boot = c.Launch(workdir, "boot", cfg, nodes, "run")
+    history.append(("boot", boot))
+    boot.wait_progress(VMS, STEP, what="ring traffic after boot")
+    deadline = time.monotonic() + h.t(240)
+    while not os.path.isdir(os.path.join(mem, "n0", "epochs")) or newest_record(mem, "n0") < 3:
+        h.check(time.monotonic() < deadline, "the cluster took no 3 epochs:\n" + boot.text()[-3000:])
+        time.sleep(1)
+    after = boot.progress()
+    boot.wait_progress(VMS, {v: after[v] + 500 for v in VMS}, what="traffic after the epochs")
+    boot.kill9()
+    # Node n1 is gone, its memory with it.
+    shutil.rmtree(os.path.join(mem, "n1"))
+    epoch = min(newest_record(mem, f"n{i}") for i in SURVIVORS)
+    print(f"killed every VMM and wiped n1; restoring epoch {epoch}")
+
+    # Two nodes of a set protected by one parity block: refused at once.
+    r = c.vvmm_in(nodes[0][0], ["restore", "--cluster", cfg, "--node", "n0", "--lost", "n1", "--lost", "n2",
+                                "--epoch", str(epoch)])
+    h.check(r.returncode != 0 and "can rebuild at most" in r.stderr and "parity set 0" in r.stderr,
+            f"restore with two lost nodes of one set: rc {r.returncode}: {r.stderr}")
+    print("two lost nodes of one xor set: " + r.stderr.strip().splitlines()[-1])
+
+    # A flipped byte in n3's parity block: the rebuild names the bad chunk.
+    blocks = glob.glob(os.path.join(mem, "n3", "parity", "0.p0", "%06d.img" % epoch))
+    h.check(len(blocks) == 1, f"n3 has no parity block of epoch {epoch}: {glob.glob(os.path.join(mem, 'n3', 'parity', '*', '*'))}")
+    with open(blocks[0], "r+b") as f:
+        f.seek(4096 * 3 + 5)
+        byte = f.read(1)
+        f.seek(4096 * 3 + 5)
+        f.write(bytes([byte[0] ^ 0x20]))
+    bad = c.Launch(workdir, "bad", cfg, nodes, "restore", ["--lost", "n1", "--epoch", str(epoch)], only=SURVIVORS)
+    wait_restore_failure(bad)
+    h.check("corrupted" in bad.text() and "rebuilding vm1" in bad.text(),
+            "no clear error for a corrupted parity chunk:\n" + bad.text()[-3000:])
+    h.check(not re.search(r"vm\d\s*\| tg: ring rx", bad.text()), "a VM resumed although the rebuild failed")
+    bad.kill9()
+    with open(blocks[0], "r+b") as f:
+        f.seek(4096 * 3 + 5)
+        f.write(byte)
+    shutil.rmtree(os.path.join(mem, "n0", "vm1"), ignore_errors=True)
+    print("a corrupted parity chunk: refused, no VM resumed")
+
+    restored = c.Launch(workdir, "rebuilt", cfg, nodes, "restore", ["--lost", "n1", "--epoch", str(epoch)],
+                        only=SURVIVORS)
+    history.append(("rebuilt", restored))
+    first = restored.wait_progress(VMS, 1, timeout=300, what="progress after the rebuild")
+    restored.wait_progress(VMS, {v: first[v] + STEP for v in VMS}, what="progress after the rebuild")
+    text = restored.text()
+    h.check("vm1 -> n0" in text, "vm1 was not placed on n0:\n" + text[-3000:])
+    h.check(re.search(r"vm1's checkpoint of epoch \d+ rebuilt from parity", text), "no rebuild reported:\n" + text[-3000:])
+    h.check("tg: ready" not in text, "a restored VM booted again")
+    h.check(os.path.isdir(os.path.join(mem, "n0", "vm1")), "vm1's rebuilt checkpoint is not on n0")
+    print(f"vm1 rebuilt on n0 from parity; the cluster goes on")
+    restored.kill9()
+
+    logs, index = {}, {}
+    for phase, launch in history:
+        for vm, text in launch.consoles().items():
+            logs[f"{vm}@{phase}"] = text
+            index[f"{vm}@{phase}"] = int(vm[2:])
+    problems = ref.ring_check(logs, macs=macs, index=index)
+    h.check(not problems, "ring check:\n  " + "\n  ".join(problems[:20]))
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
