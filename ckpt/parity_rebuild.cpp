@@ -13,6 +13,7 @@
 #include "ckpt/memory_hash.hpp"
 #include "ckpt/protected_image.hpp"
 #include "vmm/base/le.hpp"
+#include "vmm/base/positional_io.hpp"
 
 namespace vvmm::ckpt {
 namespace {
@@ -21,34 +22,6 @@ namespace fs = std::filesystem;
 
 // A rebuilt image is as long as a parity block may be.
 constexpr uint64_t kMaxImageBytes = 1ull << 40;
-
-Result<void> read_at(int fd, uint8_t* out, size_t len, uint64_t offset)
-{
-    size_t done = 0;
-    while (done < len) {
-        const ssize_t n = ::pread(fd, out + done, len - done, static_cast<off_t>(offset + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return errno_error("reading a rebuild residual");
-        if (n == 0) {  // past what was folded in: zeros
-            std::memset(out + done, 0, len - done);
-            break;
-        }
-        done += static_cast<size_t>(n);
-    }
-    return ok();
-}
-
-Result<void> write_at(int fd, const uint8_t* in, size_t len, uint64_t offset, const std::string& what)
-{
-    size_t done = 0;
-    while (done < len) {
-        const ssize_t n = ::pwrite(fd, in + done, len - done, static_cast<off_t>(offset + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return errno_error("writing " + what);
-        done += static_cast<size_t>(n);
-    }
-    return ok();
-}
 
 bool all_zero(std::span<const uint8_t> bytes)
 {
@@ -87,13 +60,13 @@ Result<void> ParityRebuild::fold(size_t residual, uint64_t offset, std::span<con
         return Error("rebuild data past " + std::to_string(kMaxImageBytes) + " bytes");
     buffer_.resize(data.size());
     const int fd = residuals_[residual].get();
-    TRY(read_at(fd, buffer_.data(), buffer_.size(), offset));
+    TRY(read_at_or_zero(fd, buffer_.data(), buffer_.size(), offset, "a rebuild residual"));
     if (member < 0) {
         for (size_t i = 0; i < data.size(); ++i) buffer_[i] ^= data[i];
     } else {
         codec_->update_block(static_cast<unsigned>(member), parity_used_[residual], data.data(), buffer_.data(), data.size());
     }
-    return write_at(fd, buffer_.data(), buffer_.size(), offset, "a rebuild residual");
+    return write_all_at(fd, buffer_.data(), buffer_.size(), offset, "a rebuild residual");
 }
 
 Result<void> ParityRebuild::add_member(unsigned member, uint64_t offset, std::span<const uint8_t> data)
@@ -125,8 +98,8 @@ Result<std::vector<std::vector<uint8_t>>> ParityRebuild::solve_chunk(uint64_t c)
             lost[n + j] = true;
             continue;
         }
-        TRY(read_at(residuals_[static_cast<size_t>(at - parity_used_.begin())].get(), blocks[n + j].data(), kChunkSize,
-                    c * kChunkSize));
+        TRY(read_at_or_zero(residuals_[static_cast<size_t>(at - parity_used_.begin())].get(), blocks[n + j].data(),
+                            kChunkSize, c * kChunkSize, "a rebuild residual"));
     }
     std::vector<uint8_t*> pointers;
     for (auto& b : blocks) pointers.push_back(b.data());
@@ -193,7 +166,7 @@ Result<std::vector<std::optional<uint64_t>>> write_memory(const std::string& pat
             return Error("rebuilt memory chunk " + std::to_string(c) + " does not match its checksum (a bad parity or image chunk)");
         checksums.push_back(chunk_hash({bytes.data(), kChunkSize}));
         if (all_zero(bytes)) continue;  // a hole, as checkpoints keep zeros
-        TRY(write_at(fd.get(), bytes.data(), kChunkSize, c * kChunkSize, path));
+        TRY(write_all_at(fd.get(), bytes.data(), kChunkSize, c * kChunkSize, path));
     }
     if (::fsync(fd.get()) < 0) return errno_error("syncing " + path);
     return checksums;

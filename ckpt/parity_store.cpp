@@ -15,6 +15,7 @@
 #include "ckpt/json_field.hpp"
 #include "ckpt/manifest.hpp"
 #include "vmm/base/parse_number.hpp"
+#include "vmm/base/positional_io.hpp"
 #include "vmm/base/small_file.hpp"
 
 namespace vvmm::ckpt {
@@ -26,34 +27,6 @@ using nlohmann::json;
 // A parity block is as long as its set's largest image: guest RAM and a
 // little state. More than this is not one.
 constexpr uint64_t kMaxBlockBytes = 1ull << 40;
-
-Result<void> pread_all(int fd, uint8_t* out, size_t len, uint64_t offset, const std::string& what)
-{
-    size_t done = 0;
-    while (done < len) {
-        const ssize_t n = ::pread(fd, out + done, len - done, static_cast<off_t>(offset + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return errno_error("reading " + what);
-        if (n == 0) {  // past the end: zeros (the block grows as members' images do)
-            std::memset(out + done, 0, len - done);
-            break;
-        }
-        done += static_cast<size_t>(n);
-    }
-    return ok();
-}
-
-Result<void> pwrite_all(int fd, const uint8_t* in, size_t len, uint64_t offset, const std::string& what)
-{
-    size_t done = 0;
-    while (done < len) {
-        const ssize_t n = ::pwrite(fd, in + done, len - done, static_cast<off_t>(offset + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return errno_error("writing " + what);
-        done += static_cast<size_t>(n);
-    }
-    return ok();
-}
 
 }  // namespace
 
@@ -97,9 +70,9 @@ Result<void> ParityBlockStore::apply(unsigned member, uint64_t offset, std::span
         return Error("a parity update past " + std::to_string(kMaxBlockBytes) + " bytes");
     buffer_.resize(delta.size());
     const std::string what = path(*building_, ".tmp");
-    TRY(pread_all(fd_.get(), buffer_.data(), buffer_.size(), offset, what));
+    TRY(read_at_or_zero(fd_.get(), buffer_.data(), buffer_.size(), offset, what));
     codec_.update_block(member, parity_index_, delta.data(), buffer_.data(), delta.size());
-    TRY(pwrite_all(fd_.get(), buffer_.data(), buffer_.size(), offset, what));
+    TRY(write_all_at(fd_.get(), buffer_.data(), buffer_.size(), offset, what));
     length_ = std::max(length_, offset + delta.size());
     return ok();
 }
@@ -112,7 +85,7 @@ Result<ParityRecord> ParityBlockStore::finish()
     buffer_.resize(kChunkSize);
     for (uint64_t at = 0; at < r.length; at += kChunkSize) {
         const size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, r.length - at));
-        TRY(pread_all(fd_.get(), buffer_.data(), len, at, building));
+        TRY(read_at_or_zero(fd_.get(), buffer_.data(), len, at, building));
         r.chunk_xxh3.push_back(digest_of({buffer_.data(), len}));
     }
     if (::ftruncate(fd_.get(), static_cast<off_t>(r.length)) < 0 || ::fsync(fd_.get()) < 0)
@@ -185,7 +158,7 @@ Result<std::vector<uint8_t>> ParityBlockStore::read_chunk(const ParityRecord& r,
     if (!fd.valid()) return errno_error("opening " + p);
     const uint64_t at = c * kChunkSize;
     std::vector<uint8_t> out(static_cast<size_t>(std::min<uint64_t>(kChunkSize, r.length - at)));
-    TRY(pread_all(fd.get(), out.data(), out.size(), at, p));
+    TRY(read_at_or_zero(fd.get(), out.data(), out.size(), at, p));
     if (digest_of(out) != r.chunk_xxh3[c])
         return Error(p + ": parity chunk " + std::to_string(c) + " is corrupted (checksum mismatch)");
     return out;

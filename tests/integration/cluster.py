@@ -194,6 +194,28 @@ class Launch:
             time.sleep(0.05)
 
 
+def check_ring_history(ref, history, macs):
+    """Ring check over every console of every phase ([(phase, Launch)]), each
+    its own log: a restore prints some lines again."""
+    logs, index = {}, {}
+    for phase, launch in history:
+        for vm, text in launch.consoles().items():
+            logs[f"{vm}@{phase}"] = text
+            index[f"{vm}@{phase}"] = int(vm[2:])
+    problems = ref.ring_check(logs, macs=macs, index=index)
+    h.check(not problems, "ring check:\n  " + "\n  ".join(problems[:20]))
+
+
+def wait_all_failed(launch, timeout=120):
+    """For a launch that must fail: waits until a launcher ends, and checks
+    that every one that ended failed."""
+    deadline = time.monotonic() + h.t(timeout)
+    while all(p.poll() is None for p in launch.procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ended = [p for p in launch.procs if p.poll() is not None]
+    h.check(ended and all(p.returncode != 0 for p in ended), "a launch that must fail went on:\n" + launch.text()[-3000:])
+
+
 def _pids(pattern):
     r = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     return [int(x) for x in r.stdout.split()]

@@ -177,11 +177,7 @@ def main():
     record = os.path.join(mem, "n2", "epochs", "%06d.json" % newest)
     os.rename(record, record + ".hidden")
     split = c.Launch(workdir, "split", cfg, nodes, "restore")
-    deadline = time.monotonic() + h.t(120)
-    while all(p.poll() is None for p in split.procs) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    ended = [p for p in split.procs if p.poll() is not None]
-    h.check(ended and all(p.returncode != 0 for p in ended), "a restore of disagreeing epochs went on:\n" + split.text()[-2000:])
+    c.wait_all_failed(split)
     h.check(re.search(r"restores epoch \d+, this VM epoch \d+: restore every node with the same --epoch", split.text()),
             "no clear error for disagreeing epochs:\n" + split.text()[-3000:])
     split.kill9()
@@ -219,13 +215,7 @@ def main():
     from_disk.wait_progress(VMS, {v: first[v] + STEP for v in VMS}, what="progress after restoring a persisted epoch")
     print(f"persisted epochs {persisted}; epoch {usable[-1]} restored from {persist}")
 
-    logs, index = {}, {}
-    for phase, launch in history:
-        for vm, text in launch.consoles().items():
-            logs[f"{vm}@{phase}"] = text
-            index[f"{vm}@{phase}"] = int(vm[2:])
-    problems = ref.ring_check(logs, macs=macs, index=index)
-    h.check(not problems, "ring check:\n  " + "\n  ".join(problems[:20]))
+    c.check_ring_history(ref, history, macs)
     from_disk.kill9()
     print("PASS")
 

@@ -23,22 +23,6 @@ VMS = ["vm0", "vm1", "vm2"]
 STEP = 2000  # messages per stream between checks (reports come every 1000)
 
 
-def all_logs(history):
-    """Every console so far, each its own log (a restore prints some lines again)."""
-    logs, index = {}, {}
-    for phase, launch in history:
-        for vm, text in launch.consoles().items():
-            logs[f"{vm}@{phase}"] = text
-            index[f"{vm}@{phase}"] = int(vm[2:])
-    return logs, index
-
-
-def check_consoles(ref, history, macs):
-    logs, index = all_logs(history)
-    problems = ref.ring_check(logs, macs=macs, index=index)
-    h.check(not problems, "ring check:\n  " + "\n  ".join(problems[:20]))
-
-
 def checkpoint(ns, cfg, mode, incremental):
     rc, reply, err = c.checkpoint_all(ns, cfg, mode, incremental)
     h.check(rc == 0 and reply.get("ok"), f"checkpoint --all --mode {mode} failed: {reply} {err}")
@@ -58,7 +42,7 @@ def restore_and_check(ref, workdir, cfg, nodes, epoch, phase, history, macs):
     launch.wait_progress(VMS, {v: first[v] + STEP for v in VMS}, what="progress after restoring epoch %d" % epoch)
     text = launch.text()
     h.check("tg: ready" not in text, "a restored VM booted again:\n" + text[-2000:])
-    check_consoles(ref, history, macs)
+    c.check_ring_history(ref, history, macs)
     return launch
 
 
@@ -189,7 +173,7 @@ def main():
     history.append(("restore-after-abort", last))
     first = last.wait_progress(VMS, 1, what="progress after restoring the last committed epoch")
     last.wait_progress(VMS, {v: first[v] + STEP for v in VMS}, what="progress after restoring the last committed epoch")
-    check_consoles(ref, history, macs)
+    c.check_ring_history(ref, history, macs)
     last.kill9()
     print("ok: the previous epoch restored after the aborted one")
 
