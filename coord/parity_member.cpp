@@ -185,6 +185,7 @@ Result<std::vector<EpochParityBlock>> ParityMember::wait_held(uint64_t epoch, Cl
 {
     std::unique_lock lock(mutex_);
     auto settled = [&] {
+        if (newest_aborted_ >= epoch) return true;
         for (const auto& [set, h] : held_)
             if (h.epoch < epoch || (h.epoch == epoch && !h.finished && h.error.empty())) return false;
         return true;
@@ -195,6 +196,7 @@ Result<std::vector<EpochParityBlock>> ParityMember::wait_held(uint64_t epoch, Cl
             if (h.epoch != epoch || !h.finished) missing += (missing.empty() ? "" : ", ") + std::to_string(set);
         return Error("parity: the changes of every member did not reach this VMM in time (set " + missing + ")");
     }
+    if (newest_aborted_ >= epoch) return Error("parity: epoch " + std::to_string(epoch) + " was aborted");
     std::vector<EpochParityBlock> out;
     for (const auto& [set, h] : held_) {
         if (h.epoch != epoch) return Error("parity set " + std::to_string(set) + ": epoch " + std::to_string(epoch) + " was overtaken");
@@ -226,6 +228,7 @@ void ParityMember::aborted(uint64_t epoch)
 {
     std::lock_guard lock(mutex_);
     bases_.erase(epoch);
+    newest_aborted_ = std::max(newest_aborted_, epoch);
     for (auto& [set, h] : held_) {
         if (h.epoch != epoch) continue;
         if (!h.finished && h.error.empty()) h.error = "epoch " + std::to_string(epoch) + " was aborted";

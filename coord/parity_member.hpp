@@ -108,6 +108,7 @@ private:
     std::map<uint64_t, Base> bases_;  // member: this VM's images of recent epochs
     std::vector<uint64_t> committed_;  // member: committed epochs with parity, the newest two
     std::map<uint32_t, Held> held_;   // holder: by set
+    uint64_t newest_aborted_ = 0;     // holder: an epoch waited for is off, begun here or not
 };
 
 }  // namespace vvmm::coord
