@@ -21,7 +21,7 @@ h.require_hardware_virtualization()
 KERNEL = os.path.join(h.GUEST_DIR, "vmlinuz")
 INITRD = os.path.join(h.GUEST_DIR, "initramfs.cpio.gz")
 h.check(os.path.exists(KERNEL) and os.path.exists(INITRD), "run guest-images/linux/build.sh first")
-RECORDS = 60
+RECORDS = 100  # room for four checkpoints and restores, however far a live one lets lw run ahead
 # Kernel complaints that mean a restore disturbed the guest's sense of time.
 BAD = re.compile(r"soft lockup|rcu.{0,40}stall|clocksource.{0,60}(unstable|skew|watchdog)|hung_task|BUG:|Oops",
                  re.IGNORECASE)
