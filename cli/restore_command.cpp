@@ -50,8 +50,8 @@ std::function<int()> add_restore_command(CLI::App& app)
             cluster->trust_unsigned = req->trust_unsigned;
             return restore_cluster(*cluster, req->api_socket);
         }
-        if (!cluster->node.empty() || !cluster->vm.empty() || cluster->epoch) {
-            log_error("--node, --vm and --epoch go with --cluster");
+        if (!cluster->node.empty() || !cluster->vm.empty() || cluster->epoch || !cluster->lost.empty()) {
+            log_error("--node, --vm, --epoch and --lost go with --cluster");
             return 2;
         }
         if (req->dir.empty()) {
