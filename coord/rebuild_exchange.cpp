@@ -88,23 +88,25 @@ Result<void> send_rebuild_sources(const RebuildContext& ctx, const std::string& 
         for (const auto& source : r.sources) {
             if (source.vm != vm) continue;
             const unsigned code = source_code(r, source);
+            // Read once, sent to every rebuilder of the set (two with rs:2 and two lost).
+            const uint64_t epoch = ctx.epoch.epoch;
             for (const auto& target : r.lost_vms) {
                 TRY(wait_connected(mesh, target, deadline));
-                const uint64_t epoch = ctx.epoch.epoch;
                 mesh.send_control(target, MessageType::parity_begin, epoch, {{"set", r.set}, {"member", code}, {"rebuild", true}});
-                const Chunks send = [&](uint64_t offset, std::span<const uint8_t> bytes) {
-                    return mesh.send_parity(target, {epoch, r.set, static_cast<uint16_t>(code), offset, {bytes.begin(), bytes.end()}},
-                                            deadline);
-                };
-                auto sent = source.parity ? send_block(ctx, r, source.index, node_root, send) : send_image(ctx, vm, node_root, send);
-                json end = {{"set", r.set}, {"member", code}};
-                if (sent) end["length"] = sent.value();
-                else end["error"] = vm + ": " + sent.error().message();
-                mesh.send_control(target, MessageType::parity_end, epoch, end);
-                if (!sent) return sent.error().context("rebuilding " + target);
-                log_info("restore: sent " + std::string(source.parity ? "parity block " : "the image of ") +
-                         (source.parity ? std::to_string(source.index) : vm) + " to rebuild " + target);
             }
+            const Chunks send = [&](uint64_t offset, std::span<const uint8_t> bytes) -> Result<void> {
+                const net::ParityMessage m{epoch, r.set, static_cast<uint16_t>(code), offset, {bytes.begin(), bytes.end()}};
+                for (const auto& target : r.lost_vms) TRY(mesh.send_parity(target, m, deadline));
+                return ok();
+            };
+            auto sent = source.parity ? send_block(ctx, r, source.index, node_root, send) : send_image(ctx, vm, node_root, send);
+            json end = {{"set", r.set}, {"member", code}};
+            if (sent) end["length"] = sent.value();
+            else end["error"] = vm + ": " + sent.error().message();
+            for (const auto& target : r.lost_vms) mesh.send_control(target, MessageType::parity_end, epoch, end);
+            if (!sent) return sent.error().context("rebuilding " + r.lost_vms.front());
+            log_info("restore: sent " + std::string(source.parity ? "parity block " : "the image of ") +
+                     (source.parity ? std::to_string(source.index) : vm) + " to rebuild parity set " + std::to_string(r.set));
         }
     return ok();
 }
