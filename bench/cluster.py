@@ -17,14 +17,24 @@ lost per checkpoint / (rate without x interval). Medians over the pairs.
   QEMU: -M pc, the VMs on netswitch.py, the guests' own virtio-net driver,
         and the stop-the-world equivalent of a cluster checkpoint: QMP stop on
         every VM, migrate each to a file (in parallel), cont every VM.
-Ratios are vvmm/QEMU. With --storage both, vvmm runs twice: checkpoints on
-disk (checkpoint_dir in /var/tmp) and in memory (storage = "memory",
-memory_dir in /dev/shm), and the memory/disk ratios are printed too (no
-parity is sent yet: issue 12).
+Ratios are vvmm/QEMU.
+
+Every VM runs on its own node (node i at 127.0.0.(i+1), one `vvmm run --node`
+each), so a diskless cluster's parity crosses the peer channel as it would
+between hosts. With --storage both, vvmm runs once with checkpoints on disk
+(checkpoint_dir in /var/tmp) and once per --redundancy with them in memory
+(storage = "memory", memory_dir in /dev/shm, sets of nodes - K VMs); for
+each it prints the bytes of parity changes sent per epoch against the bytes
+the VMs' checkpoints wrote (the dirty pages; goal: incremental epochs send
+each holder <= 1.2x those), the checkpoint memory per node, and the
+memory/disk ratios (goal: a diskless epoch usable in <= 0.3x the disk
+epoch's time). --sizes-only takes --pairs x 3 checkpoints and reports only
+bytes and memory: those mean something even in the test host VM, where
+timing does not.
 
     bench/cluster.py [--vms 4] [--mem 512M] [--work 2000] [--pairs 5] [--window 12]
                      [--every 3] [--interval 30] [--mode cow] [--storage disk|memory|both]
-                     [--no-qemu] [--json OUT]
+                     [--redundancy xor,rs:2] [--sizes-only] [--no-qemu] [--json OUT]
 """
 import argparse
 import json
@@ -97,9 +107,14 @@ def wait_for(cond, timeout, what):
 
 def measure(args, texts, checkpoint):
     """Warm up, then pairs of windows: without checkpoints, with one every args.every s."""
-    wait_for(lambda: progress(texts()) > 0, 120, "no ring traffic")
+    wait_for(lambda: progress(texts()) > 0, 120 * (10 if args.sizes_only else 1), "no ring traffic")
     time.sleep(args.warmup)
     pairs, epochs = [], []
+    if args.sizes_only:
+        for n in range(3 * args.pairs):
+            epochs.append(checkpoint(n))
+            time.sleep(args.every)
+        return {"pairs": pairs, "epochs": epochs}
     for _ in range(args.pairs):
         t0, m0 = time.monotonic(), progress(texts())
         time.sleep(args.window)
@@ -123,41 +138,75 @@ def measure(args, texts, checkpoint):
 
 # ---------------------------------------------------------------- vvmm
 
-def vvmm_run(args, work, storage="disk"):
+def parity_blocks_per_set(redundancy):
+    """K: the parity blocks of each set, so the holders each VM sends its changes to."""
+    if redundancy in ("none", None):
+        return 0
+    return int(redundancy[3:]) if redundancy.startswith("rs:") else 1
+
+
+def vvmm_config(args, work, storage, redundancy, memory_dir):
     ckpt = os.path.join(work, "ckpt")
     shutil.rmtree(ckpt, ignore_errors=True)
-    memory_dir = "/dev/shm/vvmm-bench-cluster-%d" % os.getpid()
-    shutil.rmtree(memory_dir, ignore_errors=True)
-    where = ('checkpoint_dir = "%s"' % ckpt if storage == "disk"
-             else 'storage = "memory"\nmemory_dir = "%s"\nredundancy = "none"' % memory_dir)
+    if storage == "disk":
+        where = 'checkpoint_dir = "%s"' % ckpt
+    else:
+        k = parity_blocks_per_set(redundancy)
+        where = 'storage = "memory"\nmemory_dir = "%s"\nredundancy = "%s"' % (memory_dir, redundancy)
+        if k:
+            where += "\nset_size = %d" % max(1, args.vms - k)
     key = os.path.join(work, "bench.key")
     with open(key, "wb") as f:
         f.write(os.urandom(32))
     os.chmod(key, 0o600)
     cfg = os.path.join(work, "cluster.toml")
     with open(cfg, "w") as f:
-        f.write('[cluster]\nname = "bench"\nsecret_file = "%s"\n%s\nmode = "%s"\n\n'
-                '[[node]]\nname = "n0"\naddress = "127.0.0.1"\n' % (key, where, args.mode))
+        f.write('[cluster]\nname = "bench"\nsecret_file = "%s"\n%s\nmode = "%s"\n' % (key, where, args.mode))
         for i in range(args.vms):
-            f.write('\n[[vm]]\nname = "vm%d"\nnode = "n0"\nport = %d\nmem = "%s"\nkernel = "%s"\ncmdline = "%s"\n'
-                    'mac = "%s"\nhuge_pages = %s\n' % (i, args.port + i, args.mem, args.image, cmdline(args, i), mac(i),
-                                                      "true" if args.huge_pages else "false"))
-    out = os.path.join(work, "vvmm.out")
-    with open(out, "w") as o:
-        PROCS.append(subprocess.Popen([args.vvmm, "run", "--cluster", cfg], stdin=subprocess.DEVNULL, stdout=o,
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+            f.write('\n[[node]]\nname = "n%d"\naddress = "127.0.0.%d"\n' % (i, i + 1))
+        for i in range(args.vms):
+            f.write('\n[[vm]]\nname = "vm%d"\nnode = "n%d"\nport = %d\nmem = "%s"\nkernel = "%s"\ncmdline = "%s"\n'
+                    'mac = "%s"\nhuge_pages = %s\n' % (i, i, args.port + i, args.mem, args.image, cmdline(args, i),
+                                                      mac(i), "true" if args.huge_pages else "false"))
+    return cfg
+
+
+def tree_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def vvmm_run(args, work, storage="disk", redundancy=None):
+    memory_dir = "/dev/shm/vvmm-bench-cluster-%d" % os.getpid()
+    shutil.rmtree(memory_dir, ignore_errors=True)
+    cfg = vvmm_config(args, work, storage, redundancy, memory_dir)
+    k = parity_blocks_per_set(redundancy) if storage == "memory" else 0
+    outs = []
+    for i in range(args.vms):
+        out = os.path.join(work, "vvmm-n%d.out" % i)
+        outs.append(out)
+        with open(out, "w") as o:
+            PROCS.append(subprocess.Popen([args.vvmm, "run", "--cluster", cfg, "--node", "n%d" % i],
+                                          stdin=subprocess.DEVNULL, stdout=o, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
 
     def texts():
         per_vm = {}
-        for line in read(out).splitlines():
+        for line in "".join(read(o) for o in outs).splitlines():
             m = re.match(r"(vm\d+)\s*\| (.*)", line)
             if m:
                 per_vm.setdefault(m.group(1), []).append(m.group(2))
         return ["\n".join(v) for v in per_vm.values()]
 
-    def checkpoint(k):
+    def checkpoint(n):
         argv = [args.vvmm, "checkpoint", "--all", "--cluster", cfg, "--mode", args.mode, "--json"]
-        if k > 0:
+        if n > 0:
             argv.append("--incremental")
         r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         reply = json.loads(r.stdout) if r.stdout.strip() else {}
@@ -166,15 +215,21 @@ def vvmm_run(args, work, storage="disk"):
         vms = reply["vms"]
         return {"epoch_ms": reply["epoch_ms"], "max_pause_ms": max(v["pause_ms"] for v in vms),
                 "pauses_ms": [v["pause_ms"] for v in vms], "slowest_vm_ms": max(v["total_ms"] for v in vms),
-                "bytes": sum(v["bytes"] for v in vms), "incremental": k > 0}
+                "bytes": sum(v["bytes"] for v in vms), "incremental": n > 0,
+                "parity_to_each_holder": sum(v.get("parity_bytes", 0) for v in vms),
+                "network_bytes": k * sum(v.get("parity_bytes", 0) for v in vms)}
 
     try:
-        return measure(args, texts, checkpoint)
+        r = measure(args, texts, checkpoint)
+        if storage == "memory":
+            r["memory_per_node"] = [tree_bytes(os.path.join(memory_dir, "n%d" % i)) for i in range(args.vms)]
+        return r
     finally:
         kill_all()
         shutil.rmtree(memory_dir, ignore_errors=True)
-        if "ring error" in read(out) or "ring fail" in read(out):
-            raise RuntimeError("the ring workload failed under vvmm:\n" + read(out)[-2000:])
+        text = "".join(read(o) for o in outs)
+        if "ring error" in text or "ring fail" in text:
+            raise RuntimeError("the ring workload failed under vvmm:\n" + text[-2000:])
 
 
 # ---------------------------------------------------------------- QEMU
@@ -278,11 +333,15 @@ def summarize(r):
             "slowest_vm_ms": med([e["slowest_vm_ms"] for e in epochs]),
             "coordination": med([e["epoch_ms"] / e["slowest_vm_ms"] for e in epochs if e["slowest_vm_ms"] > 0]),
             "full_mib": med([e["bytes"] / 2**20 for e in epochs if not e["incremental"]]),
-            "incremental_mib": med([e["bytes"] / 2**20 for e in epochs if e["incremental"]])}
+            "incremental_mib": med([e["bytes"] / 2**20 for e in epochs if e["incremental"]]),
+            "network_full_mib": med([e.get("network_bytes", 0) / 2**20 for e in epochs if not e["incremental"]]),
+            "network_incremental_mib": med([e.get("network_bytes", 0) / 2**20 for e in epochs if e["incremental"]]),
+            "to_each_holder_vs_written": med([e.get("parity_to_each_holder", 0) / e["bytes"] for e in epochs
+                                              if e["incremental"] and e["bytes"]]),
+            "memory_per_node_mib": max(r.get("memory_per_node", [0])) / 2**20}
 
 
 def main():
-    refuse_emulated_timing("bench/cluster.py")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vms", type=int, default=4)
     ap.add_argument("--mem", default="512M")
@@ -297,6 +356,10 @@ def main():
     ap.add_argument("--port", type=int, default=7400)
     ap.add_argument("--storage", default="disk", choices=["disk", "memory", "both"],
                     help="where vvmm's checkpoints go; both: one run each, and memory/disk ratios")
+    ap.add_argument("--redundancy", default="xor,rs:2",
+                    help="for storage memory: comma-separated redundancies, one vvmm run each (none, xor, rs:K)")
+    ap.add_argument("--sizes-only", action="store_true",
+                    help="only bytes and memory (no timing, no QEMU): allowed in the test host VM")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--huge-pages", action="store_true", help="vvmm VMs on 2 MiB pages (reserves them; needs root)")
     ap.add_argument("--json")
@@ -304,6 +367,11 @@ def main():
     ap.add_argument("--vvmm", default=os.path.join(ROOT, "build/vvmm"))
     ap.add_argument("--image", default=os.path.join(ROOT, "build/guest/testguest.bzImage"))
     args = ap.parse_args()
+    if args.sizes_only:
+        args.no_qemu = True
+    else:
+        refuse_emulated_timing("bench/cluster.py")
+    memory_runs = ["vvmm-" + r for r in args.redundancy.split(",")]
     work = tempfile.mkdtemp(prefix="vvmm-bench-cluster-", dir="/var/tmp")
     results = {}
     huge = HugePages()
@@ -312,12 +380,14 @@ def main():
         if problem:
             sys.exit("bench/cluster: " + problem)
     try:
-        runs = {"disk": ["vvmm"], "memory": ["vvmm-memory"], "both": ["vvmm", "vvmm-memory"]}[args.storage]
+        runs = {"disk": ["vvmm"], "memory": memory_runs, "both": ["vvmm"] + memory_runs}[args.storage]
         for vmm in runs + ([] if args.no_qemu else ["qemu"]):
             if vmm == "qemu":
                 r = qemu_run(args, work)
+            elif vmm == "vvmm":
+                r = vvmm_run(args, work, "disk")
             else:
-                r = vvmm_run(args, work, "memory" if vmm == "vvmm-memory" else "disk")
+                r = vvmm_run(args, work, "memory", vmm[len("vvmm-"):])
             results[vmm] = r
             for p in r["pairs"]:
                 print("%s: %.0f msg/s without, %.0f with %d checkpoints: %.1f messages lost per checkpoint" % (
@@ -332,18 +402,27 @@ def main():
           % (args.vms, args.mem, " (vvmm on huge pages)" if args.huge_pages else "", args.work, args.mode, args.pairs,
              args.window, args.every))
     for vmm, r in s.items():
-        print("%-11s %.0f msg/s; %.1f messages lost per checkpoint = slowdown %.2f%% with a checkpoint every %gs "
-              "(per pair: %s)" % (vmm, r["rate"], r["lost_per_checkpoint"], r["slowdown_pct"], args.interval,
-                                  r["slowdown_pcts"]))
-        print("      %d epochs: epoch %.1f ms, slowest VM %.1f ms (epoch/slowest %.2fx), per-VM pause median %.1f ms, "
-              "p90 %.1f ms, max per epoch %.1f ms; full %.1f MiB, incremental %.1f MiB"
-              % (r["epochs"], r["epoch_ms"], r["slowest_vm_ms"], r["coordination"], r["all_pauses_ms"],
-                 r["p90_pause_ms"], r["max_pause_ms"], r["full_mib"], r["incremental_mib"]))
-    if "vvmm" in s and "vvmm-memory" in s:
-        d, m = s["vvmm"], s["vvmm-memory"]
-        print("ratios memory/disk: epoch time %.3fx, per-VM pause %.3fx, slowdown %.3fx"
-              % (m["epoch_ms"] / d["epoch_ms"], m["all_pauses_ms"] / d["all_pauses_ms"],
-                 m["slowdown_pct"] / d["slowdown_pct"] if d["slowdown_pct"] else float("nan")))
+        if not args.sizes_only:
+            print("%-11s %.0f msg/s; %.1f messages lost per checkpoint = slowdown %.2f%% with a checkpoint every %gs "
+                  "(per pair: %s)" % (vmm, r["rate"], r["lost_per_checkpoint"], r["slowdown_pct"], args.interval,
+                                      r["slowdown_pcts"]))
+            print("      %d epochs: epoch %.1f ms, slowest VM %.1f ms (epoch/slowest %.2fx), per-VM pause median %.1f ms, "
+                  "p90 %.1f ms, max per epoch %.1f ms" % (r["epochs"], r["epoch_ms"], r["slowest_vm_ms"], r["coordination"],
+                                                          r["all_pauses_ms"], r["p90_pause_ms"], r["max_pause_ms"]))
+        print("%-11s %d epochs: checkpoints wrote full %.1f MiB, incremental %.2f MiB" % (
+            vmm, r["epochs"], r["full_mib"], r["incremental_mib"]))
+        if vmm.startswith("vvmm-") and not vmm.endswith("-none"):
+            print("      parity on the network: full %.1f MiB, incremental %.2f MiB; each holder gets %.2fx the bytes "
+                  "the incremental checkpoints wrote (goal <= 1.2x); checkpoint memory per node at most %.1f MiB"
+                  % (r["network_full_mib"], r["network_incremental_mib"], r["to_each_holder_vs_written"],
+                     r["memory_per_node_mib"]))
+        elif vmm.startswith("vvmm-"):
+            print("      checkpoint memory per node at most %.1f MiB" % r["memory_per_node_mib"])
+    for m in [k for k in s if k.startswith("vvmm-")] if "vvmm" in s and not args.sizes_only else []:
+        d, mm = s["vvmm"], s[m]
+        print("ratios %s/disk: epoch time %.3fx (goal <= 0.3x), per-VM pause %.3fx, slowdown %.3fx"
+              % (m[len("vvmm-"):], mm["epoch_ms"] / d["epoch_ms"], mm["all_pauses_ms"] / d["all_pauses_ms"],
+                 mm["slowdown_pct"] / d["slowdown_pct"] if d["slowdown_pct"] else float("nan")))
     if "qemu" in s and "vvmm" in s:
         v, q = s["vvmm"], s["qemu"]
         print("ratios vvmm/QEMU: rate %.2fx, epoch time %.3fx, per-VM pause %.3fx, slowdown %.3fx"

@@ -21,8 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 
 // A rebuilt image is as long as a parity block may be.
-constexpr uint64_t kMaxImageBytes = 1ull << 40;
-
 bool all_zero(std::span<const uint8_t> bytes)
 {
     return std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0; });
@@ -31,7 +29,8 @@ bool all_zero(std::span<const uint8_t> bytes)
 }  // namespace
 
 Result<ParityRebuild> ParityRebuild::create(const ParityCodec& codec, std::vector<unsigned> lost,
-                                            std::vector<unsigned> parity_used, const std::string& work_dir)
+                                            std::vector<unsigned> parity_used, const std::string& work_dir,
+                                            uint64_t max_bytes)
 {
     if (lost.empty()) return Error("nothing to rebuild");
     if (parity_used.size() < lost.size())
@@ -41,7 +40,7 @@ Result<ParityRebuild> ParityRebuild::create(const ParityCodec& codec, std::vecto
         if (m >= codec.data_blocks()) return Error("member " + std::to_string(m) + " is not in the set");
     for (unsigned j : parity_used)
         if (j >= codec.parity_blocks()) return Error("parity block " + std::to_string(j) + " is not in the set");
-    ParityRebuild r(codec, std::move(lost), std::move(parity_used));
+    ParityRebuild r(codec, std::move(lost), std::move(parity_used), max_bytes);
     std::error_code ec;
     fs::create_directories(work_dir, ec);
     if (ec) return Error("cannot create " + work_dir + ": " + ec.message());
@@ -56,8 +55,8 @@ Result<ParityRebuild> ParityRebuild::create(const ParityCodec& codec, std::vecto
 
 Result<void> ParityRebuild::fold(size_t residual, uint64_t offset, std::span<const uint8_t> data, int member)
 {
-    if (offset > kMaxImageBytes || data.size() > kMaxImageBytes - offset)
-        return Error("rebuild data past " + std::to_string(kMaxImageBytes) + " bytes");
+    if (offset > max_bytes_ || data.size() > max_bytes_ - offset)
+        return Error("rebuild data past " + std::to_string(max_bytes_) + " bytes, the longest image of the set");
     buffer_.resize(data.size());
     const int fd = residuals_[residual].get();
     TRY(read_at_or_zero(fd, buffer_.data(), buffer_.size(), offset, "a rebuild residual"));
@@ -178,7 +177,7 @@ Result<uint64_t> write_rebuilt_checkpoint(const std::string& root, const Rebuild
                                           const std::function<Result<std::vector<uint8_t>>(uint64_t)>& chunk,
                                           const SealKey& key)
 {
-    if (t.memory_bytes % kChunkSize != 0 || t.image_bytes > kMaxImageBytes)
+    if (t.memory_bytes % kChunkSize != 0 || t.image_bytes > ProtectedImage::max_length(t.memory_bytes))
         return Error("the epoch records an image of " + std::to_string(t.image_bytes) + " bytes with " +
                      std::to_string(t.memory_bytes) + " of memory");
     const uint64_t memory_chunks = t.memory_bytes / kChunkSize;

@@ -27,9 +27,11 @@ namespace vvmm::ckpt {
 class ParityRebuild {
 public:
     // `lost`: member indices to rebuild; `parity_used`: as many surviving
-    // parity block indices; residual files go to `work_dir`.
+    // parity block indices; residual files go to `work_dir`; no data past
+    // `max_bytes` (the longest image of the set) is taken.
     static Result<ParityRebuild> create(const ParityCodec& codec, std::vector<unsigned> lost,
-                                        std::vector<unsigned> parity_used, const std::string& work_dir);
+                                        std::vector<unsigned> parity_used, const std::string& work_dir,
+                                        uint64_t max_bytes);
 
     // Bytes at `offset` of surviving member `member`'s image.
     Result<void> add_member(unsigned member, uint64_t offset, std::span<const uint8_t> data);
@@ -41,12 +43,14 @@ public:
     const std::vector<unsigned>& lost() const { return lost_; }
 
 private:
-    ParityRebuild(const ParityCodec& codec, std::vector<unsigned> lost, std::vector<unsigned> parity_used)
-        : codec_(&codec), lost_(std::move(lost)), parity_used_(std::move(parity_used)) {}
+    ParityRebuild(const ParityCodec& codec, std::vector<unsigned> lost, std::vector<unsigned> parity_used,
+                  uint64_t max_bytes)
+        : codec_(&codec), lost_(std::move(lost)), parity_used_(std::move(parity_used)), max_bytes_(max_bytes) {}
     Result<void> fold(size_t residual, uint64_t offset, std::span<const uint8_t> data, int member);
 
     const ParityCodec* codec_;
     std::vector<unsigned> lost_, parity_used_;
+    uint64_t max_bytes_;
     std::vector<UniqueFd> residuals_;  // one per parity block used
     std::vector<uint8_t> buffer_;
 };

@@ -24,14 +24,11 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// A parity block is as long as its set's largest image: guest RAM and a
-// little state. More than this is not one.
-constexpr uint64_t kMaxBlockBytes = 1ull << 40;
-
 }  // namespace
 
-ParityBlockStore::ParityBlockStore(std::string dir, const ParityCodec& codec, unsigned parity_index, SealKey key)
-    : dir_(std::move(dir)), codec_(codec), parity_index_(parity_index), key_(std::move(key))
+ParityBlockStore::ParityBlockStore(std::string dir, const ParityCodec& codec, unsigned parity_index, SealKey key,
+                                   uint64_t max_bytes)
+    : dir_(std::move(dir)), codec_(codec), parity_index_(parity_index), key_(std::move(key)), max_bytes_(max_bytes)
 {
 }
 
@@ -66,8 +63,9 @@ Result<void> ParityBlockStore::apply(unsigned member, uint64_t offset, std::span
 {
     if (!building_) return Error("no parity epoch is being built in " + dir_);
     if (member >= codec_.data_blocks()) return Error("member " + std::to_string(member) + " is not in this parity set");
-    if (offset > kMaxBlockBytes || delta.size() > kMaxBlockBytes - offset)
-        return Error("a parity update past " + std::to_string(kMaxBlockBytes) + " bytes");
+    // A parity block is as long as its set's longest image.
+    if (offset > max_bytes_ || delta.size() > max_bytes_ - offset)
+        return Error("a parity update past " + std::to_string(max_bytes_) + " bytes, the longest image of the set");
     buffer_.resize(delta.size());
     const std::string what = path(*building_, ".tmp");
     TRY(read_at_or_zero(fd_.get(), buffer_.data(), buffer_.size(), offset, what));
@@ -138,7 +136,7 @@ Result<ParityRecord> ParityBlockStore::record(uint64_t epoch) const
     r.epoch = field_or<uint64_t>(j, "epoch", 0);
     r.length = field_or<uint64_t>(j, "length", 0);
     if (r.epoch != epoch) return Error(p + " describes epoch " + std::to_string(r.epoch));
-    if (r.length > kMaxBlockBytes) return Error(p + ": length out of range");
+    if (r.length > max_bytes_) return Error(p + ": length out of range");
     const json hashes = j.contains("chunk_xxh3") ? j["chunk_xxh3"] : json();
     if (!hashes.is_array() || hashes.size() != (r.length + kChunkSize - 1) / kChunkSize)
         return Error(p + ": chunk checksums do not match the length");

@@ -31,8 +31,9 @@ struct ParityRecord {
 
 class ParityBlockStore {
 public:
-    // `dir`: this block's directory; `parity_index`: which of the set's K blocks.
-    ParityBlockStore(std::string dir, const ParityCodec& codec, unsigned parity_index, SealKey key);
+    // `dir`: this block's directory; `parity_index`: which of the set's K
+    // blocks; `max_bytes`: the longest member image the set can have.
+    ParityBlockStore(std::string dir, const ParityCodec& codec, unsigned parity_index, SealKey key, uint64_t max_bytes);
 
     // Starts epoch `epoch` from committed epoch `base` (nullopt: zeros).
     Result<void> begin(uint64_t epoch, std::optional<uint64_t> base);
@@ -60,6 +61,7 @@ private:
     const ParityCodec& codec_;
     unsigned parity_index_;
     SealKey key_;
+    uint64_t max_bytes_;
     std::optional<uint64_t> building_;  // the epoch begun and not finished or aborted
     uint64_t length_ = 0;
     UniqueFd fd_;

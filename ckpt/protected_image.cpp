@@ -121,6 +121,13 @@ uint64_t ProtectedImage::hash_region_bytes(uint64_t memory_chunks)
     return (memory_chunks * 8 + kPageSize - 1) / kPageSize * kPageSize;
 }
 
+uint64_t ProtectedImage::max_length(uint64_t memory_bytes)
+{
+    const uint64_t memory = (memory_bytes + kChunkSize - 1) / kChunkSize * kChunkSize;
+    // The side files, each at most kMaxSideBytes, and their packing's headers.
+    return memory + hash_region_bytes(memory / kChunkSize) + kMaxSideFiles * kMaxSideBytes + kChunkSize;
+}
+
 
 std::vector<bool> ProtectedImage::chunks_changed_since(const std::string& base_id) const
 {

@@ -54,6 +54,9 @@ public:
 
     // The bytes the checksums take in the image.
     static uint64_t hash_region_bytes(uint64_t memory_chunks);
+    // The longest image a VM with `memory_bytes` of RAM can have: what bounds
+    // the offsets a holder or a rebuild accepts from the network.
+    static uint64_t max_length(uint64_t memory_bytes);
     // Memory chunks that may differ from checkpoint `base_id` of the same
     // root: those holding pages of the chain's links newer than it; every
     // chunk if `base_id` is not in the chain. The side chunks always may.

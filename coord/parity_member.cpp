@@ -39,7 +39,8 @@ ParityMember::ParityMember(const ClusterConfig& config, std::string vm, std::str
         Held h;
         h.codec = std::make_unique<ckpt::ParityCodec>(std::move(codec.value()));
         h.store = std::make_unique<ckpt::ParityBlockStore>(parity_block_dir(node_root_, block.set, block.parity_index),
-                                                           *h.codec, block.parity_index, key_);
+                                                           *h.codec, block.parity_index, key_,
+                                                           longest_image_of(config_, block.members));
         h.block = std::move(block);
         held_.emplace(h.block.set, std::move(h));
     }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "ckpt/protected_image.hpp"
+
 namespace vvmm::coord {
 namespace {
 
@@ -31,6 +33,20 @@ std::optional<ParityMembership> parity_membership(const ClusterConfig& config, c
 std::string parity_block_dir(const std::string& node_root, uint32_t set, unsigned index)
 {
     return node_root + "/parity/" + std::to_string(set) + ".p" + std::to_string(index);
+}
+
+uint64_t longest_image_of(const ClusterConfig& config, const std::vector<std::string>& members)
+{
+    uint64_t longest = 0;
+    for (const auto& name : members)
+        if (const VmEntry* vm = config.vm(name)) longest = std::max(longest, ckpt::ProtectedImage::max_length(vm->mem_bytes));
+    return longest;
+}
+
+uint64_t longest_image_of_set(const ClusterConfig& config, uint32_t set)
+{
+    auto layout = parity_layout_of(config);
+    return layout && set < layout->sets.size() ? longest_image_of(config, layout->sets[set].members) : 0;
 }
 
 Result<ckpt::ParityCodec> parity_codec_for(const ClusterConfig& config, unsigned members)

@@ -37,6 +37,10 @@ std::vector<HeldBlock> held_parity_blocks(const ClusterConfig& config, const std
 std::string parity_block_dir(const std::string& node_root, uint32_t set, unsigned index);
 // The codec of a set of `members` VMs for the cluster's redundancy.
 Result<ckpt::ParityCodec> parity_codec_for(const ClusterConfig& config, unsigned members);
+// The longest protected image a member of the set can have (its RAM as
+// configured): bounds what a holder or a rebuild accepts.
+uint64_t longest_image_of(const ClusterConfig& config, const std::vector<std::string>& members);
+uint64_t longest_image_of_set(const ClusterConfig& config, uint32_t set);
 
 // Whether an epoch's DONEs protect every VM: each member sent its changes,
 // each block of the placement was finished once, by its keeper.

@@ -53,7 +53,8 @@ Result<uint64_t> send_block(const RebuildContext& ctx, const SetRebuild& r, unsi
                                        [&](const EpochParityBlock& b) { return b.set == r.set && b.index == index; });
     if (recorded == ctx.epoch.parity.end()) return Error("the epoch records no such parity block");
     TRY_ASSIGN(auto codec, parity_codec_for(ctx.original, r.members));
-    ckpt::ParityBlockStore store(parity_block_dir(node_root, r.set, index), codec, index, ctx.key);
+    ckpt::ParityBlockStore store(parity_block_dir(node_root, r.set, index), codec, index, ctx.key,
+                                 longest_image_of_set(ctx.original, r.set));
     TRY_ASSIGN(auto record, store.record(ctx.epoch.epoch));
     if (ckpt::digest_of_hashes(record.chunk_xxh3) != recorded->record_xxh3 || record.length != recorded->length)
         return Error("the block's record is not the one the epoch recorded");
@@ -267,7 +268,8 @@ Result<std::string> rebuild_lost_vm(const RebuildContext& ctx, const ClusterConf
         }
     } remove_work{work};
     TRY_ASSIGN(auto codec, parity_codec_for(ctx.original, r->members));
-    TRY_ASSIGN(auto rebuild, ckpt::ParityRebuild::create(codec, r->lost, r->parity_used, work));
+    TRY_ASSIGN(auto rebuild, ckpt::ParityRebuild::create(codec, r->lost, r->parity_used, work,
+                                                                  longest_image_of_set(ctx.original, r->set)));
     TRY(receive(ctx, config, vm, secret, *r, rebuild, start + timeout));
     const ckpt::RebuildTarget target{entry->id, entry->memory_bytes, entry->image_bytes, entry->memory_hashes_xxh3,
                                      entry->manifest_xxh3};

@@ -64,8 +64,8 @@ TEST_CASE("parity store: full first epoch, dirty-page deltas after, abort keeps 
     fs::remove_all(dir);
     auto codec = ParityCodec::create(ParityCodec::Kind::reed_solomon, 3, 2);
     REQUIRE(codec);
-    ParityBlockStore p0((dir / "set0.p0").string(), codec.value(), 0, kKey);
-    ParityBlockStore p1((dir / "set0.p1").string(), codec.value(), 1, kKey);
+    ParityBlockStore p0((dir / "set0.p0").string(), codec.value(), 0, kKey, 64 << 20);
+    ParityBlockStore p1((dir / "set0.p1").string(), codec.value(), 1, kKey, 64 << 20);
     ParityBlockStore* stores[] = {&p0, &p1};
 
     std::mt19937 rng(12);
@@ -157,6 +157,11 @@ TEST_CASE("parity store: full first epoch, dirty-page deltas after, abort keeps 
     CHECK(message_of(p0.apply(0, 0, random_image(16))).find("no parity epoch") != std::string::npos);
     REQUIRE(p1.begin(4, std::nullopt).ok());
     CHECK(message_of(p1.apply(3, 0, random_image(16))).find("not in this parity set") != std::string::npos);
+    // Nothing past the set's longest image (64 MiB here), at any offset.
+    CHECK(message_of(p1.apply(0, (64 << 20) - 8, random_image(16))).find("the longest image of the set") !=
+          std::string::npos);
+    CHECK_FALSE(p1.apply(0, ~0ull - 4, random_image(16)).ok());
+    CHECK(p1.apply(0, (64 << 20) - 16, random_image(16)).ok());
     p1.abort();
     fs::remove_all(dir);
 }

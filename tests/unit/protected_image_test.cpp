@@ -273,7 +273,7 @@ TEST_CASE("parity rebuild: lost members come back as full checkpoints equal to t
         auto rebuild_into = [&](const std::string& out, const std::vector<std::vector<uint8_t>>& blocks) {
             std::vector<unsigned> used;
             for (unsigned j = 0; j < t.lost.size(); ++j) used.push_back(j);
-            auto r = ParityRebuild::create(*codec, t.lost, used, root + "/work");
+            auto r = ParityRebuild::create(*codec, t.lost, used, root + "/work", 1ull << 30);
             REQUIRE_MESSAGE(r.ok(), message_of(r));
             for (unsigned i = 0; i < 3; ++i) {
                 if (std::find(t.lost.begin(), t.lost.end(), i) != t.lost.end()) continue;
@@ -327,7 +327,7 @@ TEST_CASE("parity rebuild: lost members come back as full checkpoints equal to t
     }
     // More lost than parity: one clear error.
     auto xor_codec = ParityCodec::create(ParityCodec::Kind::xor_parity, 3, 1);
-    CHECK(message_of(ParityRebuild::create(*xor_codec, {0, 1}, {0}, root + "/work")).find("only 1 of its parity") !=
+    CHECK(message_of(ParityRebuild::create(*xor_codec, {0, 1}, {0}, root + "/work", 1ull << 30)).find("only 1 of its parity") !=
           std::string::npos);
     fs::remove_all(root);
 }
