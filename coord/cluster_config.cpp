@@ -106,7 +106,7 @@ bool parse_guest_ip(const std::string& text, std::string& address_out)
 }
 
 struct VmPositions {
-    toml::source_position table, name, port, mac, ip;
+    toml::source_position table, name, port, mac, ip, disks;
 };
 
 class Checker {
@@ -730,6 +730,7 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
                 good = false;
             }
             if (const toml::node* disks = c.get(t, "disks", what, false, toml::node_type::array)) {
+                pos.disks = disks->source().begin;
                 for (const toml::node& d : *disks->as_array()) {
                     if (!d.is_string()) {
                         c.error(d.source().begin, "disks of " + what + " must be strings like \"path=FILE\", not " +
@@ -790,6 +791,12 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
         if (auto [it, fresh] = macs.emplace(vm.mac, i); !fresh)
             c.error(pos.mac, "duplicate MAC " + vm.mac.to_string() + ": VM '" + vm.name + "' and VM '" +
                                  cfg.vms[it->second].name + "' (at " + where(positions[it->second].mac) + ")");
+        // Parity covers a checkpoint's memory and state; a disk's layers would
+        // be lost with the node, so such a VM could not be rebuilt.
+        if (!vm.disks.empty() && cfg.storage == CheckpointStorage::memory && cfg.redundancy.kind != Redundancy::Kind::none)
+            c.error(pos.disks, "disks of VM '" + vm.name + "': redundancy \"" + cfg.redundancy.name() +
+                                   "\" protects memory and device state, not disks (use storage = \"disk\", or "
+                                   "redundancy = \"none\")");
         if (vm.ip) {
             ++with_ip;
             const std::string address = vm.ip->substr(0, vm.ip->find('/'));

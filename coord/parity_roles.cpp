@@ -45,8 +45,8 @@ uint64_t longest_image_of(const ClusterConfig& config, const std::vector<std::st
 
 uint64_t longest_image_of_set(const ClusterConfig& config, uint32_t set)
 {
-    auto layout = parity_layout_of(config);
-    return layout && set < layout->sets.size() ? longest_image_of(config, layout->sets[set].members) : 0;
+    if (!config.parity || set >= config.parity->sets.size()) return 0;
+    return longest_image_of(config, config.parity->sets[set].members);
 }
 
 Result<ckpt::ParityCodec> parity_codec_for(const ClusterConfig& config, unsigned members)

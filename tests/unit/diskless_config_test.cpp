@@ -104,6 +104,11 @@ TEST_CASE("diskless config: layouts that cannot be protected and misplaced keys 
     CHECK(error_of(cluster("storage = \"memory\"\npersist_every = 10")).find("persist_every needs persist_dir") !=
           std::string::npos);
     CHECK(error_of(cluster("storage = \"memory\"\nset_size = 0")).find("set_size 0 is out of range") != std::string::npos);
+    // Parity does not cover disks: a VM with one is refused, unless nothing is protected.
+    const std::string with_disk = cluster("storage = \"memory\"") + "disks = [\"path=/d.img\"]\n";
+    CHECK(error_of(with_disk) == "/t/c.toml:65:9: disks of VM 'vm7': redundancy \"xor\" protects memory and device "
+                                 "state, not disks (use storage = \"disk\", or redundancy = \"none\")");
+    CHECK(parse(cluster("storage = \"memory\"\nredundancy = \"none\"") + "disks = [\"path=/d.img\"]\n").ok());
     // A node without VMs has no VMM to keep parity: 5 nodes, 4 of them with VMs.
     std::string idle_node = cluster("storage = \"memory\"\nset_size = 4") + "[[node]]\nname = \"n9\"\naddress = \"10.0.0.9\"\n";
     CHECK(error_of(idle_node).find("needs 5 nodes (one per member, one per block); the cluster has 4 (lower set_size or "
