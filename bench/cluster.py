@@ -398,9 +398,13 @@ def main():
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     s = {k: summarize(v) for k, v in results.items()}
-    print("\n%d VMs x %s%s, test=ring work=%d, %s mode; %d pairs of %gs windows (checkpoint every %gs in the second)"
-          % (args.vms, args.mem, " (vvmm on huge pages)" if args.huge_pages else "", args.work, args.mode, args.pairs,
-             args.window, args.every))
+    shape = "%d VMs x %s%s on %d nodes, test=ring work=%d, %s mode" % (
+        args.vms, args.mem, " (vvmm on huge pages)" if args.huge_pages else "", args.vms, args.work, args.mode)
+    if args.sizes_only:
+        print("\n%s; %d checkpoints %gs apart (sizes only)" % (shape, 3 * args.pairs, args.every))
+    else:
+        print("\n%s; %d pairs of %gs windows (checkpoint every %gs in the second)"
+              % (shape, args.pairs, args.window, args.every))
     for vmm, r in s.items():
         if not args.sizes_only:
             print("%-11s %.0f msg/s; %.1f messages lost per checkpoint = slowdown %.2f%% with a checkpoint every %gs "

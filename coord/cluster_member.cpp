@@ -10,6 +10,7 @@
 #include "ckpt/checkpoint_retention.hpp"
 #include "ckpt/json_field.hpp"
 #include "coord/cluster_manifest.hpp"
+#include "coord/lost_nodes.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/time_text.hpp"
 
@@ -695,7 +696,8 @@ Result<void> ClusterMember::wait_restored(uint64_t epoch, const std::function<bo
         if (stop()) return Error("stopped while waiting for " + missing + " to restore");
         if (Clock::now() >= next_report) {
             // Seen by default: a VM that never comes would otherwise be a silent hang.
-            log_warn("restore: still waiting for " + missing + " to restore epoch " + std::to_string(epoch));
+            log_warn("restore: still waiting for " + missing + " to restore epoch " + std::to_string(epoch) +
+                     unreachable_hint(config_, waiting, mesh_.connected_peer_ids()));
             next_report += std::chrono::seconds(10);
         }
         cv_.wait_for(lock, std::chrono::milliseconds(100));

@@ -46,6 +46,25 @@ std::string least_loaded(const ClusterConfig& config, const std::vector<std::str
 
 }  // namespace
 
+std::string unreachable_hint(const ClusterConfig& config, const std::vector<std::string>& waiting,
+                             const std::vector<std::string>& connected)
+{
+    std::vector<std::string> vms, nodes;
+    for (const auto& vm : waiting) {
+        const VmEntry* entry = config.vm(vm);
+        if (!entry || std::find(connected.begin(), connected.end(), vm) != connected.end()) continue;
+        vms.push_back(vm + " on " + entry->node);
+        if (!is_lost(nodes, entry->node)) nodes.push_back(entry->node);
+    }
+    if (vms.empty()) return "";
+    std::string hint = "; no connection to " + joined(vms);
+    if (!config.parity) return hint;
+    std::string flags;
+    for (const auto& n : nodes) flags += " --lost " + n;
+    return hint + ": if " + joined(nodes) + (nodes.size() == 1 ? " is" : " are") +
+           " gone, stop and restore every surviving node with" + flags + " (their VMs are rebuilt from parity)";
+}
+
 Result<Relocated> relocate_lost(const ClusterConfig& config, const std::vector<std::string>& lost)
 {
     TRY(check_lost(config, lost));

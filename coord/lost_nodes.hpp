@@ -27,6 +27,13 @@ struct Relocated {
 // Every restoring node computes the same from the same file and list.
 Result<Relocated> relocate_lost(const ClusterConfig& config, const std::vector<std::string>& lost);
 
+// What a restore that waits for VMs it has no connection to tells the user:
+// their nodes, and, where parity protects the cluster, how to go on without
+// them (`--lost`: the user confirms a node is gone; vvmm never assumes it).
+// "" when every VM waited for is connected.
+std::string unreachable_hint(const ClusterConfig& config, const std::vector<std::string>& waiting,
+                             const std::vector<std::string>& connected);
+
 // One source of a rebuild: a surviving member's image, or a parity block.
 struct RebuildSource {
     std::string vm;       // whose VMM sends it

@@ -295,3 +295,17 @@ TEST_CASE("epoch parity: commits only with every member's image and every block 
     silent[2].image_bytes = 0;
     CHECK(check_epoch_parity(c.value(), silent, whole.parity).error().message() == "vm2 sent no parity");
 }
+
+TEST_CASE("lost nodes: a restore waiting for VMs it cannot reach names their nodes and, with parity, --lost")
+{
+    auto c = parse(cluster("storage = \"memory\"\nredundancy = \"xor\"\nset_size = 3", 4, 2));
+    REQUIRE(c.ok());
+    // vm1 and vm5 run on n1; vm2 is only slow (connected).
+    CHECK(unreachable_hint(c.value(), {"vm1", "vm2", "vm5"}, {"vm2", "vm3"}) ==
+          "; no connection to vm1 on n1, vm5 on n1: if n1 is gone, stop and restore every surviving node with "
+          "--lost n1 (their VMs are rebuilt from parity)");
+    CHECK(unreachable_hint(c.value(), {"vm2"}, {"vm2"}).empty());
+    auto disk = parse(cluster("", 3, 1, "checkpoint_dir = \"/ck\"\n"));
+    REQUIRE(disk.ok());
+    CHECK(unreachable_hint(disk.value(), {"vm1", "vm2"}, {}) == "; no connection to vm1 on n1, vm2 on n2");
+}
