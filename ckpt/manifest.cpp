@@ -1,6 +1,6 @@
 #include "ckpt/manifest.hpp"
 
-#include "ckpt/json_field.hpp"
+#include "vmm/base/json_field.hpp"
 
 #include <algorithm>
 #include <cstdio>

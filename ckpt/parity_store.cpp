@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/checkpoint_dir.hpp"
-#include "ckpt/json_field.hpp"
+#include "vmm/base/json_field.hpp"
 #include "ckpt/manifest.hpp"
 #include "vmm/base/parse_number.hpp"
 #include "vmm/base/positional_io.hpp"

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "ckpt/json_field.hpp"
+#include "vmm/base/json_field.hpp"
 #include "cli/cluster_format.hpp"
 #include "cli/control_commands.hpp"
 #include "cli/vm_session.hpp"
@@ -388,7 +388,7 @@ std::function<int()> add_list_command(CLI::App& app)
                 if (reply->body.contains("schedule")) row["schedule"] = reply->body["schedule"];
                 if (!epochs) {
                     epochs = reply->body.value("epochs", json::array());
-                    omitted = ckpt::field_or<uint64_t>(reply->body, "epochs_omitted", 0);
+                    omitted = vvmm::field_or<uint64_t>(reply->body, "epochs_omitted", 0);
                 }
             } else {
                 row["state"] = "not reachable";

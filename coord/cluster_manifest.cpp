@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "ckpt/checkpoint_dir.hpp"
-#include "ckpt/json_field.hpp"
+#include "vmm/base/json_field.hpp"
 #include "vmm/base/parse_number.hpp"
 #include "vmm/base/small_file.hpp"
 
@@ -15,7 +15,7 @@ namespace vvmm::coord {
 namespace {
 
 using nlohmann::json;
-using ckpt::field;
+using vvmm::field;
 
 constexpr const char* kFormat = "vvmm-cluster-epoch";
 constexpr unsigned kFormatVersion = 1;
@@ -48,7 +48,7 @@ Result<EpochVm> vm_from(const json& j)
     TRY_ASSIGN(v.id, field<std::string>(j, "id"));
     if (!safe_name(v.name) || !safe_name(v.id)) return Error("a VM name or checkpoint id is not a plain name");
     TRY_ASSIGN(auto digest, field<std::string>(j, "manifest_xxh3"));
-    TRY_ASSIGN(v.manifest_xxh3, ckpt::parse_hex_digest(digest));
+    TRY_ASSIGN(v.manifest_xxh3, vvmm::parse_hex_digest(digest));
     TRY_ASSIGN(v.bytes, field<uint64_t>(j, "bytes"));
     TRY_ASSIGN(v.pause_ms, number(j, "pause_ms"));
     TRY_ASSIGN(v.total_ms, number(j, "total_ms"));
@@ -57,7 +57,7 @@ Result<EpochVm> vm_from(const json& j)
         TRY_ASSIGN(v.image_bytes, field<uint64_t>(j, "image_bytes"));
         TRY_ASSIGN(v.memory_bytes, field<uint64_t>(j, "memory_bytes"));
         TRY_ASSIGN(auto hashes, field<std::string>(j, "memory_hashes_xxh3"));
-        TRY_ASSIGN(v.memory_hashes_xxh3, ckpt::parse_hex_digest(hashes));
+        TRY_ASSIGN(v.memory_hashes_xxh3, vvmm::parse_hex_digest(hashes));
         TRY_ASSIGN(v.parity_bytes, field<uint64_t>(j, "parity_bytes"));
     }
     return v;
@@ -65,12 +65,12 @@ Result<EpochVm> vm_from(const json& j)
 
 json vm_to_json(const EpochVm& v)
 {
-    json j = {{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", ckpt::hex_digest(v.manifest_xxh3)},
+    json j = {{"name", v.name}, {"node", v.node}, {"id", v.id}, {"manifest_xxh3", vvmm::hex_digest(v.manifest_xxh3)},
               {"bytes", v.bytes}, {"pause_ms", v.pause_ms}, {"total_ms", v.total_ms}, {"incremental", v.incremental}};
     if (v.image_bytes != 0) {
         j["image_bytes"] = v.image_bytes;
         j["memory_bytes"] = v.memory_bytes;
-        j["memory_hashes_xxh3"] = ckpt::hex_digest(v.memory_hashes_xxh3);
+        j["memory_hashes_xxh3"] = vvmm::hex_digest(v.memory_hashes_xxh3);
         j["parity_bytes"] = v.parity_bytes;
     }
     return j;
@@ -95,7 +95,7 @@ json to_json(const ClusterManifest& m)
 json to_json(const EpochParityBlock& b)
 {
     return {{"set", b.set}, {"index", b.index}, {"holder", b.holder}, {"length", b.length},
-            {"record_xxh3", ckpt::hex_digest(b.record_xxh3)}};
+            {"record_xxh3", vvmm::hex_digest(b.record_xxh3)}};
 }
 
 Result<EpochParityBlock> parity_block_from_json(const json& j)
@@ -107,7 +107,7 @@ Result<EpochParityBlock> parity_block_from_json(const json& j)
     if (!safe_name(b.holder)) return Error("a parity holder is not a plain name");
     TRY_ASSIGN(b.length, field<uint64_t>(j, "length"));
     TRY_ASSIGN(auto digest, field<std::string>(j, "record_xxh3"));
-    TRY_ASSIGN(b.record_xxh3, ckpt::parse_hex_digest(digest));
+    TRY_ASSIGN(b.record_xxh3, vvmm::parse_hex_digest(digest));
     return b;
 }
 

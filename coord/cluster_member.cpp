@@ -8,7 +8,7 @@
 #include <optional>
 
 #include "ckpt/checkpoint_retention.hpp"
-#include "ckpt/json_field.hpp"
+#include "vmm/base/json_field.hpp"
 #include "coord/cluster_manifest.hpp"
 #include "coord/lost_nodes.hpp"
 #include "vmm/base/log.hpp"
@@ -230,8 +230,8 @@ void ClusterMember::schedule_worker()
             request.incremental = true;  // a full checkpoint when there is no parent yet
             const std::string why = interval->why;
             start_epoch(request, [why](const json& reply) {
-                if (!ckpt::field_or(reply, "ok", false))
-                    log_warn("scheduled epoch: " + ckpt::field_or<std::string>(reply, "error", "failed"));
+                if (!vvmm::field_or(reply, "ok", false))
+                    log_warn("scheduled epoch: " + vvmm::field_or<std::string>(reply, "error", "failed"));
             });
         }
         lock.lock();
@@ -304,7 +304,7 @@ void ClusterMember::on_control(const std::string& peer, MessageType type, uint64
     case MessageType::prepare: on_prepare(peer, epoch, body); return;
     case MessageType::done: on_done(peer, epoch, body); return;
     case MessageType::commit: on_commit(peer, epoch, body); return;
-    case MessageType::abort: on_abort(peer, epoch, ckpt::field_or<std::string>(body, "reason", "no reason given")); return;
+    case MessageType::abort: on_abort(peer, epoch, vvmm::field_or<std::string>(body, "reason", "no reason given")); return;
     case MessageType::parity_begin:
         if (parity_) parity_->on_begin(peer, epoch, body);
         return;
@@ -386,7 +386,7 @@ json ClusterMember::local_checkpoint(const Epoch& e)
     auto digest = vm_manifest_digest(r->path);
     if (!digest) return failure(vm_ + ": " + digest.error().message());
     return {{"ok", true},       {"node", node_},          {"id", r->id},
-            {"manifest_xxh3", ckpt::hex_digest(digest.value())}, {"bytes", r->bytes_written},
+            {"manifest_xxh3", vvmm::hex_digest(digest.value())}, {"bytes", r->bytes_written},
             {"pause_ms", r->pause_ms}, {"total_ms", r->total_ms}, {"incremental", r->incremental}};
 }
 
@@ -406,8 +406,8 @@ void ClusterMember::run_epoch(uint64_t number)
     }
     json done = local_checkpoint(e);
     if (parity_) protect(e, done);
-    if (!ckpt::field_or(done, "ok", false))
-        log_warn("epoch " + std::to_string(number) + ": " + ckpt::field_or<std::string>(done, "error", ""));
+    if (!vvmm::field_or(done, "ok", false))
+        log_warn("epoch " + std::to_string(number) + ": " + vvmm::field_or<std::string>(done, "error", ""));
     if (e.initiator == vm_) on_done(vm_, number, done);
     else mesh_.send_control(e.initiator, MessageType::done, number, done);
 
@@ -428,7 +428,7 @@ void ClusterMember::run_epoch(uint64_t number)
     const bool committed = last_committed_ == number;
     lock.unlock();
     if (!committed || config_.storage != CheckpointStorage::memory) return;
-    const std::string id = ckpt::field_or<std::string>(done, "id", "");
+    const std::string id = vvmm::field_or<std::string>(done, "id", "");
     keep_only_committed(number, id);
     if (config_.persist_every != 0 && number % config_.persist_every == 0) {
         std::lock_guard plock(persist_mutex_);
@@ -441,8 +441,8 @@ void ClusterMember::run_epoch(uint64_t number)
 
 void ClusterMember::protect(const Epoch& e, json& done)
 {
-    if (!ckpt::field_or(done, "ok", false)) return;
-    const std::string id = ckpt::field_or<std::string>(done, "id", "");
+    if (!vvmm::field_or(done, "ok", false)) return;
+    const std::string id = vvmm::field_or<std::string>(done, "id", "");
     if (parity_->is_member()) {
         auto sent = parity_->send_changes(e.number, e.parity_base, vm_root_ + "/" + id, e.deadline);
         if (!sent) {
@@ -451,7 +451,7 @@ void ClusterMember::protect(const Epoch& e, json& done)
         }
         done["image_bytes"] = sent->image_bytes;
         done["memory_bytes"] = sent->memory_bytes;
-        done["memory_hashes_xxh3"] = ckpt::hex_digest(sent->memory_hashes_xxh3);
+        done["memory_hashes_xxh3"] = vvmm::hex_digest(sent->memory_hashes_xxh3);
         done["parity_bytes"] = sent->parity_bytes;
         log_info("epoch " + std::to_string(e.number) + ": parity: " + std::to_string(sent->parity_bytes) +
                  " bytes of changes sent to each holder (against " +

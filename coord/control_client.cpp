@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "vmm/base/json_field.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 namespace vvmm::coord {
@@ -103,14 +104,9 @@ Result<json> control_request(const std::string& socket_path, const json& request
     }
     reply.resize(newline);
 
-    json parsed;
-    try {
-        parsed = json::parse(reply);
-    } catch (const json::parse_error& e) {
-        std::string what = e.what();
-        if (const auto p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
-        return Error("malformed reply from the VMM on " + socket_path + ": " + what);
-    }
+    auto document = parse_json(reply);
+    if (!document) return Error("malformed reply from the VMM on " + socket_path + ": " + document.error().message());
+    json parsed = std::move(document).value();
     const auto it = parsed.is_object() ? parsed.find("ok") : parsed.end();
     if (it == parsed.end() || !it->is_boolean())
         return Error("malformed reply from the VMM on " + socket_path + ": not an object with \"ok\"");

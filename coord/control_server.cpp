@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "vmm/base/json_field.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/unique_fd.hpp"
 
@@ -221,16 +222,9 @@ struct ControlServer::Impl {
     void on_line(const ConnectionPtr& conn, const std::string& line)
     {
         if (line.find_first_not_of(" \t") == std::string::npos) return send(conn, error_reply("empty request"));
-        json parsed;
-        try {
-            parsed = json::parse(line);
-        } catch (const json::parse_error& e) {
-            // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
-            std::string what = e.what();
-            if (const auto p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
-            return send(conn, error_reply("malformed request: " + what));
-        }
-        auto valid = parse_control_request(parsed);
+        auto parsed = parse_json(line);
+        if (!parsed) return send(conn, error_reply("malformed request: " + parsed.error().message()));
+        auto valid = parse_control_request(parsed.value());
         if (!valid) return send(conn, error_reply(valid.error().message()));
         ControlRequest request = std::move(valid).value();
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "ckpt/json_field.hpp"
+#include "vmm/base/json_field.hpp"
 #include "net/channel_cut.hpp"
 
 namespace vvmm::coord {
@@ -20,7 +20,7 @@ EpochInitiator::Outcome EpochInitiator::on_done(const std::string& vm, const nlo
 {
     if (outcome_ != Outcome::pending) return outcome_;
     if (std::find(vms_.begin(), vms_.end(), vm) == vms_.end() || done_.count(vm)) return outcome_;  // stray: ignore
-    if (!ckpt::field_or(body, "ok", false)) return abort(vm + ": " + ckpt::field_or<std::string>(body, "error", "failed"));
+    if (!vvmm::field_or(body, "ok", false)) return abort(vm + ": " + vvmm::field_or<std::string>(body, "error", "failed"));
     // The body is the peer's description of its checkpoint: parse it as a
     // cluster manifest entry, with the same checks.
     nlohmann::json entry = body;

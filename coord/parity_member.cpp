@@ -4,7 +4,7 @@
 
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/image_delta.hpp"
-#include "ckpt/json_field.hpp"
+#include "vmm/base/json_field.hpp"
 #include "ckpt/protected_image.hpp"
 #include "vmm/base/log.hpp"
 
@@ -115,9 +115,9 @@ void ParityMember::fail(Held& h, const std::string& why)
 
 void ParityMember::on_begin(const std::string& peer, uint64_t epoch, const json& body)
 {
-    auto set = ckpt::field<uint32_t>(body, "set");
-    auto member = ckpt::field<unsigned>(body, "member");
-    auto base = ckpt::field<uint64_t>(body, "base");
+    auto set = vvmm::field<uint32_t>(body, "set");
+    auto member = vvmm::field<unsigned>(body, "member");
+    auto base = vvmm::field<uint64_t>(body, "base");
     if (!set || !member || !base) return log_.warn("a malformed PARITY_BEGIN from " + peer + " dropped");
     std::lock_guard lock(mutex_);
     Held* h = held_for(peer, *set, *member, epoch, "PARITY_BEGIN");
@@ -151,8 +151,8 @@ void ParityMember::on_parity(const std::string& peer, const net::ParityMessage& 
 
 void ParityMember::on_end(const std::string& peer, uint64_t epoch, const json& body)
 {
-    auto set = ckpt::field<uint32_t>(body, "set");
-    auto member = ckpt::field<unsigned>(body, "member");
+    auto set = vvmm::field<uint32_t>(body, "set");
+    auto member = vvmm::field<unsigned>(body, "member");
     if (!set || !member) return log_.warn("a malformed PARITY_END from " + peer + " dropped");
     std::lock_guard lock(mutex_);
     Held* h = held_for(peer, *set, *member, epoch, "PARITY_END");

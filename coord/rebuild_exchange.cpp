@@ -8,7 +8,7 @@
 
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/image_delta.hpp"
-#include "ckpt/json_field.hpp"
+#include "vmm/base/json_field.hpp"
 #include "ckpt/parity_rebuild.hpp"
 #include "ckpt/parity_store.hpp"
 #include "ckpt/protected_image.hpp"
@@ -126,14 +126,14 @@ public:
     {
         if (type != MessageType::parity_begin && type != MessageType::parity_end) return;
         std::lock_guard lock(mutex_);
-        const auto i = source_index(peer, epoch, ckpt::field_or<uint32_t>(body, "set", UINT32_MAX),
-                                    ckpt::field_or<unsigned>(body, "member", UINT32_MAX));
+        const auto i = source_index(peer, epoch, vvmm::field_or<uint32_t>(body, "set", UINT32_MAX),
+                                    vvmm::field_or<unsigned>(body, "member", UINT32_MAX));
         if (!i) return;
         if (type == MessageType::parity_begin) {
             begun_[*i] = true;
             return;
         }
-        if (body.contains("error")) return fail(ckpt::field_or<std::string>(body, "error", peer + " failed"));
+        if (body.contains("error")) return fail(vvmm::field_or<std::string>(body, "error", peer + " failed"));
         if (!begun_[*i]) return fail(peer + " ended what it never began");
         ended_[*i] = true;
         cv_.notify_all();

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "vmm/base/json_field.hpp"
 #include "vmm/base/le.hpp"
 
 namespace vvmm::net {
@@ -84,16 +85,9 @@ Result<nlohmann::json> parse_json_object(std::span<const uint8_t> text)
     // pass); valid JSON text never holds one (a string escapes it).
     if (std::find(text.begin(), text.end(), uint8_t{0}) != text.end()) return Error("body holds a NUL byte");
     TRY(check_json_depth(text));
-    nlohmann::json body;
-    try {
-        body = nlohmann::json::parse(text.begin(), text.end());
-    } catch (const nlohmann::json::exception& e) {
-        std::string what = e.what();
-        // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
-        if (const size_t bracket = what.find("] "); what.starts_with("[json.exception.") && bracket != what.npos)
-            what.erase(0, bracket + 2);
-        return Error("body is not valid JSON: " + what);
-    }
+    auto parsed = parse_json(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()));
+    if (!parsed) return Error("body is not valid JSON: " + parsed.error().message());
+    nlohmann::json body = std::move(parsed).value();
     if (!body.is_object()) return Error(std::string("body is a JSON ") + body.type_name() + ", not an object");
     if (!all_numbers_finite(body)) return Error("body has a number out of range");
     return body;

@@ -3,6 +3,8 @@ test=ring VM each, storage = "memory" with xor parity in sets of 3 (vm0,
 vm1, vm2, parity on n3; vm3 alone, parity on another node), epochs every
 2 s. Every VMM is killed with kill -9 and node n1's memory is wiped: the
 node is gone. Then:
+  - `restore` on n0, n2 and n3 without --lost waits, naming vm1's node and
+    the --lost that would rebuild it;
   - `restore --lost n1 --lost n2` is refused before anything starts, naming
     the set that cannot be rebuilt;
   - a parity block with one flipped byte makes the rebuild stop with the
@@ -59,6 +61,18 @@ def main():
     shutil.rmtree(os.path.join(mem, "n1"))
     epoch = min(newest_record(mem, f"n{i}") for i in SURVIVORS)
     print(f"killed every VMM and wiped n1; restoring epoch {epoch}")
+
+    # Without --lost the survivors wait for vm1, and say where it was and
+    # how to go on without its node; nothing resumes.
+    waiting = c.Launch(workdir, "waiting", cfg, nodes, "restore", ["--epoch", str(epoch)], only=SURVIVORS)
+    deadline = time.monotonic() + h.t(60)
+    hint = "no connection to vm1 on n1: if n1 is gone, stop and restore every surviving node with --lost n1"
+    while hint not in waiting.text():
+        h.check(time.monotonic() < deadline, "no hint about the unreachable node:\n" + waiting.text()[-3000:])
+        time.sleep(0.5)
+    h.check(not re.search(r"vm\d\s*\| tg: ring rx", waiting.text()), "a VM resumed without vm1")
+    waiting.kill9()
+    print("without --lost: " + next(l for l in waiting.text().splitlines() if hint in l).strip())
 
     # Two nodes of a set protected by one parity block: refused at once.
     r = c.vvmm_in(nodes[0][0], ["restore", "--cluster", cfg, "--node", "n0", "--lost", "n1", "--lost", "n2",

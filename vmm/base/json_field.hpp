@@ -1,13 +1,14 @@
-// Reading checked fields out of JSON documents that come from files or
-// peers (manifests, cluster manifests): a missing field, a wrong type or an
-// out-of-range number is an Error naming the field, never an exception or
-// undefined behaviour.
+// Reading JSON that comes from files, peers or controllers (manifests,
+// cluster manifests, control requests): text that does not parse, a missing
+// field, a wrong type or an out-of-range number is an Error saying which,
+// never an exception or undefined behaviour.
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include <nlohmann/json.hpp>
@@ -15,7 +16,21 @@
 #include "vmm/base/parse_number.hpp"
 #include "vmm/base/result.hpp"
 
-namespace vvmm::ckpt {
+namespace vvmm {
+
+// The document in `text`; an error is nlohmann's message without its
+// "[json.exception.parse_error.101] " prefix.
+inline Result<nlohmann::json> parse_json(std::string_view text)
+{
+    try {
+        return nlohmann::json::parse(text.begin(), text.end());
+    } catch (const nlohmann::json::exception& e) {
+        std::string what = e.what();
+        if (const size_t bracket = what.find("] "); what.starts_with("[json.exception.") && bracket != what.npos)
+            what.erase(0, bracket + 2);
+        return Error(what);
+    }
+}
 
 // Digests are written in manifests as 16 lower-case hex digits.
 inline std::string hex_digest(uint64_t v)
@@ -75,4 +90,4 @@ T field_or(const nlohmann::json& j, const char* name, T fallback)
     return v ? std::move(v).value() : std::move(fallback);
 }
 
-}  // namespace vvmm::ckpt
+}  // namespace vvmm
