@@ -497,286 +497,336 @@ std::string ClusterConfig::net_spec(const VmEntry& v) const
     return out + ",mac=" + v.mac.to_string();
 }
 
-Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path& file, bool check_files)
-{
-    const fs::path absolute = fs::absolute(file).lexically_normal();
-    Checker c(file.string(), absolute.parent_path());
-    ClusterConfig cfg;
-    cfg.file = absolute;
+namespace {
 
-    toml::table root;
+using NameIndex = std::map<std::string, toml::source_position>;
+
+std::optional<toml::table> parse_toml(Checker& c, std::string_view text, const fs::path& file)
+{
 #if TOML_EXCEPTIONS
     try {
-        root = toml::parse(text, file.string());
+        return toml::parse(text, file.string());
     } catch (const toml::parse_error& e) {
         c.error(e.source().begin, "TOML syntax error: " + std::string(e.description()));
-        return c.result();
+        return std::nullopt;
     }
 #else
     toml::parse_result parsed = toml::parse(text, file.string());
     if (!parsed) {
         c.error(parsed.error().source().begin, "TOML syntax error: " + std::string(parsed.error().description()));
-        return c.result();
+        return std::nullopt;
     }
-    root = std::move(parsed).table();
+    return std::move(parsed).table();
 #endif
+}
 
-    c.check_keys(root, "the top level", {"cluster", "node", "vm"});
+// How messages name the index-th [[label]] element.
+std::string element_what(const std::optional<std::string>& name, const std::string& label, size_t index)
+{
+    return name ? "[[" + label + "]] '" + *name + "'" : "[[" + label + "]] #" + std::to_string(index);
+}
 
-    // [cluster]
-    toml::source_position secret_at{1, 1}, ckpt_at{1, 1};
-    PolicyPositions policy_at;
-    if (const toml::node* cn = root.get("cluster"); !cn) {
-        c.error({1, 1}, "missing [cluster] table");
-    } else if (!cn->is_table()) {
-        c.error(cn->source().begin, "'cluster' must be a [cluster] table, not " + type_name(*cn));
-    } else {
-        const toml::table& t = *cn->as_table();
-        const std::string what = "[cluster]";
-        c.check_keys(t, what, {"name", "secret_file", "checkpoint_dir", "mode", "storage", "memory_dir", "redundancy",
-                               "set_size", "interval", "mtbf", "persist_every", "persist_dir"});
-        if (auto name = c.get_string(t, "name", what, true)) {
-            cfg.name = *name;
-            c.check_name(t, "cluster", *name);
-        }
-        if (auto p = c.get_path(t, "secret_file", what, true)) {
-            cfg.secret_file = *p;
-            secret_at = t.get("secret_file")->source().begin;
-        }
-        if (auto p = c.get_path(t, "checkpoint_dir", what, false)) {
-            cfg.checkpoint_dir = *p;
-            ckpt_at = t.get("checkpoint_dir")->source().begin;
-            policy_at.checkpoint_dir_given = true;
-        }
-        if (auto mode = c.get_string(t, "mode", what, false)) {
-            if (ckpt::parse_mode(*mode))
-                cfg.mode = *mode;
-            else
-                c.error(t.get("mode")->source().begin,
-                        "unknown mode '" + *mode + "' (expected " + ckpt::kCheckpointModesText + ")");
-        }
-        parse_checkpoint_policy(c, t, cfg, policy_at);
+// The naming rules for a node's or VM's name, and no two alike (the second
+// is reported with the first's position). False for a duplicate.
+bool claim_name(Checker& c, const toml::table& t, const std::string& kind, const std::string& name, NameIndex& names)
+{
+    c.check_name(t, kind, name);
+    const auto at = t.get("name")->source().begin;
+    if (auto [it, fresh] = names.emplace(name, at); !fresh) {
+        c.error(at, "duplicate " + kind + " name '" + name + "' (first at " + where(it->second) + ")");
+        return false;
     }
+    return true;
+}
 
-    // [[node]]
-    std::map<std::string, toml::source_position> node_names;
+// Where [cluster]'s paths were given, for the checks of the files they name.
+struct ClusterPositions {
+    toml::source_position secret_file{1, 1}, checkpoint_dir{1, 1};
+    PolicyPositions policy;
+};
+
+void parse_cluster_table(Checker& c, const toml::table& root, ClusterConfig& cfg, ClusterPositions& pos)
+{
+    const toml::node* cn = root.get("cluster");
+    if (!cn) return c.error({1, 1}, "missing [cluster] table");
+    if (!cn->is_table()) return c.error(cn->source().begin, "'cluster' must be a [cluster] table, not " + type_name(*cn));
+    const toml::table& t = *cn->as_table();
+    const std::string what = "[cluster]";
+    c.check_keys(t, what, {"name", "secret_file", "checkpoint_dir", "mode", "storage", "memory_dir", "redundancy",
+                           "set_size", "interval", "mtbf", "persist_every", "persist_dir"});
+    if (auto name = c.get_string(t, "name", what, true)) {
+        cfg.name = *name;
+        c.check_name(t, "cluster", *name);
+    }
+    if (auto p = c.get_path(t, "secret_file", what, true)) {
+        cfg.secret_file = *p;
+        pos.secret_file = t.get("secret_file")->source().begin;
+    }
+    if (auto p = c.get_path(t, "checkpoint_dir", what, false)) {
+        cfg.checkpoint_dir = *p;
+        pos.checkpoint_dir = t.get("checkpoint_dir")->source().begin;
+        pos.policy.checkpoint_dir_given = true;
+    }
+    if (auto mode = c.get_string(t, "mode", what, false)) {
+        if (ckpt::parse_mode(*mode))
+            cfg.mode = *mode;
+        else
+            c.error(t.get("mode")->source().begin,
+                    "unknown mode '" + *mode + "' (expected " + ckpt::kCheckpointModesText + ")");
+    }
+    parse_checkpoint_policy(c, t, cfg, pos.policy);
+}
+
+// ---- [[node]] ---------------------------------------------------------------
+
+std::optional<NodeConfig> parse_node(Checker& c, const toml::table& t, size_t index, NameIndex& node_names)
+{
+    auto name = c.get_string(t, "name", element_what(std::nullopt, "node", index), true);
+    const std::string what = element_what(name, "node", index);
+    c.check_keys(t, what, {"name", "address"});
+    NodeConfig node;
+    bool good = name && claim_name(c, t, "node", *name, node_names);
+    if (name) node.name = *name;
+    auto address = c.get_string(t, "address", what, true);
+    if (!address) return std::nullopt;
+    node.address = *address;
+    const auto at = t.get("address")->source().begin;
+    auto parsed = net::SocketAddress::parse(address_with_port(*address, 1));
+    if (!parsed || address->find('[') != std::string::npos) {
+        c.error(at, "address '" + *address + "' of " + what + " is not a numeric IPv4 or IPv6 address");
+        return std::nullopt;
+    }
+    if (parsed->is_wildcard()) {
+        c.error(at, "address '" + *address + "' of " + what + " is a wildcard; peers need an address they can reach");
+        return std::nullopt;
+    }
+    return good ? std::optional<NodeConfig>(node) : std::nullopt;
+}
+
+void parse_nodes(Checker& c, const toml::table& root, ClusterConfig& cfg, NameIndex& node_names)
+{
     if (const toml::node* arr = array_of_tables(c, root, "node")) {
         size_t index = 0;
-        for (const toml::node& element : *arr->as_array()) {
-            const toml::table& t = *element.as_table();
-            ++index;
-            auto name = c.get_string(t, "name", "[[node]] #" + std::to_string(index), true);
-            const std::string what = name ? "[[node]] '" + *name + "'" : "[[node]] #" + std::to_string(index);
-            c.check_keys(t, what, {"name", "address"});
-            NodeConfig node;
-            bool good = true;
-            if (name) {
-                node.name = *name;
-                c.check_name(t, "node", *name);
-                const auto at = t.get("name")->source().begin;
-                if (auto [it, fresh] = node_names.emplace(*name, at); !fresh) {
-                    c.error(at, "duplicate node name '" + *name + "' (first at " + where(it->second) + ")");
-                    good = false;
-                }
-            } else {
-                good = false;
-            }
-            if (auto address = c.get_string(t, "address", what, true)) {
-                node.address = *address;
-                auto parsed = net::SocketAddress::parse(address_with_port(*address, 1));
-                if (!parsed || address->find('[') != std::string::npos) {
-                    c.error(t.get("address")->source().begin,
-                            "address '" + *address + "' of " + what + " is not a numeric IPv4 or IPv6 address");
-                    good = false;
-                } else if (parsed->is_wildcard()) {
-                    c.error(t.get("address")->source().begin, "address '" + *address + "' of " + what +
-                                                                  " is a wildcard; peers need an address they can reach");
-                    good = false;
-                }
-            } else {
-                good = false;
-            }
-            if (good) cfg.nodes.push_back(node);
-        }
+        for (const toml::node& element : *arr->as_array())
+            if (auto node = parse_node(c, *element.as_table(), ++index, node_names)) cfg.nodes.push_back(*node);
     }
     if (!root.get("node")) c.error({1, 1}, "no [[node]] defined");
+}
 
-    // [[vm]]
+// ---- [[vm]] -----------------------------------------------------------------
+
+// A size string ("256M") or a plain number of bytes, within what a VM may have.
+std::optional<uint64_t> parse_vm_mem(Checker& c, const toml::node& mem, const std::string& what)
+{
+    std::optional<std::string> text_size;
+    if (mem.is_string()) text_size = std::string(mem.as_string()->get());
+    else if (mem.is_integer() && mem.as_integer()->get() >= 0)
+        text_size = std::to_string(mem.as_integer()->get());
+    const auto at = mem.source().begin;
+    if (!text_size) {
+        c.error(at, "'mem' in " + what + " must be a size like \"256M\", not " + type_name(mem));
+        return std::nullopt;
+    }
+    auto bytes = parse_size(*text_size);
+    if (!bytes) {
+        c.error(at, "mem of " + what + ": " + bytes.error().message());
+    } else if (*bytes < vmm::layout::kMinMemory || *bytes > vmm::layout::kMaxMemory) {
+        c.error(at, "mem " + format_size(*bytes) + " of " + what + " is out of range (" +
+                        format_size(vmm::layout::kMinMemory) + ".." + format_size(vmm::layout::kMaxMemory) + ")");
+    } else if (*bytes % (2 << 20)) {
+        c.error(at, "mem of " + what + " must be a multiple of 2 MiB");
+    } else {
+        return *bytes;
+    }
+    return std::nullopt;
+}
+
+void check_vm_cmdline(Checker& c, const toml::source_position& at, const std::string& cmdline, const std::string& what)
+{
+    if (cmdline.find('\0') != std::string::npos) return c.error(at, "cmdline of " + what + " contains a NUL byte");
+    // The parameters guest_cmdline generates; a second copy from the user
+    // would be ambiguous to the guest. Other vvmm.* words (the Linux test
+    // initramfs's vvmm.run=) are the guest's.
+    std::istringstream words(cmdline);
+    std::string word;
+    while (words >> word)
+        if (word.rfind("vvmm.macs=", 0) == 0 || word.rfind("vvmm.ip=", 0) == 0 || word.rfind("vvmm.peers=", 0) == 0)
+            return c.error(at, "cmdline of " + what + " sets '" + word +
+                                   "'; vvmm.macs, vvmm.ip and vvmm.peers are generated from the config");
+}
+
+// False when the VM cannot be used (a bad or mistyped mac).
+bool parse_vm_mac(Checker& c, const toml::table& t, const std::string& what, VmEntry& vm, VmPositions& pos)
+{
+    if (!t.get("mac")) {
+        pos.mac = pos.table;
+        vm.mac = net::MacAddress::derived_from_id(vm.name);
+        return true;
+    }
+    auto mac = c.get_string(t, "mac", what, false);
+    if (!mac) return false;
+    pos.mac = t.get("mac")->source().begin;
+    auto parsed = net::MacAddress::parse(*mac);
+    if (!parsed) {
+        c.error(pos.mac, "mac of " + what + ": " + parsed.error().message());
+        return false;
+    }
+    if (parsed->is_multicast() || parsed->is_zero()) {
+        c.error(pos.mac, "mac " + *mac + " of " + what + " is not a unicast address");
+        return false;
+    }
+    vm.mac = *parsed;
+    return true;
+}
+
+void parse_vm_disks(Checker& c, const toml::table& t, const std::string& what, bool check_files, VmEntry& vm,
+                    VmPositions& pos)
+{
+    const toml::node* disks = c.get(t, "disks", what, false, toml::node_type::array);
+    if (!disks) return;
+    pos.disks = disks->source().begin;
+    for (const toml::node& d : *disks->as_array()) {
+        const auto at = d.source().begin;
+        if (!d.is_string()) {
+            c.error(at, "disks of " + what + " must be strings like \"path=FILE\", not " + type_name(d));
+            continue;
+        }
+        auto spec = dev::parse_disk_spec(std::string(d.as_string()->get()));
+        if (!spec) {
+            c.error(at, "disk of " + what + ": " + spec.error().message());
+            continue;
+        }
+        const fs::path path = c.resolve(spec->path);
+        if (path.string().find(',') != std::string::npos) {
+            c.error(at, "disk path '" + path.string() + "' of " + what + " contains ',', which --disk cannot carry");
+            continue;
+        }
+        if (check_files) c.check_file_exists(at, "disk of " + what, path, true);
+        std::string out = "path=" + path.string();
+        if (spec->readonly) out += ",readonly=on";
+        if (!spec->id.empty()) out += ",id=" + spec->id;
+        vm.disks.push_back(out);
+    }
+}
+
+// False when the VM cannot be used (a bad or mistyped ip).
+bool parse_vm_ip(Checker& c, const toml::table& t, const std::string& what, VmEntry& vm, VmPositions& pos)
+{
+    auto ip = c.get_string(t, "ip", what, false);
+    if (!ip) return !t.get("ip");  // absent, or of the wrong type (reported)
+    pos.ip = t.get("ip")->source().begin;
+    std::string address;
+    if (!parse_guest_ip(*ip, address)) {
+        c.error(pos.ip, "ip '" + *ip + "' of " + what + " is not an IPv4 address with prefix length like 10.1.0.1/24");
+        return false;
+    }
+    vm.ip = *ip;
+    return true;
+}
+
+// Whether `vm` may run on the node it names: a known node that passed its
+// own checks (a node rejected for another reason was reported already).
+bool check_vm_node(Checker& c, const toml::table& t, const std::string& what, const ClusterConfig& cfg,
+                   const NameIndex& node_names, VmEntry& vm)
+{
+    auto node = c.get_string(t, "node", what, true);
+    if (!node) return false;
+    vm.node = *node;
+    if (!node_names.contains(*node)) {
+        c.error(t.get("node")->source().begin, what + " is on unknown node '" + *node + "'");
+        return false;
+    }
+    return cfg.node(*node) != nullptr;
+}
+
+bool parse_vm_port(Checker& c, const toml::table& t, const std::string& what, VmEntry& vm, VmPositions& pos)
+{
+    auto port = c.get_int(t, "port", what, true);
+    if (!port) return false;
+    pos.port = t.get("port")->source().begin;
+    if (*port < 1 || *port > 65535) {
+        c.error(pos.port, "port " + std::to_string(*port) + " of " + what + " is out of range (1..65535)");
+        return false;
+    }
+    vm.port = static_cast<uint16_t>(*port);
+    return true;
+}
+
+struct ParsedVm {
+    VmEntry vm;
+    VmPositions pos;
+};
+
+std::optional<ParsedVm> parse_vm(Checker& c, const toml::table& t, size_t index, const ClusterConfig& cfg,
+                                 const NameIndex& node_names, NameIndex& vm_names, bool check_files)
+{
+    auto name = c.get_string(t, "name", element_what(std::nullopt, "vm", index), true);
+    const std::string what = element_what(name, "vm", index);
+    c.check_keys(t, what,
+                 {"name", "node", "port", "cpus", "mem", "huge_pages", "kernel", "initrd", "cmdline", "mac", "disks", "ip"});
+    ParsedVm p;
+    VmEntry& vm = p.vm;
+    p.pos.table = t.source().begin;
+    auto at = [&](std::string_view key) { return t.get(key)->source().begin; };
+    bool good = false;
+    if (name) {
+        vm.name = *name;
+        p.pos.name = at("name");
+        good = claim_name(c, t, "VM", *name, vm_names);
+    }
+    good &= check_vm_node(c, t, what, cfg, node_names, vm);
+    good &= parse_vm_port(c, t, what, vm, p.pos);
+    if (auto huge = c.get_bool(t, "huge_pages", what)) vm.huge_pages = *huge;
+    if (auto cpus = c.get_int(t, "cpus", what, false)) {
+        if (*cpus < int64_t{vmm::kMinCpus} || *cpus > int64_t{vmm::kMaxCpus})
+            c.error(at("cpus"), "cpus " + std::to_string(*cpus) + " of " + what + " is out of range (1.." +
+                                    std::to_string(vmm::kMaxCpus) + ")");
+        else
+            vm.cpus = static_cast<unsigned>(*cpus);
+    }
+    if (const toml::node* mem = t.get("mem"))
+        if (auto bytes = parse_vm_mem(c, *mem, what)) vm.mem_bytes = *bytes;
+    if (auto kernel = c.get_path(t, "kernel", what, true)) {
+        vm.kernel = *kernel;
+        if (check_files) c.check_file_exists(at("kernel"), "kernel of " + what, *kernel, false);
+    }
+    if (auto initrd = c.get_path(t, "initrd", what, false)) {
+        vm.initrd = *initrd;
+        if (check_files) c.check_file_exists(at("initrd"), "initrd of " + what, *initrd, false);
+    }
+    if (auto cmdline = c.get_string(t, "cmdline", what, false)) {
+        vm.cmdline = *cmdline;
+        check_vm_cmdline(c, at("cmdline"), *cmdline, what);
+    }
+    good &= parse_vm_mac(c, t, what, vm, p.pos);
+    parse_vm_disks(c, t, what, check_files, vm, p.pos);
+    good &= parse_vm_ip(c, t, what, vm, p.pos);
+    return good ? std::optional<ParsedVm>(std::move(p)) : std::nullopt;
+}
+
+// The VMs that passed their own checks, and where each was written.
+std::vector<VmPositions> parse_vms(Checker& c, const toml::table& root, ClusterConfig& cfg, const NameIndex& node_names,
+                                   bool check_files)
+{
     std::vector<VmPositions> positions;
-    std::map<std::string, toml::source_position> vm_names;
+    NameIndex vm_names;
     if (const toml::node* arr = array_of_tables(c, root, "vm")) {
         size_t index = 0;
         for (const toml::node& element : *arr->as_array()) {
-            const toml::table& t = *element.as_table();
-            ++index;
-            auto name = c.get_string(t, "name", "[[vm]] #" + std::to_string(index), true);
-            const std::string what = name ? "[[vm]] '" + *name + "'" : "[[vm]] #" + std::to_string(index);
-            c.check_keys(t, what,
-                         {"name", "node", "port", "cpus", "mem", "huge_pages", "kernel", "initrd", "cmdline", "mac", "disks",
-                          "ip"});
-            VmEntry vm;
-            VmPositions pos;
-            pos.table = t.source().begin;
-            bool good = true;
-            auto at = [&](std::string_view key) { return t.get(key)->source().begin; };
-
-            if (name) {
-                vm.name = *name;
-                pos.name = at("name");
-                c.check_name(t, "VM", *name);
-                if (auto [it, fresh] = vm_names.emplace(*name, pos.name); !fresh) {
-                    c.error(pos.name, "duplicate VM name '" + *name + "' (first at " + where(it->second) + ")");
-                    good = false;
-                }
-            } else {
-                good = false;
-            }
-            if (auto node = c.get_string(t, "node", what, true)) {
-                vm.node = *node;
-                // Only nodes defined above are known; a node rejected for another
-                // reason was already reported, so do not pile on.
-                if (!node_names.contains(*node)) {
-                    c.error(at("node"), what + " is on unknown node '" + *node + "'");
-                    good = false;
-                } else if (!cfg.node(*node)) {
-                    good = false;
-                }
-            } else {
-                good = false;
-            }
-            if (auto port = c.get_int(t, "port", what, true)) {
-                pos.port = at("port");
-                if (*port < 1 || *port > 65535) {
-                    c.error(pos.port, "port " + std::to_string(*port) + " of " + what + " is out of range (1..65535)");
-                    good = false;
-                } else {
-                    vm.port = static_cast<uint16_t>(*port);
-                }
-            } else {
-                good = false;
-            }
-            if (auto huge = c.get_bool(t, "huge_pages", what)) vm.huge_pages = *huge;
-            if (auto cpus = c.get_int(t, "cpus", what, false)) {
-                if (*cpus < int64_t{vmm::kMinCpus} || *cpus > int64_t{vmm::kMaxCpus})
-                    c.error(at("cpus"), "cpus " + std::to_string(*cpus) + " of " + what + " is out of range (1.." +
-                                            std::to_string(vmm::kMaxCpus) + ")");
-                else
-                    vm.cpus = static_cast<unsigned>(*cpus);
-            }
-            if (const toml::node* mem = t.get("mem")) {
-                // A size string ("256M") or a plain number of bytes.
-                std::optional<std::string> text_size;
-                if (mem->is_string()) text_size = std::string(mem->as_string()->get());
-                else if (mem->is_integer() && mem->as_integer()->get() >= 0)
-                    text_size = std::to_string(mem->as_integer()->get());
-                if (!text_size) {
-                    c.error(mem->source().begin, "'mem' in " + what + " must be a size like \"256M\", not " +
-                                                     type_name(*mem));
-                } else if (auto bytes = parse_size(*text_size); !bytes) {
-                    c.error(mem->source().begin, "mem of " + what + ": " + bytes.error().message());
-                } else if (*bytes < vmm::layout::kMinMemory || *bytes > vmm::layout::kMaxMemory) {
-                    c.error(mem->source().begin, "mem " + format_size(*bytes) + " of " + what + " is out of range (" +
-                                                     format_size(vmm::layout::kMinMemory) + ".." +
-                                                     format_size(vmm::layout::kMaxMemory) + ")");
-                } else if (*bytes % (2 << 20)) {
-                    c.error(mem->source().begin, "mem of " + what + " must be a multiple of 2 MiB");
-                } else {
-                    vm.mem_bytes = *bytes;
-                }
-            }
-            if (auto kernel = c.get_path(t, "kernel", what, true)) {
-                vm.kernel = *kernel;
-                if (check_files) c.check_file_exists(at("kernel"), "kernel of " + what, *kernel, false);
-            }
-            if (auto initrd = c.get_path(t, "initrd", what, false)) {
-                vm.initrd = *initrd;
-                if (check_files) c.check_file_exists(at("initrd"), "initrd of " + what, *initrd, false);
-            }
-            if (auto cmdline = c.get_string(t, "cmdline", what, false)) {
-                vm.cmdline = *cmdline;
-                std::istringstream words(*cmdline);
-                std::string word;
-                if (cmdline->find('\0') != std::string::npos) {
-                    c.error(at("cmdline"), "cmdline of " + what + " contains a NUL byte");
-                } else {
-                    // The parameters guest_cmdline generates; a second copy from
-                    // the user would be ambiguous to the guest. Other vvmm.*
-                    // words (the Linux test initramfs's vvmm.run=) are the guest's.
-                    while (words >> word)
-                        if (word.rfind("vvmm.macs=", 0) == 0 || word.rfind("vvmm.ip=", 0) == 0 ||
-                            word.rfind("vvmm.peers=", 0) == 0) {
-                            c.error(at("cmdline"), "cmdline of " + what + " sets '" + word +
-                                                       "'; vvmm.macs, vvmm.ip and vvmm.peers are generated from the config");
-                            break;
-                        }
-                }
-            }
-            if (auto mac = c.get_string(t, "mac", what, false)) {
-                pos.mac = at("mac");
-                auto parsed = net::MacAddress::parse(*mac);
-                if (!parsed) {
-                    c.error(pos.mac, "mac of " + what + ": " + parsed.error().message());
-                    good = false;
-                } else if (parsed->is_multicast() || parsed->is_zero()) {
-                    c.error(pos.mac, "mac " + *mac + " of " + what + " is not a unicast address");
-                    good = false;
-                } else {
-                    vm.mac = *parsed;
-                }
-            } else if (!t.get("mac")) {
-                pos.mac = pos.table;
-                vm.mac = net::MacAddress::derived_from_id(vm.name);
-            } else {
-                good = false;
-            }
-            if (const toml::node* disks = c.get(t, "disks", what, false, toml::node_type::array)) {
-                pos.disks = disks->source().begin;
-                for (const toml::node& d : *disks->as_array()) {
-                    if (!d.is_string()) {
-                        c.error(d.source().begin, "disks of " + what + " must be strings like \"path=FILE\", not " +
-                                                      type_name(d));
-                        continue;
-                    }
-                    auto spec = dev::parse_disk_spec(std::string(d.as_string()->get()));
-                    if (!spec) {
-                        c.error(d.source().begin, "disk of " + what + ": " + spec.error().message());
-                        continue;
-                    }
-                    const fs::path path = c.resolve(spec->path);
-                    if (path.string().find(',') != std::string::npos) {
-                        c.error(d.source().begin, "disk path '" + path.string() + "' of " + what +
-                                                      " contains ',', which --disk cannot carry");
-                        continue;
-                    }
-                    if (check_files) c.check_file_exists(d.source().begin, "disk of " + what, path, true);
-                    std::string out = "path=" + path.string();
-                    if (spec->readonly) out += ",readonly=on";
-                    if (!spec->id.empty()) out += ",id=" + spec->id;
-                    vm.disks.push_back(out);
-                }
-            }
-            if (auto ip = c.get_string(t, "ip", what, false)) {
-                pos.ip = at("ip");
-                std::string address;
-                if (!parse_guest_ip(*ip, address)) {
-                    c.error(pos.ip, "ip '" + *ip + "' of " + what +
-                                        " is not an IPv4 address with prefix length like 10.1.0.1/24");
-                    good = false;
-                } else {
-                    vm.ip = *ip;
-                }
-            } else if (t.get("ip")) {
-                good = false;  // wrong type, reported
-            }
-            if (good) {
-                cfg.vms.push_back(vm);
-                positions.push_back(pos);
-            }
+            auto parsed = parse_vm(c, *element.as_table(), ++index, cfg, node_names, vm_names, check_files);
+            if (!parsed) continue;
+            cfg.vms.push_back(std::move(parsed->vm));
+            positions.push_back(parsed->pos);
         }
     }
     if (!root.get("vm")) c.error({1, 1}, "no [[vm]] defined");
+    return positions;
+}
 
-    // Cross-VM rules, over the VMs that passed their own checks.
+// ---- rules across VMs --------------------------------------------------------
+
+void check_vms_together(Checker& c, const ClusterConfig& cfg, const std::vector<VmPositions>& positions)
+{
     std::map<net::SocketAddress, size_t> listeners;
     std::map<net::MacAddress, size_t> macs;
     std::map<std::string, size_t> ips;
@@ -812,30 +862,57 @@ Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path
                 c.error(positions[i].table, "[[vm]] '" + cfg.vms[i].name +
                                                 "' has no 'ip' but other VMs do; give every VM an ip, or none");
     }
+}
 
-    if (!c.failed()) {
-        for (size_t i = 0; i < cfg.vms.size(); ++i) {
-            const VmEntry& vm = cfg.vms[i];
-            const size_t length = std::string(vmm::kDefaultCmdline).size() + 1 + cfg.guest_cmdline(vm).size();
-            if (length > kMaxGuestCmdline)
-                c.error(positions[i].table, "the kernel command line of VM '" + vm.name + "' would be " +
-                                                std::to_string(length) + " bytes (at most " +
-                                                std::to_string(kMaxGuestCmdline) + ")");
-            // The same rules `--net` applies, so the lead's VMMs accept it.
-            net::PeerNetSpec spec{vm.name, cfg.listen_address(vm), cfg.peers_of(vm), vm.mac, false};
-            if (auto valid = net::validate_peer_net_spec(spec); !valid)
-                c.error(positions[i].table, "network of VM '" + vm.name + "': " + valid.error().message());
-        }
+// What vvmm generates for each VM from the file: its command line and its
+// network, checked with the rules the VMM applies to them.
+void check_generated(Checker& c, const ClusterConfig& cfg, const std::vector<VmPositions>& positions)
+{
+    for (size_t i = 0; i < cfg.vms.size(); ++i) {
+        const VmEntry& vm = cfg.vms[i];
+        const size_t length = std::string(vmm::kDefaultCmdline).size() + 1 + cfg.guest_cmdline(vm).size();
+        if (length > kMaxGuestCmdline)
+            c.error(positions[i].table, "the kernel command line of VM '" + vm.name + "' would be " +
+                                            std::to_string(length) + " bytes (at most " +
+                                            std::to_string(kMaxGuestCmdline) + ")");
+        // The same rules `--net` applies, so the lead's VMMs accept it.
+        net::PeerNetSpec spec{vm.name, cfg.listen_address(vm), cfg.peers_of(vm), vm.mac, false};
+        if (auto valid = net::validate_peer_net_spec(spec); !valid)
+            c.error(positions[i].table, "network of VM '" + vm.name + "': " + valid.error().message());
     }
+}
 
-    if (!c.failed()) place_parity_for(c, cfg, policy_at);
-
-    if (check_files && !cfg.secret_file.empty()) c.check_secret(secret_at, cfg.secret_file);
-    if (check_files && !cfg.checkpoint_dir.empty()) {
+void check_cluster_files(Checker& c, const ClusterConfig& cfg, const ClusterPositions& pos)
+{
+    if (!cfg.secret_file.empty()) c.check_secret(pos.secret_file, cfg.secret_file);
+    if (!cfg.checkpoint_dir.empty()) {
         std::error_code ec;
         if (fs::exists(cfg.checkpoint_dir, ec) && !fs::is_directory(cfg.checkpoint_dir, ec))
-            c.error(ckpt_at, "checkpoint_dir '" + cfg.checkpoint_dir.string() + "' exists and is not a directory");
+            c.error(pos.checkpoint_dir, "checkpoint_dir '" + cfg.checkpoint_dir.string() + "' exists and is not a directory");
     }
+}
+
+}  // namespace
+
+Result<ClusterConfig> parse_cluster_config(std::string_view text, const fs::path& file, bool check_files)
+{
+    const fs::path absolute = fs::absolute(file).lexically_normal();
+    Checker c(file.string(), absolute.parent_path());
+    ClusterConfig cfg;
+    cfg.file = absolute;
+    const auto root = parse_toml(c, text, file);
+    if (!root) return c.result();
+    c.check_keys(*root, "the top level", {"cluster", "node", "vm"});
+
+    ClusterPositions cluster_at;
+    parse_cluster_table(c, *root, cfg, cluster_at);
+    NameIndex node_names;
+    parse_nodes(c, *root, cfg, node_names);
+    const auto vm_at = parse_vms(c, *root, cfg, node_names, check_files);
+    check_vms_together(c, cfg, vm_at);
+    if (!c.failed()) check_generated(c, cfg, vm_at);
+    if (!c.failed()) place_parity_for(c, cfg, cluster_at.policy);
+    if (check_files) check_cluster_files(c, cfg, cluster_at);
 
     if (c.failed()) return c.result();
     return cfg;
