@@ -10,14 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/image_format.hpp"
 #include "ckpt/manifest_seal.hpp"
 #include "vmm/base/result.hpp"
 
 namespace vvmm::ckpt {
 
-inline constexpr uint32_t kFormatVersion = 1;
-inline constexpr uint64_t kPageSize = 4096;
-inline constexpr uint64_t kChunkSize = 2ull << 20;  // unit of checksums and lazy restore
 // Restore refuses longer chains (checkpoints cut them at kMaxChainDepth).
 inline constexpr unsigned kMaxChainDepthLoad = 64;
 

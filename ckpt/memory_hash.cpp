@@ -4,8 +4,7 @@
 
 #include <cstring>
 
-#include "ckpt/manifest.hpp"
-#include "ckpt/memory_image_writer.hpp"
+#include "ckpt/image_format.hpp"
 
 namespace vvmm::ckpt {
 

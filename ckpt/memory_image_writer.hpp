@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/image_format.hpp"
 #include "vmm/base/bitmap.hpp"
 #include "vmm/base/result.hpp"
 #include "vmm/base/unique_fd.hpp"
@@ -29,7 +30,6 @@
 
 namespace vvmm::ckpt {
 
-inline constexpr uint64_t kPagesPerChunk = 512;
 inline constexpr unsigned kReservedBuffers = 4;
 
 // The 2 MiB chunk of guest-physical memory a host address falls in.

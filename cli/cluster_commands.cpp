@@ -8,7 +8,7 @@
 
 #include "vmm/base/json_field.hpp"
 #include "cli/cluster_format.hpp"
-#include "cli/control_commands.hpp"
+#include "cli/number_format.hpp"
 #include "cli/vm_session.hpp"
 #include "coord/cluster_client.hpp"
 #include "coord/cluster_request.hpp"

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <map>
 
-#include "cli/control_commands.hpp"
+#include "cli/number_format.hpp"
 
 namespace vvmm::cli {
 namespace {

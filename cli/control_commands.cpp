@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "cli/cluster_commands.hpp"
+#include "cli/number_format.hpp"
 #include "ckpt/checkpoint_mode.hpp"
 #include "coord/control_client.hpp"
 #include "coord/control_request.hpp"
@@ -107,15 +108,6 @@ CLI::App* add_control_subcommand(CLI::App& app, const char* name, const char* he
 }
 
 }  // namespace
-
-std::string format_fixed(double v, int decimals)
-{
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-    return buf;
-}
-
-std::string format_mib(double bytes, int decimals) { return format_fixed(bytes / (1024.0 * 1024.0), decimals) + " MiB"; }
 
 std::string describe_status(const json& r)
 {

@@ -16,8 +16,4 @@ std::function<int()> add_control_commands(CLI::App& app);
 std::string describe_status(const nlohmann::json& reply);
 std::string describe_checkpoint(const nlohmann::json& reply);
 
-// Numbers as the CLI prints them: "12.3", "45.6 MiB".
-std::string format_fixed(double v, int decimals);
-std::string format_mib(double bytes, int decimals);
-
 }  // namespace vvmm::cli

@@ -1,0 +1,15 @@
+// The units a checkpoint's memory image is written, checksummed and
+// restored in: every part of ckpt/ that cuts memory into pages and chunks
+// takes them from here.
+#pragma once
+
+#include <cstdint>
+
+namespace vvmm::ckpt {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint64_t kPageSize = 4096;
+inline constexpr uint64_t kChunkSize = 2ull << 20;  // unit of checksums and lazy restore
+inline constexpr uint64_t kPagesPerChunk = kChunkSize / kPageSize;
+
+}  // namespace vvmm::ckpt
