@@ -203,8 +203,8 @@ void VirtioBlk::start(const DescriptorChain& chain)
         const std::string base = spec.path.substr(spec.path.find_last_of('/') + 1);
         const std::string serial = spec.id.empty() ? base.substr(0, blk::kIdBytes) : spec.id;
         std::memcpy(id, serial.data(), std::min(serial.size(), blk::kIdBytes));
+        // The writer marks the pages it writes dirty; nothing else is written.
         writer.write({id, std::min<uint64_t>(blk::kIdBytes, chain.writable_bytes - 1)});
-        for (const auto& seg : r->writable) r->memory->mark_dirty(seg.gpa, seg.len);
         break;
     }
     default:
