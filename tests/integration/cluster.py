@@ -118,6 +118,39 @@ def write_config(path, name, nodes, placement, cmdlines, ckpt_dir, secret_path, 
         f.write("\n".join(lines))
 
 
+class DisklessRing:
+    """count nodes (network namespaces), one test=ring VM each, storage =
+    "memory" with `redundancy` in sets of set_size, epochs every 2 s."""
+
+    def __init__(self, count, name, redundancy, set_size):
+        h.require_kvm(several_guests=True)
+        require_netns()
+        self.ref = reference_module()
+        self.workdir = workdir()
+        self.nodes = make_nodes(count)
+        write_secret(self.workdir)
+        self.mem = os.path.join(self.workdir, "mem")
+        self.cfg = os.path.join(self.workdir, "cluster.toml")
+        self.vms = [f"vm{i}" for i in range(count)]
+        self.macs = [0x525400CC0001 + i for i in range(count)]
+        cmdlines = [f"test=ring me={i} n={count} msix=1 irqwait=500" for i in range(count)]
+        policy = (f'storage = "memory"\nmemory_dir = "{self.mem}"\nredundancy = "{redundancy}"\n'
+                  f'set_size = {set_size}\ninterval = "2s"\n')
+        write_config(self.cfg, name, self.nodes, list(range(count)), cmdlines, None, "secret.key", policy=policy)
+
+    def records(self, node):
+        """The epochs node has recorded, ascending."""
+        names = os.listdir(os.path.join(self.mem, node, "epochs"))
+        return sorted(int(n[:6]) for n in names if re.fullmatch(r"\d{6}\.json", n))
+
+    def wait_recorded(self, node, at_least, launch, timeout=240):
+        deadline = time.monotonic() + h.t(timeout)
+        while not os.path.isdir(os.path.join(self.mem, node, "epochs")) or not self.records(node) \
+                or self.records(node)[-1] < at_least:
+            h.check(time.monotonic() < deadline, f"the cluster took no {at_least} epochs:\n" + launch.text()[-3000:])
+            time.sleep(1)
+
+
 class Launch:
     """`vvmm <sub> --cluster cfg --node nI` in node I's namespace, for every node."""
 

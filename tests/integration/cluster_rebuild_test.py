@@ -22,44 +22,25 @@ import time
 import cluster as c
 import harness as h
 
-VMS = ["vm0", "vm1", "vm2", "vm3"]
 STEP = 1500
 SURVIVORS = [0, 2, 3]
 
 
-def newest_record(mem, node):
-    names = os.listdir(os.path.join(mem, node, "epochs"))
-    return max(int(n[:6]) for n in names if re.fullmatch(r"\d{6}\.json", n))
-
-
 def main():
-    h.require_kvm(several_guests=True)
-    c.require_netns()
-    ref = c.reference_module()
-    workdir = c.workdir()
-    nodes = c.make_nodes(4)
-    c.write_secret(workdir)
-    mem = os.path.join(workdir, "mem")
-    cmdlines = [f"test=ring me={i} n=4 msix=1 irqwait=500" for i in range(4)]
-    cfg = os.path.join(workdir, "cluster.toml")
-    policy = f'storage = "memory"\nmemory_dir = "{mem}"\nredundancy = "xor"\nset_size = 3\ninterval = "2s"\n'
-    c.write_config(cfg, "rebuildtest", nodes, [0, 1, 2, 3], cmdlines, None, "secret.key", policy=policy)
-    macs = [0x525400CC0001 + i for i in range(4)]
+    ring = c.DisklessRing(4, "rebuildtest", "xor", 3)
+    workdir, nodes, mem, cfg = ring.workdir, ring.nodes, ring.mem, ring.cfg
     history = []
 
     boot = c.Launch(workdir, "boot", cfg, nodes, "run")
     history.append(("boot", boot))
-    boot.wait_progress(VMS, STEP, what="ring traffic after boot")
-    deadline = time.monotonic() + h.t(240)
-    while not os.path.isdir(os.path.join(mem, "n0", "epochs")) or newest_record(mem, "n0") < 3:
-        h.check(time.monotonic() < deadline, "the cluster took no 3 epochs:\n" + boot.text()[-3000:])
-        time.sleep(1)
+    boot.wait_progress(ring.vms, STEP, what="ring traffic after boot")
+    ring.wait_recorded("n0", 3, boot)
     after = boot.progress()
-    boot.wait_progress(VMS, {v: after[v] + 500 for v in VMS}, what="traffic after the epochs")
+    boot.wait_progress(ring.vms, {v: after[v] + 500 for v in ring.vms}, what="traffic after the epochs")
     boot.kill9()
     # Node n1 is gone, its memory with it.
     shutil.rmtree(os.path.join(mem, "n1"))
-    epoch = min(newest_record(mem, f"n{i}") for i in SURVIVORS)
+    epoch = min(ring.records(f"n{i}")[-1] for i in SURVIVORS)
     print(f"killed every VMM and wiped n1; restoring epoch {epoch}")
 
     # Without --lost the survivors wait for vm1, and say where it was and
@@ -104,8 +85,8 @@ def main():
     restored = c.Launch(workdir, "rebuilt", cfg, nodes, "restore", ["--lost", "n1", "--epoch", str(epoch)],
                         only=SURVIVORS)
     history.append(("rebuilt", restored))
-    first = restored.wait_progress(VMS, 1, timeout=300, what="progress after the rebuild")
-    restored.wait_progress(VMS, {v: first[v] + STEP for v in VMS}, what="progress after the rebuild")
+    first = restored.wait_progress(ring.vms, 1, timeout=300, what="progress after the rebuild")
+    restored.wait_progress(ring.vms, {v: first[v] + STEP for v in ring.vms}, what="progress after the rebuild")
     text = restored.text()
     h.check("vm1 -> n0" in text, "vm1 was not placed on n0:\n" + text[-3000:])
     h.check(re.search(r"vm1's checkpoint of epoch \d+ rebuilt from parity", text), "no rebuild reported:\n" + text[-3000:])
@@ -114,7 +95,7 @@ def main():
     print(f"vm1 rebuilt on n0 from parity; the cluster goes on")
     restored.kill9()
 
-    c.check_ring_history(ref, history, macs)
+    c.check_ring_history(ring.ref, history, ring.macs)
     print("PASS")
 
 

@@ -20,27 +20,21 @@ import time
 import cluster as c
 import harness as h
 
-VMS = ["vm0", "vm1", "vm2", "vm3", "vm4"]
 STEP = 1000
 SURVIVORS = [0, 3, 4]
 
 
-def records(mem, node):
-    names = os.listdir(os.path.join(mem, node, "epochs"))
-    return sorted(int(n[:6]) for n in names if re.fullmatch(r"\d{6}\.json", n))
-
-
-def kill_node_mid_epoch(boot, mem, node_index, vm):
+def kill_node_mid_epoch(boot, ring, node_index, vm):
     """Kills node node_index's launcher and VMM while vm0 is capturing an
     epoch (its checkpoint is still a .tmp directory, so it has not sent its
     parity yet and the epoch cannot commit). Returns the newest epoch n0 had
     recorded then."""
-    vm0_dir = os.path.join(mem, "n0", "vm0")
+    vm0_dir = os.path.join(ring.mem, "n0", "vm0")
     deadline = time.monotonic() + h.t(120)
     while not any(n.startswith(".tmp-") for n in os.listdir(vm0_dir)):
         h.check(time.monotonic() < deadline, "no epoch began:\n" + boot.text()[-3000:])
         time.sleep(0.01)
-    recorded = records(mem, "n0")[-1]
+    recorded = ring.records("n0")[-1]
     pid = c.vmm_pid(vm)
     os.killpg(boot.procs[node_index].pid, signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
@@ -60,38 +54,25 @@ def wait_abort_after(boot, recorded):
 
 
 def main():
-    h.require_kvm(several_guests=True)
-    c.require_netns()
-    ref = c.reference_module()
-    workdir = c.workdir()
-    nodes = c.make_nodes(5)
-    c.write_secret(workdir)
-    mem = os.path.join(workdir, "mem")
-    cmdlines = [f"test=ring me={i} n=5 msix=1 irqwait=500" for i in range(5)]
-    cfg = os.path.join(workdir, "cluster.toml")
-    policy = f'storage = "memory"\nmemory_dir = "{mem}"\nredundancy = "rs:2"\nset_size = 3\ninterval = "2s"\n'
-    c.write_config(cfg, "rs2test", nodes, [0, 1, 2, 3, 4], cmdlines, None, "secret.key", policy=policy)
-    macs = [0x525400CC0001 + i for i in range(5)]
+    ring = c.DisklessRing(5, "rs2test", "rs:2", 3)
+    nodes, mem, cfg = ring.nodes, ring.mem, ring.cfg
     history = []
 
     plan = c.vvmm_in(nodes[0][0], ["plan", "--cluster", cfg, "--mtbf", "3h"])
     h.check("set 0: vm0, vm1, vm2  parity on n3, n4" in plan.stdout, "unexpected placement:\n" + plan.stdout + plan.stderr)
 
-    boot = c.Launch(workdir, "boot", cfg, nodes, "run")
+    boot = c.Launch(ring.workdir, "boot", cfg, nodes, "run")
     history.append(("boot", boot))
-    boot.wait_progress(VMS, STEP, what="ring traffic after boot")
-    deadline = time.monotonic() + h.t(240)
-    while not os.path.isdir(os.path.join(mem, "n0", "epochs")) or not records(mem, "n0") or records(mem, "n0")[-1] < 3:
-        h.check(time.monotonic() < deadline, "the cluster took no 3 epochs:\n" + boot.text()[-3000:])
-        time.sleep(1)
+    boot.wait_progress(ring.vms, STEP, what="ring traffic after boot")
+    ring.wait_recorded("n0", 3, boot)
 
     # n3 holds set 0's first parity block: lost while an epoch is captured.
-    recorded = kill_node_mid_epoch(boot, mem, 3, "vm3")
+    recorded = kill_node_mid_epoch(boot, ring, 3, "vm3")
     aborted = wait_abort_after(boot, recorded)
     time.sleep(h.t(2))
     for i in (0, 1, 2, 4):
-        h.check(records(mem, f"n{i}")[-1] == recorded,
-                f"n{i} recorded epochs {records(mem, f'n{i}')} after n3 was lost in epoch {aborted}")
+        h.check(ring.records(f"n{i}")[-1] == recorded,
+                f"n{i} recorded epochs {ring.records(f'n{i}')} after n3 was lost in epoch {aborted}")
     print(f"n3 killed during epoch {aborted}: it aborted, epoch {recorded} stays the newest recorded")
     boot.kill9()
 
@@ -105,11 +86,11 @@ def main():
             f"restore with n1, n2 and n3 lost (two members and a parity block of set 0): rc {r.returncode}: {r.stderr}")
     print("three lost nodes: " + r.stderr.strip().splitlines()[-1])
 
-    restored = c.Launch(workdir, "rebuilt", cfg, nodes, "restore",
+    restored = c.Launch(ring.workdir, "rebuilt", cfg, nodes, "restore",
                         ["--lost", "n1", "--lost", "n2", "--epoch", str(epoch)], only=SURVIVORS)
     history.append(("rebuilt", restored))
-    first = restored.wait_progress(VMS, 1, timeout=300, what="progress after the rebuild")
-    restored.wait_progress(VMS, {v: first[v] + STEP for v in VMS}, what="progress after the rebuild")
+    first = restored.wait_progress(ring.vms, 1, timeout=300, what="progress after the rebuild")
+    restored.wait_progress(ring.vms, {v: first[v] + STEP for v in ring.vms}, what="progress after the rebuild")
     text = restored.text()
     for vm in ("vm1", "vm2"):
         h.check(re.search(vm + r"'s checkpoint of epoch \d+ rebuilt from parity", text),
@@ -118,7 +99,7 @@ def main():
     print(f"vm1 and vm2 rebuilt from vm0 and two Reed-Solomon parity blocks; the cluster goes on")
     restored.kill9()
 
-    c.check_ring_history(ref, history, macs)
+    c.check_ring_history(ring.ref, history, ring.macs)
     print("PASS")
 
 
