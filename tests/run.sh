@@ -34,7 +34,7 @@ for line in open(sys.argv[1]):
         retried.append(t["name"])
 if in_vm:
     print("ran in the test host VM (tests/kvm-host/): " + " ".join(in_vm))
-print("retried after a crash or hang of the test host VM itself: %d%s"
+print("retried after a crash or hang of the test host VM itself (or a Linux guest's triple fault under its multi-threaded TCG): %d%s"
       % (len(retried), (" (" + " ".join(retried) + ")") if retried else ""))
 print("%d passed, %d failed, %d skipped" % (counts["OK"], counts["FAIL"], counts["SKIP"]))
 PY
