@@ -9,6 +9,7 @@
 
 #include "ckpt/checkpoint_dir.hpp"
 #include "ckpt/cow_capture.hpp"
+#include "ckpt/disk_chains.hpp"
 #include "ckpt/memory_image_writer.hpp"
 #include "vmm/base/log.hpp"
 
@@ -336,16 +337,7 @@ Result<void> CheckpointRun::commit(const MemoryImageSummary& memory)
         m.cluster = EpochPart{req_.epoch->epoch(), file};
     }
     // The frozen layers become part of the checkpoint by hard links (O(1)).
-    for (size_t d = 0; d < disks_.size(); ++d) {
-        DiskLayers layers{disks_[d].base.path, disks_[d].size, disks_[d].base_mtime_ns, {}};
-        for (const auto& layer : disks_[d].layers) {
-            const std::string name = "disk" + std::to_string(d) + "-" + std::filesystem::path(layer.data_path).filename().string();
-            TRY(link_into(layer.data_path, tmp_, name));
-            TRY(link_into(layer.map_path, tmp_, name + ".map"));
-            layers.layers.push_back(name);
-        }
-        m.disks.push_back(std::move(layers));
-    }
+    TRY_ASSIGN(m.disks, link_disk_layers(disks_, tmp_));
     result_.bytes_written = memory.bytes_written + state.size();
     result_.pages = memory.pages;
     result_.total_ms = ms_since(start_);

@@ -9,13 +9,13 @@
 #include "vmm/base/json_field.hpp"
 #include "cli/cluster_format.hpp"
 #include "cli/number_format.hpp"
-#include "cli/vm_session.hpp"
+#include "cli/session_exit.hpp"
 #include "coord/cluster_client.hpp"
 #include "coord/cluster_request.hpp"
 #include "coord/cluster_config.hpp"
 #include "coord/cluster_manifest.hpp"
 #include "coord/lost_nodes.hpp"
-#include "coord/process_group.hpp"
+#include "vmm/base/process_group.hpp"
 #include "coord/rebuild_exchange.hpp"
 #include "vmm/base/duration_parse.hpp"
 #include "vmm/base/log.hpp"
@@ -124,7 +124,7 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
     }
     auto self = self_exe();
     if (!self) return fail(self.error());
-    std::vector<coord::ChildSpec> children;
+    std::vector<ChildSpec> children;
     std::string names;
     for (const auto* v : vms) {
         std::vector<std::string> argv = {*self, subcommand, "--cluster", config.file.string(), "--vm", v->name};
@@ -139,20 +139,20 @@ int launch(const coord::ClusterConfig& config, const ClusterFlags& f, const std:
     }
     log_info("cluster '" + config.name + "': " + (subcommand == "run" ? "starting " : "restoring ") + names +
              (restoring ? " from epoch " + std::to_string(restoring->epoch) : "") + " (Ctrl-C stops them all)");
-    coord::ProcessGroupOptions options;
+    ProcessGroupOptions options;
     // Restored VMs wait for each other before they resume: one that fails
     // would leave the others waiting for ever.
     options.stop_all_on_failure = restoring != nullptr;
-    auto status = coord::run_process_group(children, options);
+    auto status = run_process_group(children, options);
     if (!status) return fail(status.error());
     return status.value();
 }
 
-Result<ClusterRole> role_of(const coord::ClusterConfig& config, const std::string& vm, uint64_t epoch)
+Result<runtime::ClusterRole> role_of(const coord::ClusterConfig& config, const std::string& vm, uint64_t epoch)
 {
     if (!config.vm(vm)) return Error("--vm: no VM '" + vm + "' in " + config.file.string());
     TRY_ASSIGN(auto secret, coord::read_cluster_secret(config));
-    return ClusterRole{config, vm, std::move(secret), epoch};
+    return runtime::ClusterRole{config, vm, std::move(secret), epoch};
 }
 
 int run_member(const coord::ClusterConfig& config, const std::string& vm, const std::string& api)
@@ -168,7 +168,7 @@ int run_member(const coord::ClusterConfig& config, const std::string& vm, const 
     c.mem_bytes = v.mem_bytes;
     c.huge_pages = v.huge_pages;
     if (auto r = vmm::validate_vm_config(c); !r) return fail(r.error().context(vm));
-    auto session = VmSession::boot({c, v.disks, {config.net_spec(v)}, api, std::move(role).value()});
+    auto session = runtime::VmSession::boot({c, v.disks, {config.net_spec(v)}, api, std::move(role).value()});
     if (!session) return fail(session.error());
     return run_session(**session);
 }
@@ -214,7 +214,7 @@ int restore_member(const coord::ClusterConfig& config, const std::string& vm, co
     role->rebuild = std::move(rebuild);
     auto dir = epoch_checkpoint_of(config, epoch, vm);
     if (!dir) return fail(dir.error().context("restore"));
-    RestoreRequest req;
+    runtime::RestoreRequest req;
     req.dir = dir.value();
     req.verify_full = f.verify_full;
     req.clock = f.clock_advance ? vmm::ClockMode::advance : vmm::ClockMode::keep;
@@ -223,7 +223,7 @@ int restore_member(const coord::ClusterConfig& config, const std::string& vm, co
     req.console = "stdio";
     req.net_specs = {config.net_spec(*config.vm(vm))};
     req.cluster = std::move(role).value();
-    auto session = VmSession::restore(req);
+    auto session = runtime::VmSession::restore(req);
     if (!session) return fail(session.error().context("restore"));
     return run_session(**session);
 }

@@ -10,8 +10,8 @@
 #include "cli/cluster_commands.hpp"
 #include "cli/number_format.hpp"
 #include "ckpt/checkpoint_mode.hpp"
-#include "coord/control_client.hpp"
-#include "coord/control_request.hpp"
+#include "control/control_client.hpp"
+#include "control/control_request.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vvmm::cli {
@@ -78,7 +78,7 @@ void relativize_path(json& reply)
 int run_request(const ControlFlags& f, const json& request, std::chrono::milliseconds timeout,
                 const std::function<std::string(const json&)>& describe)
 {
-    auto reply = coord::control_request(f.api, request, timeout);
+    auto reply = control::control_request(f.api, request, timeout);
     if (!reply) {
         log_error(reply.error().message());
         return 1;
@@ -162,15 +162,15 @@ std::function<int()> add_control_commands(CLI::App& app)
     };
     struct Simple {
         CLI::App* sub;
-        coord::ControlCommand cmd;
+        control::ControlCommand cmd;
         std::function<std::string(const json&)> describe;
     };
     std::vector<Simple> simple = {
-        {add_control_subcommand(app, "status", "Show the state of a running VMM", *f), coord::ControlCommand::status, describe_status},
-        {add_control_subcommand(app, "pause", "Pause a running VMM's vCPUs and devices", *f), coord::ControlCommand::pause, state_or("paused")},
-        {add_control_subcommand(app, "resume", "Resume a paused VMM", *f), coord::ControlCommand::resume, state_or("running")},
+        {add_control_subcommand(app, "status", "Show the state of a running VMM", *f), control::ControlCommand::status, describe_status},
+        {add_control_subcommand(app, "pause", "Pause a running VMM's vCPUs and devices", *f), control::ControlCommand::pause, state_or("paused")},
+        {add_control_subcommand(app, "resume", "Resume a paused VMM", *f), control::ControlCommand::resume, state_or("running")},
         {add_control_subcommand(app, "stop", "Stop a running VMM (it exits with status 0)", *f),
-         coord::ControlCommand::stop,
+         control::ControlCommand::stop,
          state_or("stopped")},
     };
 
@@ -203,13 +203,13 @@ std::function<int()> add_control_commands(CLI::App& app)
                 log_error("checkpoint needs --api (or --all --cluster FILE)");
                 return 2;
             }
-            coord::ControlRequest request{coord::ControlCommand::checkpoint, f->dir.empty() ? "" : absolute_dir(f->dir)};
+            control::ControlRequest request{control::ControlCommand::checkpoint, f->dir.empty() ? "" : absolute_dir(f->dir)};
             if (!f->mode.empty()) request.mode = ckpt::parse_mode(f->mode).value();  // CLI11 checked the name
             request.incremental = f->incremental;
-            return run_request(*f, coord::to_json(request), kCheckpointTimeout, describe_checkpoint);
+            return run_request(*f, control::to_json(request), kCheckpointTimeout, describe_checkpoint);
         }
         for (const auto& s : simple)
-            if (s.sub->parsed()) return run_request(*f, coord::to_json({s.cmd}), kShortTimeout, s.describe);
+            if (s.sub->parsed()) return run_request(*f, control::to_json({s.cmd}), kShortTimeout, s.describe);
         return -1;
     };
 }

@@ -1,5 +1,5 @@
 // `vvmm status|pause|resume|stop|checkpoint --api PATH`: ask a running VMM
-// over its control socket (coord/control_server.hpp) and print the answer.
+// over its control socket (control/control_server.hpp) and print the answer.
 #pragma once
 
 #include <CLI/CLI.hpp>

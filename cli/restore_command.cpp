@@ -3,14 +3,14 @@
 #include <memory>
 
 #include "cli/cluster_commands.hpp"
-#include "cli/vm_session.hpp"
+#include "cli/session_exit.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vvmm::cli {
 
 std::function<int()> add_restore_command(CLI::App& app)
 {
-    auto req = std::make_shared<RestoreRequest>();
+    auto req = std::make_shared<runtime::RestoreRequest>();
     auto verify = std::make_shared<std::string>("lazy");
     auto clock = std::make_shared<std::string>("keep");
     auto verbose = std::make_shared<bool>(false);
@@ -60,7 +60,7 @@ std::function<int()> add_restore_command(CLI::App& app)
         }
         req->verify_full = *verify == "full";
         req->clock = *clock == "advance" ? vmm::ClockMode::advance : vmm::ClockMode::keep;
-        auto session = VmSession::restore(*req);
+        auto session = runtime::VmSession::restore(*req);
         if (!session) {
             log_error("restore: " + session.error().message());
             return 1;

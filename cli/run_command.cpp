@@ -3,7 +3,7 @@
 #include <memory>
 
 #include "cli/cluster_commands.hpp"
-#include "cli/vm_session.hpp"
+#include "cli/session_exit.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/size_parse.hpp"
 #include "vmm/vm_config.hpp"
@@ -89,7 +89,7 @@ std::function<int()> add_run_command(CLI::App& app)
             log_error(config.error().message());
             return 1;
         }
-        auto session = VmSession::boot(
+        auto session = runtime::VmSession::boot(
             {config.value(), flags->disks, flags->nets, flags->api, {}, flags->checkpoint_key, flags->checkpoint_dir});
         if (!session) {
             log_error(session.error().message());

@@ -1,6 +1,6 @@
 // libFuzzer target: the control socket protocol, end to end through the real
-// ControlServer (coord/control_server.cpp: line framing, JSON parsing,
-// coord/control_request.cpp: validation, dispatch to the worker threads,
+// ControlServer (control/control_server.cpp: line framing, JSON parsing,
+// control/control_request.cpp: validation, dispatch to the worker threads,
 // replies) on a Unix socket in /dev/shm, with a fake handler. Input: one
 // byte of options (how the fake handler answers; whether an overlong line
 // or a deeply nested one follows), then the bytes a client sends on one
@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "coord/control_server.hpp"
+#include "control/control_server.hpp"
 #include "fuzz/support/fuzz_platform.hpp"
 #include "vmm/base/log.hpp"
 
@@ -41,16 +41,16 @@ namespace {
 enum class Answer { normal, no_ok, throws, not_object, bad_utf8, ok_not_bool };
 bool answer_is_ok(Answer a) { return a == Answer::normal || a == Answer::bad_utf8; }
 
-class FakeHandler : public coord::ControlHandler {
+class FakeHandler : public control::ControlHandler {
 public:
     std::atomic<Answer> answer{Answer::normal};
     std::atomic<size_t> calls{0};
 
-    json handle(const coord::ControlRequest& r) override
+    json handle(const control::ControlRequest& r) override
     {
         ++calls;
-        check(static_cast<unsigned>(r.cmd) <= static_cast<unsigned>(coord::ControlCommand::stop), "a request with an unknown command");
-        if (r.cmd == coord::ControlCommand::checkpoint) {
+        check(static_cast<unsigned>(r.cmd) <= static_cast<unsigned>(control::ControlCommand::stop), "a request with an unknown command");
+        if (r.cmd == control::ControlCommand::checkpoint) {
             // No "dir" is allowed (the VM's --checkpoint-dir); an empty one given is refused, so empty = absent.
             check(r.dir.find('\0') == std::string::npos, "a checkpoint request with a bad dir");
             check(static_cast<unsigned>(r.mode) <= static_cast<unsigned>(ckpt::CheckpointMode::cow), "a checkpoint request with an unknown mode");
@@ -58,7 +58,7 @@ public:
             check(r.dir.empty() && r.mode == ckpt::CheckpointMode::stop && !r.incremental, "fields on a command that has none");
         }
         // to_json is what the CLI sends: it must parse back to the same request.
-        auto again = coord::parse_control_request(coord::to_json(r));
+        auto again = control::parse_control_request(control::to_json(r));
         check(again.ok() && again.value().cmd == r.cmd && again.value().dir == r.dir && again.value().mode == r.mode &&
                   again.value().incremental == r.incremental,
               "a request does not survive to_json and parsing again");
@@ -76,10 +76,10 @@ public:
 
 struct Server {
     FakeHandler handler;
-    std::unique_ptr<coord::ControlServer> server;
+    std::unique_ptr<control::ControlServer> server;
     Server()
     {
-        auto s = coord::ControlServer::create(fuzz::scratch_dir("ctl") + "/ctl.sock", handler);
+        auto s = control::ControlServer::create(fuzz::scratch_dir("ctl") + "/ctl.sock", handler);
         if (!s) {
             std::fprintf(stderr, "control server: %s\n", s.error().message().c_str());
             std::abort();
@@ -139,7 +139,7 @@ bool is_valid_request(std::string line)
     if (line.find_first_not_of(" \t") == std::string::npos) return false;
     auto j = json::parse(line, nullptr, false);
     if (j.is_discarded()) return false;
-    return coord::parse_control_request(j).ok();
+    return control::parse_control_request(j).ok();
 }
 
 }  // namespace
@@ -161,7 +161,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     // so the fuzzer gets 4 KiB), or a line over the limit (the connection
     // must close after one error, whatever follows).
     if ((data[0] >> 3) % 8 == 1) out += std::string(4096, '[') + "\n";
-    if ((data[0] >> 3) % 8 == 2) out += std::string(coord::kMaxRequestLine + 1, 'x') + "\n" + R"({"cmd":"status"})" + "\n";
+    if ((data[0] >> 3) % 8 == 2) out += std::string(control::kMaxRequestLine + 1, 'x') + "\n" + R"({"cmd":"status"})" + "\n";
 
     // The lines the server frames, and whether each is a request the handler must see.
     std::vector<bool> expected;
@@ -169,7 +169,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     for (size_t at = 0; at < out.size();) {
         const size_t nl = out.find('\n', at);
         if (nl == std::string::npos) break;  // no '\n' before EOF: not a line
-        if (nl - at > coord::kMaxRequestLine) {
+        if (nl - at > control::kMaxRequestLine) {
             overlong = true;
             break;
         }

@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <string>
 
 namespace vvmm::vmm {
@@ -66,5 +67,12 @@ Result<kvm_lapic_state> KvmVcpu::lapic() const
     return s;
 }
 Result<void> KvmVcpu::set_lapic(const kvm_lapic_state& s) { return kvm_ioctl(fd(), KVM_SET_LAPIC, &s, "KVM_SET_LAPIC"); }
+
+Result<void> KvmVcpu::note_paused()
+{
+    // EINVAL: the guest never enabled kvmclock.
+    if (::ioctl(fd(), KVM_KVMCLOCK_CTRL, 0) < 0 && errno != EINVAL) return errno_error("KVM_KVMCLOCK_CTRL");
+    return ok();
+}
 
 }  // namespace vvmm::vmm

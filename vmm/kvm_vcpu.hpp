@@ -30,6 +30,10 @@ public:
     Result<void> set_msrs(const std::vector<kvm_msr_entry>& msrs);
     Result<kvm_lapic_state> lapic() const;
     Result<void> set_lapic(const kvm_lapic_state& s);
+    // Tells the guest's kvmclock that the vCPU was paused (after a restore),
+    // so the guest does not report the gap as a soft lockup. A guest without
+    // kvmclock is not an error.
+    Result<void> note_paused();
 
 private:
     KvmVcpu(UniqueFd fd, MemoryMapping run, unsigned index) : fd_(std::move(fd)), run_(std::move(run)), index_(index) {}

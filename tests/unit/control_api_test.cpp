@@ -16,12 +16,12 @@
 #include <thread>
 
 #include "cli/control_commands.hpp"
-#include "coord/control_client.hpp"
-#include "coord/control_server.hpp"
+#include "control/control_client.hpp"
+#include "control/control_server.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 using namespace vvmm;
-using namespace vvmm::coord;
+using namespace vvmm::control;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -258,10 +258,10 @@ TEST_CASE("control server: bad requests are refused without calling the handler"
         CHECK(error_of(ask(f.path, c.request)).find(c.error) == 0);
     }
     // No "dir": the VM's own checkpoint directory; the CLI then sends none either.
-    auto no_dir = coord::parse_control_request({{"cmd", "checkpoint"}});
+    auto no_dir = control::parse_control_request({{"cmd", "checkpoint"}});
     REQUIRE(no_dir);
     CHECK(no_dir->dir.empty());
-    CHECK(!coord::to_json(no_dir.value()).contains("dir"));
+    CHECK(!control::to_json(no_dir.value()).contains("dir"));
 
     // Not JSON at all, blank, and absurd nesting: answered, and the
     // connection stays usable for the next request.

@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
-#include "coord/process_group.hpp"
+#include "vmm/base/process_group.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 using vvmm::UniqueFd;
-using vvmm::coord::ChildSpec;
-using vvmm::coord::ProcessGroupOptions;
-using vvmm::coord::run_process_group;
+using vvmm::ChildSpec;
+using vvmm::ProcessGroupOptions;
+using vvmm::run_process_group;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 

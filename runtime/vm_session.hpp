@@ -1,6 +1,8 @@
 // One VM in this process, from creation to exit: the machine, its board,
 // the checkpointer and (with --api) the control server. Built either by
-// booting a kernel or by restoring a checkpoint; both end in run().
+// booting a kernel (vm_boot.cpp) or by restoring a checkpoint
+// (vm_restore.cpp); both end in run(). The composition root: the CLI only
+// parses flags into a request and prints how the VM ended.
 #pragma once
 
 #include <atomic>
@@ -13,7 +15,7 @@
 #include "ckpt/lazy_memory.hpp"
 #include "coord/cluster_config.hpp"
 #include "coord/cluster_member.hpp"
-#include "coord/control_server.hpp"
+#include "control/control_server.hpp"
 #include "net/peer_mesh.hpp"
 #include "devices/pc_board.hpp"
 #include "vmm/base/signal_watcher.hpp"
@@ -23,7 +25,7 @@
 #include "vmm/vm_config.hpp"
 #include "vmm/vm_state.hpp"
 
-namespace vvmm::cli {
+namespace vvmm::runtime {
 
 // This VM is one of a cluster's (vvmm run/restore --cluster ... --vm NAME).
 struct ClusterRole {
@@ -35,6 +37,8 @@ struct ClusterRole {
 
     // Where this VM's node keeps the cluster's checkpoints.
     std::string node_root() const { return config.node_checkpoint_dir(config.vm(vm)->node).string(); }
+    // Where a diskless cluster persists epochs (persist_every); empty: nowhere.
+    std::string persist_dir() const { return config.persist_every ? config.persist_dir.string() : std::string(); }
 };
 
 struct BootRequest {
@@ -63,7 +67,7 @@ struct RestoreRequest {
     std::vector<std::string> net_specs;
 };
 
-class VmSession : public coord::ControlHandler {
+class VmSession : public control::ControlHandler {
 public:
     static Result<std::unique_ptr<VmSession>> boot(const BootRequest& request);
     static Result<std::unique_ptr<VmSession>> restore(const RestoreRequest& request);
@@ -71,7 +75,7 @@ public:
 
     // Runs the VM until it ends.
     vmm::MachineExit run();
-    nlohmann::json handle(const coord::ControlRequest& request) override;
+    nlohmann::json handle(const control::ControlRequest& request) override;
     bool stopped_by_signal() const { return signal_.load() != 0; }
 
 private:
@@ -84,6 +88,7 @@ private:
     Result<std::vector<dev::NicConfig>> nics(const std::vector<std::string>& specs);
     Result<void> load_channel_state(const std::string& dir, const ckpt::Manifest& m);
     nlohmann::json status() const;
+    std::string persist_dir() const { return cluster_ ? cluster_->persist_dir() : std::string(); }
 
     std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
     // SIGINT/SIGTERM/SIGHUP end the VM through the normal path; one that
@@ -102,7 +107,7 @@ private:
     std::vector<std::unique_ptr<vmm::VcpuState>> vcpu_states_;
     std::vector<Snapshottable*> components_;
     std::unique_ptr<ckpt::Checkpointer> checkpointer_;
-    std::unique_ptr<coord::ControlServer> api_;
+    std::unique_ptr<control::ControlServer> api_;
     std::optional<ClusterRole> cluster_;
     std::shared_ptr<net::PeerMesh> mesh_;  // the cluster's mesh (also owned by the board)
     std::unique_ptr<coord::ClusterMember> member_;
@@ -110,7 +115,4 @@ private:
     double restore_ms_ = 0;
 };
 
-// Runs the session, prints how the VM ended, returns the exit status.
-int run_session(VmSession& session);
-
-}  // namespace vvmm::cli
+}  // namespace vvmm::runtime

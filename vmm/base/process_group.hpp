@@ -13,7 +13,7 @@
 
 #include "vmm/base/result.hpp"
 
-namespace vvmm::coord {
+namespace vvmm {
 
 struct ChildSpec {
     std::string name;               // the output prefix; non-empty, printable, unique
@@ -52,4 +52,4 @@ struct ProcessGroupOptions {
 // reaped by pid only, so other children of the caller are left alone.
 Result<int> run_process_group(std::span<const ChildSpec> children, const ProcessGroupOptions& options = {});
 
-}  // namespace vvmm::coord
+}  // namespace vvmm

@@ -10,7 +10,7 @@
 #include "ckpt/checkpoint_mode.hpp"
 #include "vmm/base/result.hpp"
 
-namespace vvmm::coord {
+namespace vvmm::control {
 
 enum class ControlCommand { status, pause, resume, checkpoint, stop };
 
@@ -29,4 +29,4 @@ Result<ControlRequest> parse_control_request(const nlohmann::json& request);
 // Every field, defaults included ("dir", "mode" and "incremental" only for checkpoint).
 nlohmann::json to_json(const ControlRequest& request);
 
-}  // namespace vvmm::coord
+}  // namespace vvmm::control

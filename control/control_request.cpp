@@ -1,8 +1,8 @@
-#include "coord/control_request.hpp"
+#include "control/control_request.hpp"
 
 #include <array>
 
-namespace vvmm::coord {
+namespace vvmm::control {
 namespace {
 
 using nlohmann::json;
@@ -83,4 +83,4 @@ json to_json(const ControlRequest& request)
     return j;
 }
 
-}  // namespace vvmm::coord
+}  // namespace vvmm::control

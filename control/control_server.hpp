@@ -45,10 +45,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "coord/control_request.hpp"
+#include "control/control_request.hpp"
 #include "vmm/base/result.hpp"
 
-namespace vvmm::coord {
+namespace vvmm::control {
 
 // Longest request line accepted, without its '\n'.
 inline constexpr size_t kMaxRequestLine = 64 * 1024;
@@ -87,4 +87,4 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace vvmm::coord
+}  // namespace vvmm::control

@@ -12,7 +12,7 @@
 #include "devices/host_console.hpp"
 #include "vmm/base/result.hpp"
 
-namespace vvmm::cli {
+namespace vvmm::runtime {
 
 struct VmFiles {
     std::vector<std::string> boot_files;          // kernel, initrd: read
@@ -30,4 +30,4 @@ struct VmFiles {
 // sandbox off (vvmm --no-sandbox).
 Result<void> confine_file_access(const VmFiles& files);
 
-}  // namespace vvmm::cli
+}  // namespace vvmm::runtime

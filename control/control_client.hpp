@@ -8,7 +8,7 @@
 
 #include "vmm/base/result.hpp"
 
-namespace vvmm::coord {
+namespace vvmm::control {
 
 // Sends one request to the VMM listening on socket_path and returns its reply
 // (an object with a boolean "ok"; an {"ok":false,...} reply is a value, not
@@ -19,4 +19,4 @@ namespace vvmm::coord {
 Result<nlohmann::json> control_request(const std::string& socket_path, const nlohmann::json& request,
                                        std::chrono::milliseconds timeout);
 
-}  // namespace vvmm::coord
+}  // namespace vvmm::control

@@ -1,4 +1,4 @@
-#include "cli/vm_file_access.hpp"
+#include "runtime/vm_file_access.hpp"
 
 #include <fcntl.h>
 
@@ -9,7 +9,7 @@
 #include "vmm/landlock.hpp"
 #include "vmm/sandbox.hpp"
 
-namespace vvmm::cli {
+namespace vvmm::runtime {
 namespace {
 
 // Read by set-up or by libraries after set-up: host memory and CPU facts,
@@ -68,4 +68,4 @@ Result<void> confine_file_access(const VmFiles& files)
     return ok();
 }
 
-}  // namespace vvmm::cli
+}  // namespace vvmm::runtime

@@ -1,4 +1,4 @@
-#include "coord/control_server.hpp"
+#include "control/control_server.hpp"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -18,7 +18,7 @@
 #include "vmm/base/log.hpp"
 #include "vmm/base/unique_fd.hpp"
 
-namespace vvmm::coord {
+namespace vvmm::control {
 
 using nlohmann::json;
 using local_stream = asio::local::stream_protocol;
@@ -358,4 +358,4 @@ ControlServer::~ControlServer()
         ::unlink(s.path.c_str());
 }
 
-}  // namespace vvmm::coord
+}  // namespace vvmm::control

@@ -1,4 +1,4 @@
-#include "coord/control_client.hpp"
+#include "control/control_client.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -9,7 +9,7 @@
 #include "vmm/base/json_field.hpp"
 #include "vmm/base/unique_fd.hpp"
 
-namespace vvmm::coord {
+namespace vvmm::control {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -113,4 +113,4 @@ Result<json> control_request(const std::string& socket_path, const json& request
     return parsed;
 }
 
-}  // namespace vvmm::coord
+}  // namespace vvmm::control

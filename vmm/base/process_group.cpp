@@ -1,4 +1,4 @@
-#include "coord/process_group.hpp"
+#include "vmm/base/process_group.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -15,7 +15,7 @@
 
 #include "vmm/base/unique_fd.hpp"
 
-namespace vvmm::coord {
+namespace vvmm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -407,4 +407,4 @@ Result<int> run_process_group(std::span<const ChildSpec> children, const Process
     return rc;
 }
 
-}  // namespace vvmm::coord
+}  // namespace vvmm
