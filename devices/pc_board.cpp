@@ -34,11 +34,11 @@ Result<std::unique_ptr<PcBoard>> PcBoard::create(vmm::Machine& machine, const Bo
     if (!config.restored_disks.empty()) {
         for (const auto& d : config.restored_disks) {
             TRY_ASSIGN(auto chain, DiskChain::open(d, config.overlay_dir));
-            b->blks_.push_back(VirtioBlk::create(std::move(chain), *b->io_));
+            b->blks_.push_back(VirtioBlk::create(std::move(chain)));
         }
     } else {
         for (const auto& disk : config.disks) {
-            TRY_ASSIGN(auto blk, VirtioBlk::create(disk, *b->io_));
+            TRY_ASSIGN(auto blk, VirtioBlk::create(disk));
             b->blks_.push_back(std::move(blk));
         }
     }

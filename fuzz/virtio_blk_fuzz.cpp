@@ -48,7 +48,7 @@ uint8_t* ram(uint64_t gpa) { return memory().span(gpa, 1).value().data(); }
 // The transport's side, reduced to what the device sees.
 struct Queues : dev::VirtioQueues {
     std::optional<dev::Virtqueue> vq;
-    std::mutex mutex;
+    vmm::IoThread* io_thread = nullptr;
     std::string failure;
 
     dev::Virtqueue* queue(unsigned q) override { return q == 0 && vq ? &*vq : nullptr; }
@@ -62,7 +62,7 @@ struct Queues : dev::VirtioQueues {
     void config_changed() override {}
     void fail(const std::string& why) override { failure = why; }
     bool failed() const override { return !failure.empty(); }
-    std::mutex& lock() override { return mutex; }
+    vmm::IoThread& io() override { return *io_thread; }
 };
 
 struct Driver {
@@ -232,11 +232,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 
     auto io = vmm::IoThread::create().value();
     fuzz::set_io_chooser([&in] { return in.ConsumeIntegral<uint8_t>(); });
-    auto blk = dev::VirtioBlk::create(spec, *io).value();
+    auto blk = dev::VirtioBlk::create(spec).value();
     Queues queues;
+    queues.io_thread = io.get();
     auto start_queue = [&] {
         queues.vq.emplace(dev::Virtqueue::create(mem, {qsize, kDesc, kAvail, kUsed}, event_idx).value());
-        std::lock_guard lock(queues.mutex);
+        std::lock_guard lock(blk->lock());
         blk->activate(queues);
     };
     start_queue();
@@ -248,7 +249,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
             driver.post();
             break;
         case 3: case 4: {
-            std::lock_guard lock(queues.mutex);
+            std::lock_guard lock(blk->lock());
             blk->queue_notify(0);
             break;
         }
@@ -269,7 +270,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
                 check(contents(again.value()) == contents(blk->disk()), "a frozen disk reopens with other contents");
             }
             if (in.ConsumeBool()) {  // the guest kicks while the disk is drained: nothing starts until undrain
-                std::lock_guard lock(queues.mutex);
+                std::lock_guard lock(blk->lock());
                 blk->queue_notify(0);
             }
             check(fuzz::queued_io(*io) == 0, "disk I/O started while the device was drained");
@@ -278,7 +279,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
         }
         case 8: {  // the driver resets the device (I/O may be in flight) and starts it again
             {
-                std::lock_guard lock(queues.mutex);
+                std::lock_guard lock(blk->lock());
                 blk->reset();
             }
             queues.failure.clear();

@@ -73,7 +73,7 @@ Device make_device(bool net, vmm::IoThread& io)
         auto backend = std::make_shared<fuzz::FakeNetBackend>(kMac);
         return {backend, std::make_shared<dev::VirtioNet>(kMac, backend, io)};
     }
-    return {nullptr, dev::VirtioBlk::create(dev::DiskSpec{disk_path(), false, ""}, io).value()};
+    return {nullptr, dev::VirtioBlk::create(dev::DiskSpec{disk_path(), false, ""}).value()};
 }
 
 // One VM's worth of virtio-pci: the transport on an MMIO bus and PCI bus 0.

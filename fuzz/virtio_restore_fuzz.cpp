@@ -126,7 +126,7 @@ struct Transport {
             backend = std::make_shared<fuzz::FakeNetBackend>(kMac);
             device = std::make_shared<dev::VirtioNet>(kMac, backend, *io);
         } else {
-            device = dev::VirtioBlk::create(dev::DiskSpec{disk_path(), false, ""}, *io).value();
+            device = dev::VirtioBlk::create(dev::DiskSpec{disk_path(), false, ""}).value();
         }
         t = dev::VirtioPciTransport::create(device, {fuzz::fake_vm(vm), gsi, mmio, *io, memory()}, kBar).value();
     }
@@ -222,7 +222,7 @@ void transport_mode(bool net, std::span<const uint8_t> blob, FuzzedDataProvider&
 // TX at 0x4000, 16 entries each, RX buffers posted.
 struct NetQueues : dev::VirtioQueues {
     std::optional<dev::Virtqueue> rx, tx;
-    std::mutex mutex;
+    vmm::IoThread* io_thread = nullptr;
     std::string failure;
     dev::Virtqueue* queue(unsigned q) override
     {
@@ -236,7 +236,7 @@ struct NetQueues : dev::VirtioQueues {
     void config_changed() override {}
     void fail(const std::string& why) override { failure = why; }
     bool failed() const override { return !failure.empty(); }
-    std::mutex& lock() override { return mutex; }
+    vmm::IoThread& io() override { return *io_thread; }
 };
 
 void net_state_mode(std::span<const uint8_t> data)
@@ -265,13 +265,14 @@ void net_state_mode(std::span<const uint8_t> data)
     auto io = vmm::IoThread::create().value();
     auto backend = std::make_shared<fuzz::FakeNetBackend>(kMac);
     dev::VirtioNet card(kMac, backend, *io);
+    queues.io_thread = io.get();
     if (running) {
-        std::lock_guard lock(queues.mutex);
+        std::lock_guard lock(card.lock());
         card.activate(queues);
     }
     StateReader reader(blob, "virtio-net state");
     {
-        std::lock_guard lock(queues.mutex);
+        std::lock_guard lock(card.lock());
         if (!card.restore_state(reader, version)) return;
     }
     const size_t used = blob.size() - reader.remaining();
@@ -282,7 +283,7 @@ void net_state_mode(std::span<const uint8_t> data)
     card.unquiesce();
     fuzz::pump(*io);
     {
-        std::lock_guard lock(queues.mutex);
+        std::lock_guard lock(card.lock());
         card.queue_notify(dev::vnet::kTxQueue);
         card.queue_notify(dev::vnet::kRxQueue);
     }

@@ -5,7 +5,37 @@
 namespace vvmm::dev {
 
 Msix::Msix(unsigned vectors, Deliver deliver, Route route)
-    : entries_(vectors), deliver_(std::move(deliver)), route_(std::move(route)) {}
+    : entries_(vectors), routed_(vectors), deliver_(std::move(deliver)), route_(std::move(route)) {}
+
+vmm::MsiMessage Msix::message_locked(unsigned v) const
+{
+    const Entry& e = entries_[v];
+    return {(uint64_t(e.addr_hi) << 32) | e.addr_lo, e.data};
+}
+
+void Msix::sync_routes_and_deliver()
+{
+    std::lock_guard routing(route_mutex_);
+    std::vector<std::pair<unsigned, vmm::MsiMessage>> stale;
+    {
+        std::lock_guard lock(mutex_);
+        for (unsigned v = 0; v < entries_.size(); ++v)
+            if (!masked(v) && routed_[v] != message_locked(v)) stale.push_back({v, message_locked(v)});
+    }
+    for (const auto& [v, msg] : stale) route_(v, msg);
+    std::vector<unsigned> ready;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& [v, msg] : stale) routed_[v] = msg;
+        for (unsigned v = 0; v < entries_.size(); ++v) {
+            if (entries_[v].pending && deliverable(v)) {
+                entries_[v].pending = false;
+                ready.push_back(v);
+            }
+        }
+    }
+    for (unsigned v : ready) deliver_(v);
+}
 
 void Msix::set_control(bool enabled, bool function_masked)
 {
@@ -14,7 +44,7 @@ void Msix::set_control(bool enabled, bool function_masked)
         enabled_ = enabled;
         function_masked_ = function_masked;
     }
-    deliver_pending();
+    sync_routes_and_deliver();
 }
 
 void Msix::table_read(uint64_t offset, std::span<uint8_t> data) const
@@ -35,7 +65,6 @@ void Msix::table_read(uint64_t offset, std::span<uint8_t> data) const
 
 void Msix::table_write(uint64_t offset, std::span<const uint8_t> data)
 {
-    bool unmasked = false;
     {
         std::lock_guard lock(mutex_);
         for (size_t i = 0; i < data.size(); ++i) {
@@ -46,13 +75,12 @@ void Msix::table_write(uint64_t offset, std::span<const uint8_t> data)
             uint32_t* words[4] = {&e.addr_lo, &e.addr_hi, &e.data, &e.control};
             uint32_t& w = *words[(at % kEntrySize) / 4];
             const unsigned shift = 8 * (at % 4);
-            const bool was_masked = e.control & 1;
             w = (w & ~(0xffu << shift)) | (uint32_t(data[i]) << shift);
             if (words[3] == &w) w &= 1;  // only the mask bit of vector control is defined
-            unmasked |= was_masked && !(e.control & 1);
         }
     }
-    if (unmasked) deliver_pending();
+    // A masked vector's message is routed when it is unmasked.
+    sync_routes_and_deliver();
 }
 
 void Msix::pba_read(uint64_t offset, std::span<uint8_t> data) const
@@ -70,38 +98,15 @@ void Msix::pba_read(uint64_t offset, std::span<uint8_t> data) const
 
 void Msix::signal(unsigned vector)
 {
-    vmm::MsiMessage msg;
     {
         std::lock_guard lock(mutex_);
         if (vector >= entries_.size()) return;
-        if (masked(vector)) {
+        if (!deliverable(vector)) {
             entries_[vector].pending = true;
             return;
         }
-        const Entry& e = entries_[vector];
-        msg = {(uint64_t(e.addr_hi) << 32) | e.addr_lo, e.data};
     }
-    route_(vector, msg);
     deliver_(vector);
-}
-
-void Msix::deliver_pending()
-{
-    std::vector<std::pair<unsigned, vmm::MsiMessage>> ready;
-    {
-        std::lock_guard lock(mutex_);
-        for (unsigned v = 0; v < entries_.size(); ++v) {
-            Entry& e = entries_[v];
-            if (e.pending && !masked(v)) {
-                e.pending = false;
-                ready.push_back({v, {(uint64_t(e.addr_hi) << 32) | e.addr_lo, e.data}});
-            }
-        }
-    }
-    for (const auto& [v, msg] : ready) {
-        route_(v, msg);
-        deliver_(v);
-    }
 }
 
 bool Msix::pending(unsigned vector) const
@@ -113,8 +118,8 @@ bool Msix::pending(unsigned vector) const
 vmm::MsiMessage Msix::message(unsigned vector) const
 {
     std::lock_guard lock(mutex_);
-    const Entry& e = entries_.at(vector);
-    return {(uint64_t(e.addr_hi) << 32) | e.addr_lo, e.data};
+    (void)entries_.at(vector);  // out of range throws, as for any caller's bug
+    return message_locked(vector);
 }
 
 void Msix::save(StateWriter& out) const
@@ -151,9 +156,9 @@ Result<void> Msix::restore(StateReader& in)
         entries_ = std::move(entries);
         enabled_ = enabled;
         function_masked_ = function_masked;
+        routed_.assign(n, std::nullopt);  // this VM's routes are new
     }
-    for (unsigned v = 0; v < n; ++v) route_(v, message(v));
-    deliver_pending();
+    sync_routes_and_deliver();
     return ok();
 }
 

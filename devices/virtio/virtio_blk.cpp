@@ -59,29 +59,22 @@ Result<BlockRequest> parse_block_request(const vmm::GuestMemory& mem, const Desc
     return r;
 }
 
-VirtioBlk::VirtioBlk(DiskChain disk, vmm::IoThread& io)
-    : disk_(std::move(disk)), name_("virtio-blk " + disk_.spec().path), io_(io)
-{
-}
+VirtioBlk::VirtioBlk(DiskChain disk) : disk_(std::move(disk)), name_("virtio-blk " + disk_.spec().path) {}
 
-Result<std::shared_ptr<VirtioBlk>> VirtioBlk::create(const DiskSpec& spec, vmm::IoThread& io)
+Result<std::shared_ptr<VirtioBlk>> VirtioBlk::create(const DiskSpec& spec)
 {
     TRY_ASSIGN(auto disk, DiskChain::open(spec));
-    return create(std::move(disk), io);
+    return create(std::move(disk));
 }
 
-std::shared_ptr<VirtioBlk> VirtioBlk::create(DiskChain disk, vmm::IoThread& io)
+std::shared_ptr<VirtioBlk> VirtioBlk::create(DiskChain disk)
 {
-    return std::shared_ptr<VirtioBlk>(new VirtioBlk(std::move(disk), io));
+    return std::shared_ptr<VirtioBlk>(new VirtioBlk(std::move(disk)));
 }
 
 Result<void> VirtioBlk::drain(std::chrono::milliseconds timeout)
 {
-    if (!device_lock_) {  // never activated: nothing can be in flight
-        draining_ = true;
-        return ok();
-    }
-    std::unique_lock lock(*device_lock_);
+    std::unique_lock lock(this->lock());
     draining_ = true;
     if (!idle_.wait_for(lock, timeout, [this] { return in_flight_ == 0; }))
         return Error(name_ + ": " + std::to_string(in_flight_) + " disk requests still running after " +
@@ -91,15 +84,12 @@ Result<void> VirtioBlk::drain(std::chrono::milliseconds timeout)
 
 void VirtioBlk::undrain()
 {
-    if (!device_lock_) {
-        draining_ = false;
-        return;
-    }
-    std::lock_guard lock(*device_lock_);
+    std::lock_guard lock(this->lock());
     draining_ = false;
+    // Only an activated device is kicked, so io_ is set.
     if (std::exchange(kicked_while_draining_, false)) {
-        io_.post([this] {
-            std::lock_guard relock(*device_lock_);
+        io_->post([this] {
+            std::lock_guard relock(this->lock());
             if (!draining_) queue_notify(0);
         });
     }
@@ -107,8 +97,7 @@ void VirtioBlk::undrain()
 
 Result<ChainDescription> VirtioBlk::freeze(const std::string& overlay_dir)
 {
-    std::unique_lock<std::mutex> lock;
-    if (device_lock_) lock = std::unique_lock(*device_lock_);
+    std::lock_guard lock(this->lock());
     if (!draining_ || in_flight_ != 0) return Error(name_ + ": freeze needs a drained disk");
     return disk_.freeze(overlay_dir);
 }
@@ -130,7 +119,7 @@ void VirtioBlk::read_config(uint64_t offset, std::span<uint8_t> data) const
 void VirtioBlk::activate(VirtioQueues& queues)
 {
     queues_ = &queues;
-    device_lock_ = &queues.lock();
+    io_ = &queues.io();
 }
 
 void VirtioBlk::reset()
@@ -248,14 +237,14 @@ void VirtioBlk::start(const DescriptorChain& chain)
     for (size_t i = 0; i < extents.size(); ++i) {
         const DiskExtent& e = extents[i];
         auto done = [this, r, len = e.len, flush = req.type == blk::kTypeFlush](int res) {
-            std::lock_guard lock(*device_lock_);
+            std::lock_guard lock(this->lock());
             if (res < 0 || (!flush && static_cast<uint64_t>(res) != len)) r->io_failed = true;
             if (--r->pending == 0) finish_io(r);
         };
         auto& iov = r->parts[i];
-        if (req.type == blk::kTypeIn) io_.readv(e.fd, iov.data(), static_cast<unsigned>(iov.size()), e.offset, done);
-        else if (req.type == blk::kTypeOut) io_.writev(e.fd, iov.data(), static_cast<unsigned>(iov.size()), e.offset, done);
-        else io_.fsync(e.fd, done);
+        if (req.type == blk::kTypeIn) io_->readv(e.fd, iov.data(), static_cast<unsigned>(iov.size()), e.offset, done);
+        else if (req.type == blk::kTypeOut) io_->writev(e.fd, iov.data(), static_cast<unsigned>(iov.size()), e.offset, done);
+        else io_->fsync(e.fd, done);
     }
 }
 

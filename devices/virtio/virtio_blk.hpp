@@ -36,9 +36,9 @@ Result<BlockRequest> parse_block_request(const vmm::GuestMemory& mem, const Desc
 
 class VirtioBlk : public VirtioDevice {
 public:
-    static Result<std::shared_ptr<VirtioBlk>> create(const DiskSpec& spec, vmm::IoThread& io);
+    static Result<std::shared_ptr<VirtioBlk>> create(const DiskSpec& spec);
     // Over a chain opened elsewhere (a restore: DiskChain::open(description, dir)).
-    static std::shared_ptr<VirtioBlk> create(DiskChain disk, vmm::IoThread& io);
+    static std::shared_ptr<VirtioBlk> create(DiskChain disk);
 
     uint16_t device_type() const override { return virtio::kDeviceBlock; }
     std::string_view name() const override { return name_; }
@@ -66,16 +66,17 @@ public:
 
 private:
     struct Request;
-    VirtioBlk(DiskChain disk, vmm::IoThread& io);
+    explicit VirtioBlk(DiskChain disk);
     void start(const DescriptorChain& chain);
     void finish_io(const std::shared_ptr<Request>& r);
     void complete(const std::shared_ptr<Request>& r, uint8_t status);
 
     DiskChain disk_;
     std::string name_;
-    vmm::IoThread& io_;
     VirtioQueues* queues_ = nullptr;
-    std::mutex* device_lock_ = nullptr;  // the transport's; outlives every request
+    // The transport's I/O thread, from the first activate() on; it outlives
+    // every request.
+    vmm::IoThread* io_ = nullptr;
     uint64_t generation_ = 0;  // bumped by reset(): stale completions are dropped
     // Requests whose I/O the kernel still runs (and may still write guest
     // memory), across resets too. Guarded by the device lock.

@@ -11,6 +11,7 @@
 #include "devices/virtio/virtqueue.hpp"
 #include "vmm/base/state_stream.hpp"
 #include "vmm/guest_memory.hpp"
+#include "vmm/io_thread.hpp"
 
 namespace vvmm::dev {
 
@@ -37,15 +38,20 @@ public:
     // The guest broke the protocol: NEEDS_RESET, one log line, the device stops.
     virtual void fail(const std::string& why) = 0;
     virtual bool failed() const = 0;
-    // The device lock: held around every call into the device from the
-    // transport; a device takes it itself for events from its own threads
-    // (I/O completions, frames from the network).
-    virtual std::mutex& lock() = 0;
+    // The VM's I/O thread: the transport watches the queues' kicks on it, and
+    // the device runs its own I/O there.
+    virtual vmm::IoThread& io() = 0;
 };
 
 class VirtioDevice {
 public:
     virtual ~VirtioDevice() = default;
+    // The device lock: the transport holds it around every call into the
+    // device (and guards its own registers with it); the device takes it
+    // itself for events from its own threads (I/O completions, frames from
+    // the network). The device owns it, so it is there before activate() and
+    // after reset().
+    std::mutex& lock() const { return lock_; }
     virtual uint16_t device_type() const = 0;
     virtual std::string_view name() const = 0;
     // Device-specific feature bits; the transport adds VERSION_1, EVENT_IDX, INDIRECT_DESC.
@@ -73,6 +79,9 @@ public:
     virtual uint16_t state_version() const { return 1; }
     virtual void save_state(StateWriter&) const {}
     virtual Result<void> restore_state(StateReader&, uint16_t) { return ok(); }
+
+private:
+    mutable std::mutex lock_;
 };
 
 }  // namespace vvmm::dev

@@ -25,7 +25,7 @@ void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) const
 void VirtioNet::activate(VirtioQueues& queues)
 {
     queues_ = &queues;
-    device_lock_ = &queues.lock();
+    activated_ = true;
     receive_ready_later();
 }
 
@@ -60,10 +60,8 @@ void VirtioNet::receive_ready_later()
 void VirtioNet::transmit_ready()
 {
     io_.post([this] {
-        std::mutex* m = device_lock_.load();
-        if (!m) return;
-        std::lock_guard lock(*m);
-        transmit();
+        std::lock_guard lock(this->lock());
+        if (activated_) transmit();
     });
 }
 
@@ -114,9 +112,8 @@ void VirtioNet::transmit()
 
 bool VirtioNet::deliver_to_guest(std::span<const uint8_t> frame)
 {
-    std::mutex* m = device_lock_.load();
-    if (!m) return false;  // not activated yet: the backend keeps the frame
-    std::lock_guard lock(*m);
+    std::lock_guard lock(this->lock());
+    if (!activated_) return false;  // not activated yet: the backend keeps the frame
     if (quiesced_) {
         if (held_rx_.size() >= kMaxHeldFrames) return false;
         held_rx_.emplace_back(frame.begin(), frame.end());
@@ -186,26 +183,17 @@ VirtioNet::Put VirtioNet::put_frame(std::span<const uint8_t> frame)
 
 Result<void> VirtioNet::quiesce()
 {
-    std::mutex* m = device_lock_.load();
-    if (!m) {
-        quiesced_ = true;
-        return ok();
-    }
-    std::lock_guard lock(*m);
+    std::lock_guard lock(this->lock());
     quiesced_ = true;
     return ok();
 }
 
 void VirtioNet::unquiesce()
 {
-    std::mutex* m = device_lock_.load();
-    if (!m) {
-        quiesced_ = false;
-        return;
-    }
     {
-        std::lock_guard lock(*m);
+        std::lock_guard lock(this->lock());
         quiesced_ = false;
+        if (!activated_) return;
         deliver_held();
     }
     // The backend may hold a frame it could not give us meanwhile; a

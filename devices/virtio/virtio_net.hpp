@@ -67,7 +67,7 @@ private:
     std::shared_ptr<net::NetBackend> backend_;
     vmm::IoThread& io_;
     VirtioQueues* queues_ = nullptr;
-    std::atomic<std::mutex*> device_lock_{nullptr};  // set at activate; read from the network thread
+    bool activated_ = false;  // under the device lock: since the first activate(), frames can go to the guest
     // A frame the backend refused, with its chain, sent first when it has room.
     struct PendingTx {
         uint16_t head;

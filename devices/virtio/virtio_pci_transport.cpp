@@ -67,7 +67,8 @@ VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device, con
     : device_(std::move(device)),
       platform_(platform),
       config_(kVirtioVendor, static_cast<uint16_t>(0x1040 + device_->device_type()),
-              pci_class_of(device_->device_type()).first, pci_class_of(device_->device_type()).second, 0)
+              pci_class_of(device_->device_type()).first, pci_class_of(device_->device_type()).second, 0),
+      mutex_(device_->lock())
 {
 }
 

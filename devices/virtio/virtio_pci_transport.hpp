@@ -69,7 +69,7 @@ public:
     void config_changed() override;
     void fail(const std::string& why) override;
     bool failed() const override { return status_ & virtio::kStatusNeedsReset; }
-    std::mutex& lock() override { return mutex_; }
+    vmm::IoThread& io() override { return platform_.io; }
 
     uint8_t status() const { return status_; }
 
@@ -126,7 +126,7 @@ private:
     Result<void> restore_locked(StateReader& in, uint16_t version);
     Result<void> restore_queues(StateReader& in);
 
-    mutable std::mutex mutex_;
+    std::mutex& mutex_;  // the device's lock (VirtioDevice::lock)
     std::string section_ = "virtio";
     bool quiesced_ = false;  // kicks are left for unquiesce()
     uint32_t device_feature_select_ = 0, driver_feature_select_ = 0;

@@ -76,7 +76,7 @@ struct Queues : VirtioQueues {
     vmm::GuestMemory mem = vmm::GuestMemory::create(1 << 20).value();
     QueueAddresses addr{16, 0x1000, 0x2000, 0x3000};
     Virtqueue vq = Virtqueue::create(mem, addr, false).value();
-    std::mutex device_lock;
+    vmm::IoThread* io_thread = nullptr;
     std::condition_variable cv;
     unsigned used_calls = 0;
     std::string failure;
@@ -93,7 +93,7 @@ struct Queues : VirtioQueues {
     void config_changed() override {}
     void fail(const std::string& why) override { failure = why; }
     bool failed() const override { return !failure.empty(); }
-    std::mutex& lock() override { return device_lock; }
+    vmm::IoThread& io() override { return *io_thread; }
 
     uint8_t* at(uint64_t gpa, uint64_t len = 1) { return mem.span(gpa, len).value().data(); }
     uint16_t used_idx() { return load_le<uint16_t>(at(addr.used + 2, 2)); }
@@ -138,8 +138,9 @@ struct Rig {
         std::mt19937 rng(3);
         for (auto& b : bytes) b = static_cast<char>(rng());
         std::ofstream(base, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-        blk = VirtioBlk::create({base, false, ""}, *io).value();
-        std::lock_guard lock(q.device_lock);
+        blk = VirtioBlk::create({base, false, ""}).value();
+        q.io_thread = io.get();
+        std::lock_guard lock(blk->lock());
         blk->activate(q);
     }
     ~Rig()
@@ -150,13 +151,13 @@ struct Rig {
     void kick()
     {
         io->post([this] {
-            std::lock_guard lock(q.device_lock);
+            std::lock_guard lock(blk->lock());
             blk->queue_notify(0);
         });
     }
     bool wait_used(uint16_t n, int ms = 5000)
     {
-        std::unique_lock lock(q.device_lock);
+        std::unique_lock lock(blk->lock());
         return q.cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return q.used_idx() >= n; });
     }
 };

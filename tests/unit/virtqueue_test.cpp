@@ -294,7 +294,7 @@ namespace {
 struct NetQueues : VirtioQueues {
     Ring rx, tx;
     Virtqueue rxq = rx.queue(), txq = tx.queue();
-    std::mutex device_lock;
+    vmm::IoThread* io_thread = nullptr;
     std::string failure;
     Virtqueue* queue(unsigned q) override { return q == vnet::kRxQueue ? &rxq : &txq; }
     const vmm::GuestMemory& memory() const override { return tx.mem; }
@@ -303,7 +303,7 @@ struct NetQueues : VirtioQueues {
     void config_changed() override {}
     void fail(const std::string& why) override { failure = why; }
     bool failed() const override { return !failure.empty(); }
-    std::mutex& lock() override { return device_lock; }
+    vmm::IoThread& io() override { return *io_thread; }
 };
 
 struct SentFrames : net::NetBackend {
@@ -328,6 +328,7 @@ TEST_CASE("virtio-net drops and counts transmitted frames with another source MA
     auto io = vmm::IoThread::create().value();
     VirtioNet net(mine, backend, *io);
     NetQueues queues;
+    queues.io_thread = io.get();
     net.activate(queues);
 
     // Frame i in slot i: virtio header, then destination, source, payload.
@@ -345,7 +346,7 @@ TEST_CASE("virtio-net drops and counts transmitted frames with another source MA
     post(1, theirs);
     post(2, mine);
     {
-        std::lock_guard lock(queues.device_lock);
+        std::lock_guard lock(net.lock());
         net.queue_notify(vnet::kTxQueue);
     }
     CHECK(queues.failure.empty());
