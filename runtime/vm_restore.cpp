@@ -42,6 +42,39 @@ Result<void> check_same_macs(const std::vector<std::string>& recorded, const std
     return ok();
 }
 
+// The board a restored VM gets before its network: the console the user
+// names now (the checkpoint's own console path is not trusted: a tampered
+// manifest could make this root process append guest output to any host
+// file), and the checkpoint's disk chains with new top layers in `overlay_dir`.
+Result<dev::BoardConfig> restored_board(const RestoreRequest& req, const ckpt::LoadedCheckpoint& loaded,
+                                        const std::string& overlay_dir)
+{
+    dev::BoardConfig board;
+    TRY_ASSIGN(board.console, dev::parse_console_spec(req.console.empty() ? "stdio" : req.console));
+    TRY_ASSIGN(board.restored_disks, ckpt::restored_disk_chains(loaded.manifest, loaded.dir));
+    board.overlay_dir = overlay_dir;
+    return board;
+}
+
+// The VM as recorded, on the network the cluster gives it now (if it says).
+Result<ckpt::VmShape> shape_now(const ckpt::VmShape& recorded, const std::vector<std::string>& net_specs)
+{
+    ckpt::VmShape shape = recorded;
+    if (!net_specs.empty()) {
+        TRY(check_same_macs(recorded.nets, net_specs));
+        shape.nets = net_specs;  // later checkpoints record where the VM is now
+    }
+    return shape;
+}
+
+Result<void> make_dir(const std::string& dir)
+{
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return Error("cannot create " + dir + ": " + ec.message());
+    return ok();
+}
+
 }  // namespace
 
 // The frames that were in flight towards this VM at the epoch's cut: they
@@ -73,55 +106,53 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
     s->checkpoint_dir_ = !req.checkpoint_dir.empty() ? req.checkpoint_dir
                          : req.cluster              ? req.cluster->node_root()
                                                     : restored_root;
-    dev::BoardConfig board;
-    // Only a console the user names now: the checkpoint's own console path is
-    // not trusted (a tampered manifest could make this root process append
-    // guest output to any host file).
-    TRY_ASSIGN(board.console, dev::parse_console_spec(req.console.empty() ? "stdio" : req.console));
-    TRY_ASSIGN(board.restored_disks, ckpt::restored_disk_chains(m, loaded.dir));
     // The restored disks' new top layers go where this VM's checkpoints go.
-    board.overlay_dir = (req.cluster ? restored_root : s->checkpoint_dir_) + "/.layers";
+    const std::string overlay_dir = (req.cluster ? restored_root : s->checkpoint_dir_) + "/.layers";
+    TRY_ASSIGN(dev::BoardConfig board, restored_board(req, loaded, overlay_dir));
+    TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_, policy.key));
     std::vector<dev::DiskSpec> disk_bases;
     for (const auto& d : board.restored_disks) disk_bases.push_back({d.base.path, true, {}});
-    TRY_ASSIGN(s->seal_key_, seal_key_for_session(req.cluster, req.checkpoint_key, s->checkpoint_dir_, policy.key));
     TRY(confine_file_access(
         {{}, disk_bases, {loaded.dir}, board.console, s->checkpoint_dir_, req.api_socket, s->persist_dir()}));
     TRY(s->watch_signals());
-    if (!board.restored_disks.empty()) {
-        std::error_code ec;
-        std::filesystem::create_directories(board.overlay_dir, ec);
-        if (ec) return Error("cannot create " + board.overlay_dir + ": " + ec.message());
-    }
-    ckpt::VmShape shape = m.vm;
-    if (!req.net_specs.empty()) {
-        TRY(check_same_macs(m.vm.nets, req.net_specs));
-        shape.nets = req.net_specs;  // later checkpoints record where the VM is now
-    }
+    if (!board.restored_disks.empty()) TRY(make_dir(board.overlay_dir));
+    TRY_ASSIGN(ckpt::VmShape shape, shape_now(m.vm, req.net_specs));
     TRY_ASSIGN(board.nics, s->nics(shape.nets));
     TRY(s->load_channel_state(loaded.dir, m));
     TRY(s->build(shape));
-    vmm::Machine* machine = s->machine_.get();
-    // Guest memory is served from the checkpoint from now on.
-    // A chunk that fails its check must never reach the guest, and a vCPU
-    // may be blocked on it inside KVM: end the process at once.
-    TRY_ASSIGN(s->lazy_, ckpt::LazyMemory::create(machine->memory(), std::move(loaded.chain), [](const Error& e) {
-        log_error("restore: " + e.message());
-        dev::restore_saved_terminal();
-        std::_Exit(1);
-    }));
-    if (req.verify_full) TRY(s->lazy_->verify_all());
-    s->lazy_->start();
+    TRY(s->serve_memory(std::move(loaded.chain), req.verify_full));
     TRY_ASSIGN(s->board_, dev::PcBoard::create(*s->machine_, board));
     TRY(s->collect_components());
-    s->vm_state_->set_clock_mode(req.clock);
-    TRY(ckpt::restore_sections(loaded.sections, s->components_));
-    // Tell the guest's kvmclock it was paused, so it does not report soft lockups.
-    for (unsigned i = 0; i < machine->cpu_count(); ++i) TRY(machine->vcpu(i).note_paused());
+    TRY(s->restore_sections(loaded.sections, req.clock));
     TRY(s->start_services(req.api_socket));
     TRY(s->checkpointer_->adopt_parent(loaded.dir, m));
     s->restored_ = true;
     s->restore_ms_ = ms_since(t0);
     return s;
+}
+
+// Guest memory is served from the checkpoint from now on. A chunk that fails
+// its check must never reach the guest, and a vCPU may be blocked on it inside
+// KVM: the process ends at once.
+Result<void> VmSession::serve_memory(std::vector<ckpt::ChainLink> chain, bool verify_full)
+{
+    TRY_ASSIGN(lazy_, ckpt::LazyMemory::create(machine_->memory(), std::move(chain), [](const Error& e) {
+        log_error("restore: " + e.message());
+        dev::restore_saved_terminal();
+        std::_Exit(1);
+    }));
+    if (verify_full) TRY(lazy_->verify_all());
+    lazy_->start();
+    return ok();
+}
+
+Result<void> VmSession::restore_sections(const std::vector<ckpt::Section>& sections, vmm::ClockMode clock)
+{
+    vm_state_->set_clock_mode(clock);
+    TRY(ckpt::restore_sections(sections, components_));
+    // Tell the guest's kvmclock it was paused, so it does not report soft lockups.
+    for (unsigned i = 0; i < machine_->cpu_count(); ++i) TRY(machine_->vcpu(i).note_paused());
+    return ok();
 }
 
 }  // namespace vvmm::runtime

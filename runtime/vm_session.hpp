@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/checkpoint_loader.hpp"
 #include "ckpt/checkpointer.hpp"
 #include "ckpt/lazy_memory.hpp"
 #include "coord/cluster_config.hpp"
@@ -87,6 +88,8 @@ private:
     Result<void> start_services(const std::string& api_socket);
     Result<std::vector<dev::NicConfig>> nics(const std::vector<std::string>& specs);
     Result<void> load_channel_state(const std::string& dir, const ckpt::Manifest& m);
+    Result<void> serve_memory(std::vector<ckpt::ChainLink> chain, bool verify_full);
+    Result<void> restore_sections(const std::vector<ckpt::Section>& sections, vmm::ClockMode clock);
     nlohmann::json status() const;
     std::string persist_dir() const { return cluster_ ? cluster_->persist_dir() : std::string(); }
 
