@@ -1,7 +1,7 @@
-"""Debian's kernel with vvmm's virtio devices: it mounts an ext4 disk (and what
-it writes there is in the image file afterwards), and two Linux guests on the
-peer mesh ping each other and move 64 MiB over TCP. Needs hardware
-virtualization (VT-x/AMD-V); on a PVM host a full Linux boot takes hours."""
+"""Debian's kernel with vvmm's virtio-net: two Linux guests on the peer mesh
+ping each other and move 64 MiB over TCP. Needs hardware virtualization
+(VT-x/AMD-V); on a PVM host a full Linux boot takes hours. Two Linux guests at
+once are skipped in the test host VM (harness.require_hardware_virtualization)."""
 import hashlib
 import os
 import shutil
@@ -16,7 +16,7 @@ h.require_hardware_virtualization(several_guests=True)
 kernel = os.path.join(h.GUEST_DIR, "vmlinuz")
 initrd = os.path.join(h.GUEST_DIR, "initramfs.cpio.gz")
 h.check(os.path.exists(kernel) and os.path.exists(initrd), "run guest-images/linux/build.sh first")
-tmp = tempfile.mkdtemp(prefix="vvmm-linux-dev-")
+tmp = tempfile.mkdtemp(prefix="vvmm-linux-net-")
 
 
 def linux(cmdline_run, extra, ip=None):
@@ -25,22 +25,6 @@ def linux(cmdline_run, extra, ip=None):
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace")
 
-
-# ext4: mount, read a file the host put there, write one the host reads back.
-root = os.path.join(tmp, "root")
-os.makedirs(root)
-with open(os.path.join(root, "hello.txt"), "w") as f:
-    f.write("hello from the host\n")
-image = os.path.join(tmp, "disk.ext4")
-subprocess.run(["mkfs.ext4", "-q", "-F", "-d", root, image, "64M"], check=True)
-p = linux("mount -t ext4 /dev/vda /mnt && cat /mnt/hello.txt && echo written-by-linux > /mnt/new.txt && umount /mnt",
-          ["--disk", "path=" + image])
-out, err = p.communicate(timeout=h.t(300))
-h.check(p.returncode == 0 and "hello from the host" in out and "command exited with status 0" in out,
-        "ext4 mount failed:\n%s\n%s" % (out[-3000:], err[-1000:]))
-back = subprocess.run(["debugfs", "-R", "cat /new.txt", image], capture_output=True, text=True).stdout
-h.check("written-by-linux" in back, "the file Linux wrote is not in the image: %r" % back)
-print("ok: Linux mounted the ext4 disk, read and wrote it")
 
 # Two Linux guests: ping, then 64 MiB over TCP.
 ports = []
