@@ -27,7 +27,7 @@ Result<std::vector<DiskLayers>> link_disk_layers(const std::vector<dev::ChainDes
 
 Result<std::vector<dev::ChainDescription>> restored_disk_chains(const Manifest& m, const std::string& dir)
 {
-    // manifest_from_json checked that every disk has its description.
+    // manifest_from_json checks this too; kept because the loop indexes both.
     if (m.disks.size() != m.vm.disks.size()) return Error("disk layers do not match the VM's disks");
     std::vector<dev::ChainDescription> chains;
     for (size_t i = 0; i < m.disks.size(); ++i) {

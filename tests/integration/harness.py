@@ -47,7 +47,8 @@ def hardware_virtualization():
 
 # A Linux guest never triple-faults on a sound KVM, but under the test host VM's
 # multi-threaded TCG one 2-vCPU boot in a few met it (the SVM emulation race of
-# ../shared/notes/test-host-vm.md): tests/kvm-host/run retries such a run once.
+# ../shared/notes/test-host-vm.md): tests/kvm-host/run retries such a run (up to
+# three runs in all, see run_in_kvm_host).
 LINUX_EMULATION_FAULT = r"vvmm: error: vCPU \d+: triple fault \(KVM_EXIT_SHUTDOWN\)"
 
 
