@@ -211,9 +211,10 @@ private:
     std::string error_;
 };
 
-// Every guest of the cluster stays paused until the rebuilt VM has
-// restored (the barrier): no frame can be on its way. One that comes anyway
-// is not taken (the mesh keeps it), so nothing is lost in silence.
+// Every guest of the cluster, and its devices, stay paused until the
+// rebuilt VM has restored (the barrier): no frame can be on its way. One
+// that comes anyway is refused and said, not taken in silence; the mesh
+// then stops reading that peer, and the rebuild fails rather than lose it.
 class NoGuestYet final : public net::FrameSink {
 public:
     bool deliver_to_guest(std::span<const uint8_t>) override

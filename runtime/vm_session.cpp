@@ -124,14 +124,17 @@ vmm::MachineExit VmSession::run()
     if (vmm::sandbox_enabled())
         if (auto r = vmm::enter_sandbox(); !r) return {1, r.error().message()};
     if (auto r = board_->start(); !r) return {1, r.error().message()};
-    // A restored VM's devices come back quiesced: let them take work now.
-    if (restored_)
-        for (auto* c : components_) c->unquiesce();
     if (restored_) log_debug("restored in " + std::to_string(restore_ms_) + " ms (memory loads lazily)");
     if (member_ && cluster_->restore_epoch) {
         auto r = member_->wait_restored(cluster_->restore_epoch, [this] { return signal_.load() != 0; });
         if (!r) return {signal_ ? 128 + signal_.load() : 1, r.error().message()};
     }
+    // A restored VM's devices come back quiesced and take work only now,
+    // after the cluster's barrier: a TX frame held at the cut would otherwise
+    // go out to a VM still being rebuilt from parity, whose stand-in mesh
+    // cannot deliver it (and stops reading that peer, stalling its rebuild data).
+    if (restored_)
+        for (auto* c : components_) c->unquiesce();
     return machine_->run();
 }
 

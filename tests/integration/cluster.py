@@ -227,6 +227,13 @@ class Launch:
             time.sleep(0.05)
 
 
+def check_nothing_sent_to_rebuilder(text):
+    """No restored VM's device may run before the barrier: a frame it sent
+    would reach a VM still being rebuilt, whose stand-in cannot deliver it."""
+    h.check("arrived before it runs" not in text,
+            "a frame reached a VM still being rebuilt from parity:\n" + text[-3000:])
+
+
 def check_ring_history(ref, history, macs):
     """Ring check over every console of every phase ([(phase, Launch)]), each
     its own log: a restore prints some lines again."""

@@ -91,6 +91,7 @@ def main():
     h.check("vm1 -> n0" in text, "vm1 was not placed on n0:\n" + text[-3000:])
     h.check(re.search(r"vm1's checkpoint of epoch \d+ rebuilt from parity", text), "no rebuild reported:\n" + text[-3000:])
     h.check("tg: ready" not in text, "a restored VM booted again")
+    c.check_nothing_sent_to_rebuilder(text)
     h.check(os.path.isdir(os.path.join(mem, "n0", "vm1")), "vm1's rebuilt checkpoint is not on n0")
     print(f"vm1 rebuilt on n0 from parity; the cluster goes on")
     restored.kill9()

@@ -96,6 +96,7 @@ def main():
         h.check(re.search(vm + r"'s checkpoint of epoch \d+ rebuilt from parity", text),
                 f"{vm}: no rebuild reported:\n" + text[-3000:])
     h.check("tg: ready" not in text, "a restored VM booted again")
+    c.check_nothing_sent_to_rebuilder(text)
     print(f"vm1 and vm2 rebuilt from vm0 and two Reed-Solomon parity blocks; the cluster goes on")
     restored.kill9()
 
