@@ -318,7 +318,7 @@ Result<void> CheckpointRun::commit(const MemoryImageSummary& memory)
     m.depth = result_.incremental ? cp_.parent_->depth + 1 : 0;
     m.mode = mode_name(req_.mode);
     m.created = utc_now();
-    m.vm = cp_.parts_.shape;
+    m.vm = cp_.parts_.vm;
     m.memory.size = mem_.guest_phys_end();
     m.memory.full = !result_.incremental;
     m.memory.chunks = memory.chunk_hashes;

@@ -37,7 +37,7 @@ struct VmParts {
     // VM paused, no I/O in flight: freeze each disk's top layer (new
     // overlays go to `overlay_dir`) and describe the chains.
     std::function<Result<std::vector<dev::ChainDescription>>(const std::string& overlay_dir)> freeze_disks;
-    VmShape shape;
+    vmm::VmDescription vm;  // what each manifest records
     // The key every manifest is sealed with, asked for at the first
     // checkpoint (a VM that is never checkpointed needs none).
     std::function<Result<SealKey>()> seal_key;

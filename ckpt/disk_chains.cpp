@@ -32,7 +32,7 @@ Result<std::vector<dev::ChainDescription>> restored_disk_chains(const Manifest& 
     std::vector<dev::ChainDescription> chains;
     for (size_t i = 0; i < m.disks.size(); ++i) {
         dev::ChainDescription d;
-        TRY_ASSIGN(d.base, dev::parse_disk_spec(m.vm.disks[i]));
+        d.base = m.vm.disks[i];
         d.base.path = m.disks[i].base;
         d.size = m.disks[i].base_size;
         d.base_mtime_ns = m.disks[i].base_mtime_ns;

@@ -7,7 +7,8 @@
 
 namespace vvmm::ckpt {
 
-inline constexpr uint32_t kFormatVersion = 1;
+// 2: the VM description is structured (1 kept the --disk/--net flags' text).
+inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr uint64_t kPageSize = 4096;
 inline constexpr uint64_t kChunkSize = 2ull << 20;  // unit of checksums and lazy restore
 inline constexpr uint64_t kPagesPerChunk = kChunkSize / kPageSize;

@@ -40,17 +40,72 @@ Result<FileDigest> digest_from(const json& j)
     return d;
 }
 
-Result<VmShape> vm_from(const json& j)
+// Each item of `name`, an array, read by `one`.
+template <typename T, typename Read>
+Result<std::vector<T>> items_from(const json& j, const char* name, Read one)
 {
-    VmShape vm;
+    if (!j.is_object() || !j.contains(name) || !j.at(name).is_array())
+        return Error(std::string("missing field '") + name + "'");
+    if (j.at(name).size() > kMaxDevices) return Error(std::string("field '") + name + "' has more items than PCI slots");
+    std::vector<T> out;
+    for (const auto& item : j.at(name)) {
+        auto v = one(item);
+        if (!v) return v.error().context(std::string("field '") + name + "'");
+        out.push_back(std::move(v).value());
+    }
+    return out;
+}
+
+Result<vmm::DiskDescription> disk_description_from(const json& j)
+{
+    vmm::DiskDescription d;
+    TRY_ASSIGN(d.path, field<std::string>(j, "path"));
+    TRY_ASSIGN(d.readonly, field<bool>(j, "readonly"));
+    TRY_ASSIGN(d.id, field<std::string>(j, "id"));
+    if (d.path.empty()) return Error("a disk without a path");
+    if (d.id.size() > vmm::kMaxDiskIdLength) return Error("a disk id longer than 20 bytes");
+    return d;
+}
+
+Result<vmm::NicDescription> nic_description_from(const json& j)
+{
+    vmm::NicDescription n;
+    TRY_ASSIGN(n.id, field<std::string>(j, "id"));
+    TRY_ASSIGN(n.listen, field<std::string>(j, "listen"));
+    TRY_ASSIGN(n.peers, field<std::vector<std::string>>(j, "peers"));
+    TRY_ASSIGN(n.mac, field<std::string>(j, "mac"));
+    return n;
+}
+
+// Format version 1 kept the `--disk` and `--net` flags' text.
+Result<vmm::DiskDescription> disk_flag_from(const json& j)
+{
+    if (!j.is_string()) return Error("a disk that is not a string");
+    return vmm::parse_disk_flag(j.get<std::string>());
+}
+
+Result<vmm::NicDescription> nic_flag_from(const json& j)
+{
+    if (!j.is_string()) return Error("a network card that is not a string");
+    return vmm::parse_nic_flag(j.get<std::string>());
+}
+
+Result<vmm::VmDescription> vm_from(const json& j, uint32_t format_version)
+{
+    vmm::VmDescription vm;
     TRY_ASSIGN(vm.cpus, field<unsigned>(j, "cpus"));
     TRY_ASSIGN(vm.mem_bytes, field<uint64_t>(j, "mem_bytes"));
     TRY_ASSIGN(vm.huge_pages, field<bool>(j, "huge_pages"));
     TRY_ASSIGN(vm.kernel, field<std::string>(j, "kernel"));
     TRY_ASSIGN(vm.cmdline, field<std::string>(j, "cmdline"));
     TRY_ASSIGN(vm.console, field<std::string>(j, "console"));
-    TRY_ASSIGN(vm.disks, field<std::vector<std::string>>(j, "disks"));
-    TRY_ASSIGN(vm.nets, field<std::vector<std::string>>(j, "nets"));
+    if (format_version == 1) {
+        TRY_ASSIGN(vm.disks, items_from<vmm::DiskDescription>(j, "disks", disk_flag_from));
+        TRY_ASSIGN(vm.nics, items_from<vmm::NicDescription>(j, "nets", nic_flag_from));
+    } else {
+        TRY_ASSIGN(vm.disks, items_from<vmm::DiskDescription>(j, "disks", disk_description_from));
+        TRY_ASSIGN(vm.nics, items_from<vmm::NicDescription>(j, "nics", nic_description_from));
+    }
     // What `vvmm run` accepts, checked before anything is sized by it: a
     // restore allocates per-chunk tables and page maps by mem_bytes.
     if (vm.cpus == 0 || vm.cpus > vmm::kMaxCpus) return Error("vm.cpus out of range");
@@ -58,8 +113,18 @@ Result<VmShape> vm_from(const json& j)
     if (vm.mem_bytes < vmm::layout::kMinMemory || vm.mem_bytes > vmm::layout::kMaxMemory)
         return Error("vm.mem_bytes " + std::to_string(vm.mem_bytes) + " is out of range (32 MiB..1 TiB)");
     // Every disk and network card takes a PCI slot (31 beside the host bridge).
-    if (vm.disks.size() + vm.nets.size() > kMaxDevices) return Error("more disks and network cards than PCI slots");
+    if (vm.disks.size() + vm.nics.size() > kMaxDevices) return Error("more disks and network cards than PCI slots");
     return vm;
+}
+
+json vm_json(const vmm::VmDescription& vm)
+{
+    json disks = json::array(), nics = json::array();
+    for (const auto& d : vm.disks) disks.push_back({{"path", d.path}, {"readonly", d.readonly}, {"id", d.id}});
+    for (const auto& n : vm.nics) nics.push_back({{"id", n.id}, {"listen", n.listen}, {"peers", n.peers}, {"mac", n.mac}});
+    return {{"cpus", vm.cpus},         {"mem_bytes", vm.mem_bytes}, {"huge_pages", vm.huge_pages},
+            {"kernel", vm.kernel},     {"cmdline", vm.cmdline},     {"console", vm.console},
+            {"disks", disks},          {"nics", nics}};
 }
 
 Result<MemoryImage> memory_from(const json& j, uint64_t mem_bytes)
@@ -121,14 +186,13 @@ json to_json(const Manifest& m)
         disks.push_back({{"base", d.base}, {"base_size", d.base_size}, {"base_mtime_ns", d.base_mtime_ns}, {"layers", d.layers}});
     json j = {
         {"format", "vvmm-checkpoint"},
-        {"format_version", m.format_version},
+        {"format_version", kFormatVersion},  // the form written here, whatever version `m` was read from
         {"id", m.id},
         {"parent", m.parent ? json(*m.parent) : json(nullptr)},
         {"depth", m.depth},
         {"mode", m.mode},
         {"created", m.created},
-        {"vm", {{"cpus", m.vm.cpus}, {"mem_bytes", m.vm.mem_bytes}, {"huge_pages", m.vm.huge_pages}, {"kernel", m.vm.kernel}, {"cmdline", m.vm.cmdline},
-                {"console", m.vm.console}, {"disks", m.vm.disks}, {"nets", m.vm.nets}}},
+        {"vm", vm_json(m.vm)},
         {"state", digest_json(m.state)},
         {"memory", memory},
         {"disks", disks},
@@ -158,7 +222,7 @@ Result<Manifest> manifest_from_json(const json& j)
     TRY_ASSIGN(m.mode, field<std::string>(j, "mode"));
     TRY_ASSIGN(m.created, field<std::string>(j, "created"));
     if (!j.contains("vm")) return Error("missing field 'vm'");
-    TRY_ASSIGN(m.vm, vm_from(j.at("vm")));
+    TRY_ASSIGN(m.vm, vm_from(j.at("vm"), m.format_version));
     if (!j.contains("state")) return Error("missing field 'state'");
     TRY_ASSIGN(m.state, digest_from(j.at("state")));
     if (!j.contains("memory")) return Error("missing field 'memory'");

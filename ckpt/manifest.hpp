@@ -13,6 +13,7 @@
 #include "ckpt/image_format.hpp"
 #include "ckpt/manifest_seal.hpp"
 #include "vmm/base/result.hpp"
+#include "vmm/vm_description.hpp"
 
 namespace vvmm::ckpt {
 
@@ -23,16 +24,6 @@ struct FileDigest {
     std::string file;
     uint64_t size = 0;
     uint64_t xxh3 = 0;
-};
-
-// The VM a checkpoint belongs to: restore rebuilds exactly this shape.
-struct VmShape {
-    unsigned cpus = 1;
-    uint64_t mem_bytes = 0;
-    bool huge_pages = false;
-    std::string kernel, cmdline, console;
-    std::vector<std::string> disks;  // --disk specs as given to `vvmm run`
-    std::vector<std::string> nets;   // --net specs
 };
 
 struct DiskLayers {
@@ -62,13 +53,13 @@ struct EpochPart {
 };
 
 struct Manifest {
-    uint32_t format_version = kFormatVersion;
+    uint32_t format_version = kFormatVersion;  // as read; to_json writes the current one
     std::string id;
     std::optional<std::string> parent;  // id of the parent, a sibling directory
     unsigned depth = 0;                 // incremental links since the last full checkpoint
     std::string mode;
     std::string created;  // UTC, ISO 8601
-    VmShape vm;
+    vmm::VmDescription vm;  // restore rebuilds exactly this machine
     FileDigest state;
     MemoryImage memory;
     std::vector<DiskLayers> disks;

@@ -159,16 +159,9 @@ int run_member(const coord::ClusterConfig& config, const std::string& vm, const 
 {
     auto role = role_of(config, vm, 0);
     if (!role) return fail(role.error());
-    const coord::VmEntry& v = *config.vm(vm);
-    vmm::VmConfig c;
-    c.kernel = v.kernel.string();
-    if (v.initrd) c.initrd = v.initrd->string();
-    c.cmdline_extra = config.guest_cmdline(v);
-    c.cpus = v.cpus;
-    c.mem_bytes = v.mem_bytes;
-    c.huge_pages = v.huge_pages;
-    if (auto r = vmm::validate_vm_config(c); !r) return fail(r.error().context(vm));
-    auto session = runtime::VmSession::boot({c, v.disks, {config.net_spec(v)}, api, std::move(role).value()});
+    const vmm::VmDescription description = config.description(*config.vm(vm));
+    if (auto r = vmm::validate_vm_description(description); !r) return fail(r.error().context(vm));
+    auto session = runtime::VmSession::boot({description, api, std::move(role).value()});
     if (!session) return fail(session.error());
     return run_session(**session);
 }
@@ -221,7 +214,7 @@ int restore_member(const coord::ClusterConfig& config, const std::string& vm, co
     req.trust_unsigned = f.trust_unsigned;
     req.api_socket = api;
     req.console = "stdio";
-    req.net_specs = {config.net_spec(*config.vm(vm))};
+    req.nics = {config.nic(*config.vm(vm))};
     req.cluster = std::move(role).value();
     auto session = runtime::VmSession::restore(req);
     if (!session) return fail(session.error().context("restore"));

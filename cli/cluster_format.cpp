@@ -27,7 +27,7 @@ uint64_t largest_member(const coord::ClusterConfig& c, const coord::ParitySet& s
 {
     uint64_t bytes = 0;
     for (const auto& m : set.members)
-        if (const auto* v = c.vm(m)) bytes = std::max(bytes, v->mem_bytes);
+        if (const auto* v = c.vm(m)) bytes = std::max(bytes, v->machine.mem_bytes);
     return bytes;
 }
 
@@ -57,7 +57,7 @@ std::string describe_checkpoint_policy(const coord::ClusterConfig& c)
 json memory_per_node(const coord::ClusterConfig& c)
 {
     std::map<std::string, uint64_t> images, parity;
-    for (const auto& v : c.vms) images[v.node] += v.mem_bytes;
+    for (const auto& v : c.vms) images[v.node] += v.machine.mem_bytes;
     if (c.parity)
         for (const auto& set : c.parity->sets)
             for (const auto& n : set.parity_nodes) parity[n] += largest_member(c, set);

@@ -6,13 +6,15 @@
 #include "cli/session_exit.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/size_parse.hpp"
-#include "vmm/vm_config.hpp"
+#include "net/net_spec.hpp"
+#include "vmm/vm_description.hpp"
 
 namespace vvmm::cli {
 namespace {
 
 struct RunFlags {
-    vmm::VmConfig config;
+    vmm::VmDescription config;
+    std::string cmdline;
     std::string mem_text = "512M";
     std::string initrd;
     std::vector<std::string> disks;
@@ -24,14 +26,26 @@ struct RunFlags {
     ClusterFlags cluster;
 };
 
-Result<vmm::VmConfig> resolve(const RunFlags& f)
+// The flags as one description of the VM, every part checked.
+Result<vmm::VmDescription> resolve(const RunFlags& f)
 {
-    vmm::VmConfig c = f.config;
+    vmm::VmDescription c = f.config;
     auto mem = parse_size(f.mem_text);
     if (!mem) return mem.error().context("--mem");
     c.mem_bytes = mem.value();
     if (!f.initrd.empty()) c.initrd = f.initrd;
-    TRY(vmm::validate_vm_config(c));
+    c.cmdline = vmm::cmdline_with_default(f.cmdline);
+    TRY(vmm::validate_vm_description(c));
+    for (const auto& d : f.disks) {
+        TRY_ASSIGN(auto disk, vmm::parse_disk_flag(d));
+        c.disks.push_back(std::move(disk));
+    }
+    for (const auto& n : f.nets) {
+        // Checked whole here, so a mistake is named before anything starts.
+        auto spec = net::parse_net_spec(n);
+        if (!spec) return spec.error().context("--net");
+        c.nics.push_back(net::nic_description(spec.value()));
+    }
     return c;
 }
 
@@ -45,7 +59,7 @@ std::function<int()> add_run_command(CLI::App& app)
     const std::vector<const CLI::Option*> vm_options = {
         run->add_option("--kernel", flags->config.kernel, "bzImage or uncompressed ELF vmlinux (required without --cluster)"),
         run->add_option("--initrd", flags->initrd, "initial ramdisk"),
-        run->add_option("--cmdline", flags->config.cmdline_extra,
+        run->add_option("--cmdline", flags->cmdline,
                         std::string("appended to the default command line: ") + vmm::kDefaultCmdline),
         run->add_option("--cpus", flags->config.cpus, "number of vCPUs (1..32)")->capture_default_str(),
         run->add_option("--mem", flags->mem_text, "guest RAM, e.g. 256M or 2G")->capture_default_str(),
@@ -90,7 +104,7 @@ std::function<int()> add_run_command(CLI::App& app)
             return 1;
         }
         auto session = runtime::VmSession::boot(
-            {config.value(), flags->disks, flags->nets, flags->api, {}, flags->checkpoint_key, flags->checkpoint_dir});
+            {config.value(), flags->api, {}, flags->checkpoint_key, flags->checkpoint_dir});
         if (!session) {
             log_error(session.error().message());
             return 1;

@@ -13,12 +13,11 @@
 #include <toml++/toml.h>
 
 #include "ckpt/checkpoint_mode.hpp"
-#include "devices/disk_image.hpp"
 #include "vmm/base/size_parse.hpp"
 #include "vmm/base/small_file.hpp"
 #include "vmm/memory_layout.hpp"
 #include "vmm/mp_table.hpp"
-#include "vmm/vm_config.hpp"
+#include "vmm/vm_description.hpp"
 
 namespace vvmm::coord {
 
@@ -465,7 +464,7 @@ std::vector<net::SocketAddress> ClusterConfig::peers_of(const VmEntry& v) const
 
 std::string ClusterConfig::guest_cmdline(const VmEntry& v) const
 {
-    std::string out = v.cmdline;
+    std::string out = v.machine.cmdline;
     if (!out.empty()) out += ' ';
     out += "vvmm.macs=";
     for (size_t i = 0; i < vms.size(); ++i) out += (i ? "," : "") + vms[i].mac.to_string();
@@ -488,13 +487,19 @@ std::vector<std::string> ClusterConfig::peer_names(const VmEntry& v) const
     return out;
 }
 
-std::string ClusterConfig::net_spec(const VmEntry& v) const
+vmm::NicDescription ClusterConfig::nic(const VmEntry& v) const
 {
-    std::string out = "peer,id=" + v.name + ",listen=" + listen_address(v).to_string();
-    std::string peers;
-    for (const auto& p : peers_of(v)) peers += (peers.empty() ? "" : ";") + p.to_string();
-    if (!peers.empty()) out += ",peers=" + peers;
-    return out + ",mac=" + v.mac.to_string();
+    vmm::NicDescription out{v.name, listen_address(v).to_string(), {}, v.mac.to_string()};
+    for (const auto& p : peers_of(v)) out.peers.push_back(p.to_string());
+    return out;
+}
+
+vmm::VmDescription ClusterConfig::description(const VmEntry& v) const
+{
+    vmm::VmDescription out = v.machine;
+    out.cmdline = vmm::cmdline_with_default(guest_cmdline(v));
+    out.nics = {nic(v)};
+    return out;
 }
 
 namespace {
@@ -691,21 +696,14 @@ void parse_vm_disks(Checker& c, const toml::table& t, const std::string& what, b
             c.error(at, "disks of " + what + " must be strings like \"path=FILE\", not " + type_name(d));
             continue;
         }
-        auto spec = dev::parse_disk_spec(std::string(d.as_string()->get()));
-        if (!spec) {
-            c.error(at, "disk of " + what + ": " + spec.error().message());
+        auto disk = vmm::parse_disk_flag(std::string(d.as_string()->get()));
+        if (!disk) {
+            c.error(at, "disk of " + what + ": " + disk.error().message());
             continue;
         }
-        const fs::path path = c.resolve(spec->path);
-        if (path.string().find(',') != std::string::npos) {
-            c.error(at, "disk path '" + path.string() + "' of " + what + " contains ',', which --disk cannot carry");
-            continue;
-        }
-        if (check_files) c.check_file_exists(at, "disk of " + what, path, true);
-        std::string out = "path=" + path.string();
-        if (spec->readonly) out += ",readonly=on";
-        if (!spec->id.empty()) out += ",id=" + spec->id;
-        vm.disks.push_back(out);
+        disk->path = c.resolve(disk->path).string();
+        if (check_files) c.check_file_exists(at, "disk of " + what, disk->path, true);
+        vm.machine.disks.push_back(std::move(disk).value());
     }
 }
 
@@ -776,26 +774,26 @@ std::optional<ParsedVm> parse_vm(Checker& c, const toml::table& t, size_t index,
     }
     good &= check_vm_node(c, t, what, cfg, node_names, vm);
     good &= parse_vm_port(c, t, what, vm, p.pos);
-    if (auto huge = c.get_bool(t, "huge_pages", what)) vm.huge_pages = *huge;
+    if (auto huge = c.get_bool(t, "huge_pages", what)) vm.machine.huge_pages = *huge;
     if (auto cpus = c.get_int(t, "cpus", what, false)) {
         if (*cpus < int64_t{vmm::kMinCpus} || *cpus > int64_t{vmm::kMaxCpus})
             c.error(at("cpus"), "cpus " + std::to_string(*cpus) + " of " + what + " is out of range (1.." +
                                     std::to_string(vmm::kMaxCpus) + ")");
         else
-            vm.cpus = static_cast<unsigned>(*cpus);
+            vm.machine.cpus = static_cast<unsigned>(*cpus);
     }
     if (const toml::node* mem = t.get("mem"))
-        if (auto bytes = parse_vm_mem(c, *mem, what)) vm.mem_bytes = *bytes;
+        if (auto bytes = parse_vm_mem(c, *mem, what)) vm.machine.mem_bytes = *bytes;
     if (auto kernel = c.get_path(t, "kernel", what, true)) {
-        vm.kernel = *kernel;
+        vm.machine.kernel = kernel->string();
         if (check_files) c.check_file_exists(at("kernel"), "kernel of " + what, *kernel, false);
     }
     if (auto initrd = c.get_path(t, "initrd", what, false)) {
-        vm.initrd = *initrd;
+        vm.machine.initrd = initrd->string();
         if (check_files) c.check_file_exists(at("initrd"), "initrd of " + what, *initrd, false);
     }
     if (auto cmdline = c.get_string(t, "cmdline", what, false)) {
-        vm.cmdline = *cmdline;
+        vm.machine.cmdline = *cmdline;
         check_vm_cmdline(c, at("cmdline"), *cmdline, what);
     }
     good &= parse_vm_mac(c, t, what, vm, p.pos);
@@ -843,7 +841,7 @@ void check_vms_together(Checker& c, const ClusterConfig& cfg, const std::vector<
                                  cfg.vms[it->second].name + "' (at " + where(positions[it->second].mac) + ")");
         // Parity covers a checkpoint's memory and state; a disk's layers would
         // be lost with the node, so such a VM could not be rebuilt.
-        if (!vm.disks.empty() && cfg.storage == CheckpointStorage::memory && cfg.redundancy.kind != Redundancy::Kind::none)
+        if (!vm.machine.disks.empty() && cfg.storage == CheckpointStorage::memory && cfg.redundancy.kind != Redundancy::Kind::none)
             c.error(pos.disks, "disks of VM '" + vm.name + "': redundancy \"" + cfg.redundancy.name() +
                                    "\" protects memory and device state, not disks (use storage = \"disk\", or "
                                    "redundancy = \"none\")");

@@ -15,6 +15,7 @@
 #include "net/net_spec.hpp"
 #include "vmm/base/duration_parse.hpp"
 #include "vmm/base/result.hpp"
+#include "vmm/vm_description.hpp"
 
 namespace vvmm::coord {
 
@@ -27,18 +28,13 @@ struct VmEntry {
     std::string name;
     std::string node;
     uint16_t port = 0;  // peer-mesh port on the node's address
-    unsigned cpus = 1;
-    uint64_t mem_bytes = 512ull << 20;
-    bool huge_pages = false;  // like `vvmm run --huge-pages`
-    // Every path below is resolved: a relative path in the file is taken
-    // relative to the config file's directory, and made absolute.
-    std::filesystem::path kernel;
-    std::optional<std::filesystem::path> initrd;
-    std::string cmdline;  // as written; guest_cmdline() adds the network part
     net::MacAddress mac;  // given, or derived from the VM name if absent
-    // `--disk` specs with the path resolved, e.g. "path=/abs/vm0.img,readonly=on".
-    std::vector<std::string> disks;
     std::optional<std::string> ip;  // "a.b.c.d/len", the guest's own address
+    // The machine as the file describes it: every path resolved (a relative
+    // path in the file is taken relative to the file's directory). Its
+    // cmdline is the file's alone and it has no nics: the cluster adds both
+    // (ClusterConfig::description).
+    vmm::VmDescription machine;
 };
 
 // Where committed checkpoints live (issue 12, DESIGN.md "Diskless checkpoints").
@@ -105,9 +101,13 @@ struct ClusterConfig {
     // these to configure its interface and learn its peers.
     std::string guest_cmdline(const VmEntry& vm) const;
 
-    // The text for `vvmm run --net`, accepted by net::parse_net_spec:
-    // "peer,id=NAME,listen=ADDR:PORT[,peers=ADDR:PORT;...],mac=MAC".
-    std::string net_spec(const VmEntry& vm) const;
+    // The VM's interface on the cluster's mesh: its name, its listen
+    // address, every other VM's, its MAC.
+    vmm::NicDescription nic(const VmEntry& vm) const;
+
+    // The whole machine `vm` is: the file's, with the default and the
+    // cluster's command line (guest_cmdline) and its nic.
+    vmm::VmDescription description(const VmEntry& vm) const;
 };
 
 // The parity placement of `config`'s VMs over the nodes that host VMs, for

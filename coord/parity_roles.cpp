@@ -39,7 +39,7 @@ uint64_t longest_image_of(const ClusterConfig& config, const std::vector<std::st
 {
     uint64_t longest = 0;
     for (const auto& name : members)
-        if (const VmEntry* vm = config.vm(name)) longest = std::max(longest, ckpt::ProtectedImage::max_length(vm->mem_bytes));
+        if (const VmEntry* vm = config.vm(name)) longest = std::max(longest, ckpt::ProtectedImage::max_length(vm->machine.mem_bytes));
     return longest;
 }
 

@@ -233,7 +233,7 @@ Result<void> receive(const RebuildContext& ctx, const ClusterConfig& config, con
                      Clock::time_point deadline)
 {
     const VmEntry& v = *config.vm(vm);
-    TRY_ASSIGN(auto spec, net::parse_net_spec(config.net_spec(v)));
+    TRY_ASSIGN(auto spec, net::peer_net_spec(config.nic(v)));
     TRY_ASSIGN(auto mesh, net::PeerMesh::create(spec, {}, {config.name, secret, config.peer_names(v)}));
     RebuildReceiver receiver(r, rebuild, ctx.epoch.epoch);
     NoGuestYet sink;

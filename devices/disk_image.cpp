@@ -3,35 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include <sstream>
-
 namespace vvmm::dev {
-
-Result<DiskSpec> parse_disk_spec(const std::string& text)
-{
-    DiskSpec spec;
-    std::stringstream in(text);
-    std::string item;
-    while (std::getline(in, item, ',')) {
-        const auto eq = item.find('=');
-        if (eq == std::string::npos) return Error("--disk: '" + item + "' is not key=value");
-        const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
-        if (key == "path") {
-            spec.path = value;
-        } else if (key == "readonly" || key == "ro") {
-            if (value == "on" || value == "true" || value == "1") spec.readonly = true;
-            else if (value == "off" || value == "false" || value == "0") spec.readonly = false;
-            else return Error("--disk: readonly must be on or off, not '" + value + "'");
-        } else if (key == "id" || key == "serial") {
-            if (value.size() > 20) return Error("--disk: id '" + value + "' is longer than 20 bytes");
-            spec.id = value;
-        } else {
-            return Error("--disk: unknown key '" + key + "' (expected path, readonly, id)");
-        }
-    }
-    if (spec.path.empty()) return Error("--disk needs path=FILE");
-    return spec;
-}
 
 Result<DiskImage> DiskImage::open(const DiskSpec& spec)
 {

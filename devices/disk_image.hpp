@@ -1,5 +1,4 @@
-// A raw disk image file and the --disk option that names it:
-// path=FILE[,readonly=on|off][,id=SERIAL].
+// A raw disk image file, opened as a VM's description names it.
 #pragma once
 
 #include <cstdint>
@@ -7,16 +6,11 @@
 
 #include "vmm/base/result.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/vm_description.hpp"
 
 namespace vvmm::dev {
 
-struct DiskSpec {
-    std::string path;
-    bool readonly = false;
-    std::string id;  // serial the guest reads with GET_ID (max 20 bytes)
-};
-
-Result<DiskSpec> parse_disk_spec(const std::string& text);
+using DiskSpec = vmm::DiskDescription;  // vmm::parse_disk_flag reads one from --disk
 
 class DiskImage {
 public:

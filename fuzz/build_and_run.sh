@@ -14,12 +14,12 @@ set -euo pipefail
 # What each target links besides fuzz/NAME_fuzz.cpp, relative to the
 # repository root. Adding a target = adding its file and one line here.
 declare -A SOURCES=(
-    [checkpoint_state]="ckpt/state_file.cpp ckpt/manifest.cpp ckpt/manifest_seal.cpp vmm/base/crypto.cpp vmm/base/small_file.cpp net/channel_state.cpp devices/serial_16550.cpp devices/i8042.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp vmm/base/log.cpp"
-    [cluster_input]="vmm/base/small_file.cpp coord/cluster_config.cpp coord/parity_placement.cpp vmm/base/duration_parse.cpp coord/cluster_manifest.cpp ckpt/manifest_seal.cpp vmm/base/crypto.cpp ckpt/checkpoint_dir.cpp net/net_spec.cpp devices/disk_image.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp vmm/mp_table.cpp vmm/vm_config.cpp vmm/base/log.cpp"
+    [checkpoint_state]="vmm/vm_description.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp ckpt/state_file.cpp ckpt/manifest.cpp ckpt/manifest_seal.cpp vmm/base/crypto.cpp vmm/base/small_file.cpp net/channel_state.cpp devices/serial_16550.cpp devices/i8042.cpp devices/pci/pci_bus.cpp devices/pci/pci_config_space.cpp vmm/base/log.cpp"
+    [cluster_input]="vmm/base/small_file.cpp coord/cluster_config.cpp coord/parity_placement.cpp vmm/base/duration_parse.cpp coord/cluster_manifest.cpp ckpt/manifest_seal.cpp vmm/base/crypto.cpp ckpt/checkpoint_dir.cpp net/net_spec.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp vmm/mp_table.cpp vmm/vm_description.cpp vmm/base/log.cpp"
     [control_socket]="control/control_server.cpp control/control_request.cpp vmm/base/log.cpp"
     [disk_layers]="devices/disk_layers.cpp devices/disk_image.cpp vmm/base/small_file.cpp vmm/base/log.cpp"
-    [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp"
-    [peer_mesh]="net/peer_mesh.cpp net/peer_mesh_links.cpp net/peer_mesh_traffic.cpp net/peer_mesh_epoch.cpp net/peer_protocol.cpp net/net_spec.cpp net/mac_table.cpp net/send_queue.cpp net/channel_cut.cpp net/channel_state.cpp net/tls_psk.cpp net/tls_link.cpp vmm/base/crypto.cpp vmm/base/log.cpp"
+    [peer_decoder]="net/peer_protocol.cpp net/net_spec.cpp vmm/vm_description.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp"
+    [peer_mesh]="vmm/vm_description.cpp vmm/base/size_parse.cpp vmm/memory_layout.cpp net/peer_mesh.cpp net/peer_mesh_links.cpp net/peer_mesh_traffic.cpp net/peer_mesh_epoch.cpp net/peer_protocol.cpp net/net_spec.cpp net/mac_table.cpp net/send_queue.cpp net/channel_cut.cpp net/channel_state.cpp net/tls_psk.cpp net/tls_link.cpp vmm/base/crypto.cpp vmm/base/log.cpp"
     [virtqueue]="devices/virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/kvm_vm.cpp vmm/kvm_system.cpp vmm/memory_layout.cpp vmm/base/size_parse.cpp vmm/base/log.cpp"
     # fuzz/support/fake_kvm.cpp and fake_io_thread.cpp stand in for
     # vmm/kvm_vm.cpp, vmm/kvm_system.cpp and vmm/io_thread.cpp: no /dev/kvm,

@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     if (!config) return 0;
     for (const auto& vm : config.value().vms) {
         (void)config.value().guest_cmdline(vm);
-        if (!net::parse_net_spec(config.value().net_spec(vm))) __builtin_trap();
+        if (!net::peer_net_spec(config.value().nic(vm))) __builtin_trap();
     }
     return 0;
 }

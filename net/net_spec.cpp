@@ -27,29 +27,6 @@ Result<uint16_t> parse_port(std::string_view text, const std::string& whole)
     return static_cast<uint16_t>(value);
 }
 
-std::vector<std::string_view> split(std::string_view text, char sep)
-{
-    std::vector<std::string_view> parts;
-    size_t start = 0;
-    for (;;) {
-        const size_t end = text.find(sep, start);
-        parts.push_back(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
-        if (end == std::string_view::npos) return parts;
-        start = end + 1;
-    }
-}
-
-Result<std::vector<SocketAddress>> parse_peer_list(std::string_view text)
-{
-    std::vector<SocketAddress> peers;
-    for (std::string_view item : split(text, ';')) {
-        if (item.empty()) return Error("peers= has an empty entry (separate addresses with a single ';')");
-        TRY_ASSIGN(auto address, SocketAddress::parse(item));
-        peers.push_back(address);
-    }
-    return peers;
-}
-
 }  // namespace
 
 MacAddress MacAddress::from_bytes(const uint8_t* p)
@@ -184,45 +161,41 @@ Result<void> validate_peer_net_spec(const PeerNetSpec& spec)
     return ok();
 }
 
-Result<PeerNetSpec> parse_net_spec(std::string_view text)
+Result<PeerNetSpec> peer_net_spec(const vmm::NicDescription& nic)
 {
-    const auto items = split(text, ',');
-    if (items[0] != "peer")
-        return Error("unknown network backend '" + std::string(items[0]) + "' (supported: peer)");
-    std::map<std::string, std::string_view, std::less<>> values;
-    for (size_t i = 1; i < items.size(); ++i) {
-        const std::string_view item = items[i];
-        const size_t eq = item.find('=');
-        if (eq == std::string_view::npos) return Error("'" + std::string(item) + "' is not key=value");
-        const std::string key(item.substr(0, eq));
-        const std::string_view value = item.substr(eq + 1);
-        if (key != "id" && key != "listen" && key != "peers" && key != "mac")
-            return Error("unknown key '" + key + "' (known: id, listen, peers, mac)");
-        if (value.empty()) return Error("key '" + key + "' has an empty value");
-        if (!values.emplace(key, value).second) return Error("key '" + key + "' is given twice");
-    }
-    if (!values.contains("id")) return Error("missing id= (this VMM's name in the cluster)");
-    if (!values.contains("listen")) return Error("missing listen= (the address other VMMs connect to)");
-
     PeerNetSpec spec;
-    spec.id = std::string(values["id"]);
+    spec.id = nic.id;
     TRY(validate_peer_id(spec.id));
-    auto listen = SocketAddress::parse(values["listen"]);
+    auto listen = SocketAddress::parse(nic.listen);
     if (!listen) return listen.error().context("listen");
     spec.listen = listen.value();
-    if (values.contains("peers")) {
-        auto peers = parse_peer_list(values["peers"]);
-        if (!peers) return peers.error().context("peers");
-        spec.peers = std::move(peers.value());
+    for (const auto& item : nic.peers) {
+        if (item.empty()) return Error("peers: peers= has an empty entry (separate addresses with a single ';')");
+        auto address = SocketAddress::parse(item);
+        if (!address) return address.error().context("peers");
+        spec.peers.push_back(address.value());
     }
-    if (values.contains("mac")) {
-        TRY_ASSIGN(spec.mac, MacAddress::parse(values["mac"]));
+    if (!nic.mac.empty()) {
+        TRY_ASSIGN(spec.mac, MacAddress::parse(nic.mac));
     } else {
         spec.mac = MacAddress::derived_from_id(spec.id);
         spec.mac_derived = true;
     }
     TRY(validate_peer_net_spec(spec));
     return spec;
+}
+
+vmm::NicDescription nic_description(const PeerNetSpec& spec)
+{
+    vmm::NicDescription nic{spec.id, spec.listen.to_string(), {}, spec.mac.to_string()};
+    for (const auto& p : spec.peers) nic.peers.push_back(p.to_string());
+    return nic;
+}
+
+Result<PeerNetSpec> parse_net_spec(std::string_view text)
+{
+    TRY_ASSIGN(auto nic, vmm::parse_nic_flag(text));
+    return peer_net_spec(nic);
 }
 
 }  // namespace vvmm::net

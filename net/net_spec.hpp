@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "vmm/base/result.hpp"
+#include "vmm/vm_description.hpp"
 
 namespace vvmm::net {
 
@@ -82,6 +83,10 @@ inline constexpr size_t kMaxPeerIdLength = 64;
 // default MacAddress::derived_from_id(id)). Errors name the offending part
 // but not the flag, so callers add it: `.context("--net")`.
 Result<PeerNetSpec> parse_net_spec(std::string_view text);
+// The same checks for a NIC already split into values (a checkpoint's, a
+// cluster file's); nic_description() is the way back.
+Result<PeerNetSpec> peer_net_spec(const vmm::NicDescription& nic);
+vmm::NicDescription nic_description(const PeerNetSpec& spec);
 
 Result<void> validate_peer_id(std::string_view id);
 

@@ -31,12 +31,12 @@ Result<ckpt::SealPolicy> seal_policy(const RestoreRequest& req)
 }
 
 // A cluster VM's interfaces may move (restore on other hosts), its MACs may not.
-Result<void> check_same_macs(const std::vector<std::string>& recorded, const std::vector<std::string>& now)
+Result<void> check_same_macs(const std::vector<vmm::NicDescription>& recorded, const std::vector<vmm::NicDescription>& now)
 {
     if (recorded.size() != now.size()) return Error("the VM had " + std::to_string(recorded.size()) + " network interface(s), the cluster now gives it " + std::to_string(now.size()));
     for (size_t i = 0; i < now.size(); ++i) {
-        TRY_ASSIGN(auto a, net::parse_net_spec(recorded[i]));
-        TRY_ASSIGN(auto b, net::parse_net_spec(now[i]));
+        TRY_ASSIGN(auto a, net::peer_net_spec(recorded[i]));
+        TRY_ASSIGN(auto b, net::peer_net_spec(now[i]));
         if (a.mac != b.mac) return Error("the VM's MAC was " + a.mac.to_string() + ", the cluster now says " + b.mac.to_string());
     }
     return ok();
@@ -57,14 +57,14 @@ Result<dev::BoardConfig> restored_board(const RestoreRequest& req, const ckpt::L
 }
 
 // The VM as recorded, on the network the cluster gives it now (if it says).
-Result<ckpt::VmShape> shape_now(const ckpt::VmShape& recorded, const std::vector<std::string>& net_specs)
+Result<vmm::VmDescription> vm_now(const vmm::VmDescription& recorded, const std::vector<vmm::NicDescription>& nics)
 {
-    ckpt::VmShape shape = recorded;
-    if (!net_specs.empty()) {
-        TRY(check_same_macs(recorded.nets, net_specs));
-        shape.nets = net_specs;  // later checkpoints record where the VM is now
+    vmm::VmDescription vm = recorded;
+    if (!nics.empty()) {
+        TRY(check_same_macs(recorded.nics, nics));
+        vm.nics = nics;  // later checkpoints record where the VM is now
     }
-    return shape;
+    return vm;
 }
 
 Result<void> make_dir(const std::string& dir)
@@ -116,10 +116,10 @@ Result<std::unique_ptr<VmSession>> VmSession::restore(const RestoreRequest& req)
         {{}, disk_bases, {loaded.dir}, board.console, s->checkpoint_dir_, req.api_socket, s->persist_dir()}));
     TRY(s->watch_signals());
     if (!board.restored_disks.empty()) TRY(make_dir(board.overlay_dir));
-    TRY_ASSIGN(ckpt::VmShape shape, shape_now(m.vm, req.net_specs));
-    TRY_ASSIGN(board.nics, s->nics(shape.nets));
+    TRY_ASSIGN(vmm::VmDescription vm, vm_now(m.vm, req.nics));
+    TRY_ASSIGN(board.nics, s->nics(vm.nics));
     TRY(s->load_channel_state(loaded.dir, m));
-    TRY(s->build(shape));
+    TRY(s->build(vm));
     TRY(s->serve_memory(std::move(loaded.chain), req.verify_full));
     TRY_ASSIGN(s->board_, dev::PcBoard::create(*s->machine_, board));
     TRY(s->collect_components());

@@ -16,13 +16,11 @@ nlohmann::json error_reply(const Error& e) { return {{"ok", false}, {"error", e.
 
 }  // namespace
 
-Result<std::vector<dev::NicConfig>> VmSession::nics(const std::vector<std::string>& specs)
+Result<std::vector<dev::NicConfig>> VmSession::nics(const std::vector<vmm::NicDescription>& described)
 {
     std::vector<dev::NicConfig> nics;
-    for (const auto& n : specs) {
-        const std::string backend = n.substr(0, n.find(','));
-        if (backend != "peer") return Error("--net: unknown backend '" + backend + "' (expected peer,...)");
-        auto spec = net::parse_net_spec(n);
+    for (const auto& n : described) {
+        auto spec = net::peer_net_spec(n);
         if (!spec) return spec.error().context("--net");
         net::MeshCluster cluster;
         if (cluster_)
@@ -66,13 +64,13 @@ Result<void> VmSession::watch_signals()
     return ok();
 }
 
-Result<void> VmSession::build(const ckpt::VmShape& shape)
+Result<void> VmSession::build(const vmm::VmDescription& vm)
 {
-    shape_ = shape;
-    TRY(vmm::check_host_can_back(shape.mem_bytes, vmm::host_ram_plus_swap()));
+    vm_ = vm;
+    TRY(vmm::check_host_can_back(vm.mem_bytes, vmm::host_ram_plus_swap()));
     TRY_ASSIGN(auto kvm, vmm::KvmSystem::open());
     kvm_ = std::make_unique<vmm::KvmSystem>(std::move(kvm));
-    TRY_ASSIGN(machine_, vmm::Machine::create(*kvm_, shape.cpus, shape.mem_bytes, shape.huge_pages));
+    TRY_ASSIGN(machine_, vmm::Machine::create(*kvm_, vm.cpus, vm.mem_bytes, vm.huge_pages));
     machine_for_signals_ = machine_.get();
     return ok();
 }
@@ -99,7 +97,7 @@ Result<void> VmSession::start_services(const std::string& api_socket)
     parts.components = components_;
     dev::PcBoard* board = board_.get();
     parts.freeze_disks = [board](const std::string& dir) { return board->freeze_disks(dir); };
-    parts.shape = shape_;
+    parts.vm = vm_;
     parts.seal_key = seal_key_;
     parts.checkpoint_dir = checkpoint_dir_;
     parts.confined = vmm::sandbox_enabled();
@@ -142,8 +140,8 @@ nlohmann::json VmSession::status() const
 {
     nlohmann::json j = {{"ok", true},
                         {"state", checkpointer_->paused() ? "paused" : "running"},
-                        {"cpus", shape_.cpus},
-                        {"mem_bytes", shape_.mem_bytes},
+                        {"cpus", vm_.cpus},
+                        {"mem_bytes", vm_.mem_bytes},
                         {"uptime_s", ms_since(created_) / 1000.0},
                         {"checkpoints", checkpointer_->count()}};
     if (restored_) j["restore_ms"] = restore_ms_;

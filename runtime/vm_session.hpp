@@ -23,7 +23,7 @@
 #include "vmm/kvm_system.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/vcpu_state.hpp"
-#include "vmm/vm_config.hpp"
+#include "vmm/vm_description.hpp"
 #include "vmm/vm_state.hpp"
 
 namespace vvmm::runtime {
@@ -43,8 +43,7 @@ struct ClusterRole {
 };
 
 struct BootRequest {
-    vmm::VmConfig config;
-    std::vector<std::string> disk_specs, net_specs;  // as typed, recorded in checkpoints
+    vmm::VmDescription vm;  // recorded in its checkpoints
     std::string api_socket;
     std::optional<ClusterRole> cluster;
     std::string checkpoint_key;  // key file sealing checkpoints; empty: the default (not for clusters)
@@ -65,7 +64,7 @@ struct RestoreRequest {
     std::string checkpoint_dir;
     // The VM's network as the cluster places it now (it may have moved to
     // other hosts); empty: as recorded. MACs must match the recorded ones.
-    std::vector<std::string> net_specs;
+    std::vector<vmm::NicDescription> nics;
 };
 
 class VmSession : public control::ControlHandler {
@@ -83,10 +82,10 @@ private:
     VmSession() = default;
     // Must come before any thread is created (they inherit the blocked signals).
     Result<void> watch_signals();
-    Result<void> build(const ckpt::VmShape& shape);
+    Result<void> build(const vmm::VmDescription& vm);
     Result<void> collect_components();
     Result<void> start_services(const std::string& api_socket);
-    Result<std::vector<dev::NicConfig>> nics(const std::vector<std::string>& specs);
+    Result<std::vector<dev::NicConfig>> nics(const std::vector<vmm::NicDescription>& nics);
     Result<void> load_channel_state(const std::string& dir, const ckpt::Manifest& m);
     Result<void> serve_memory(std::vector<ckpt::ChainLink> chain, bool verify_full);
     Result<void> restore_sections(const std::vector<ckpt::Section>& sections, vmm::ClockMode clock);
@@ -99,7 +98,7 @@ private:
     std::atomic<int> signal_{0};
     std::atomic<vmm::Machine*> machine_for_signals_{nullptr};
     std::unique_ptr<SignalWatcher> signals_;
-    ckpt::VmShape shape_;
+    vmm::VmDescription vm_;  // as built; what its checkpoints record
     std::function<Result<ckpt::SealKey>()> seal_key_;
     std::string checkpoint_dir_;
     std::unique_ptr<vmm::KvmSystem> kvm_;

@@ -130,7 +130,12 @@ TEST_CASE("manifest: round trip and field validation")
     m.depth = 1;
     m.mode = "cow";
     m.created = "2026-11-22T00:00:00Z";
-    m.vm = {2, 64ull << 20, false, "k", "console=ttyS0", "stdio", {"path=d.img"}, {}};
+    m.vm.cpus = 2;
+    m.vm.mem_bytes = 64ull << 20;
+    m.vm.kernel = "k";
+    m.vm.cmdline = "console=ttyS0";
+    m.vm.disks = {{"d.img", true, "serial-1"}};
+    m.vm.nics = {{"vm0", "10.0.0.1:7000", {"10.0.0.2:7000", "[::1]:7001"}, "52:54:00:00:00:01"}};
     m.state = {"state.bin", 100, 0x1234};
     m.memory.size = 64ull << 20;
     m.memory.full = false;
@@ -145,6 +150,9 @@ TEST_CASE("manifest: round trip and field validation")
     CHECK(back->memory.chunks[3] == 0xabcdefu);
     CHECK(back->disks[0].layers == m.disks[0].layers);
     CHECK(back->vm.disks == m.vm.disks);
+    CHECK(back->vm.nics == m.vm.nics);
+    CHECK(j["vm"]["disks"][0]["path"] == "d.img");  // structured, not the --disk flag's text
+    CHECK(j["vm"]["nics"][0]["peers"][1] == "[::1]:7001");
 
     auto refused = [&](auto change, const char* what) {
         auto k = j;
@@ -154,7 +162,7 @@ TEST_CASE("manifest: round trip and field validation")
         CHECK_MESSAGE(r.error().message().find(what) != std::string::npos, r.error().message());
     };
     refused([](auto& k) { k["format"] = "qcow2"; }, "not a vvmm checkpoint");
-    refused([](auto& k) { k["format_version"] = 2; }, "newer");
+    refused([](auto& k) { k["format_version"] = vvmm::ckpt::kFormatVersion + 1; }, "newer");
     refused([](auto& k) { k["state"]["file"] = "../etc/passwd"; }, "not a file name");
     refused([](auto& k) { k["state"]["xxh3"] = "xyz"; }, "bad checksum");
     refused([](auto& k) { k["memory"]["chunks"].erase(0); }, "chunk checksums");
@@ -170,7 +178,10 @@ TEST_CASE("manifest: round trip and field validation")
     refused([](auto& k) { k["vm"]["mem_bytes"] = 2ull << 40; }, "out of range (32 MiB..1 TiB)");
     refused([](auto& k) { k["vm"]["mem_bytes"] = 16ull << 20; }, "out of range (32 MiB..1 TiB)");
     refused([](auto& k) { k["vm"]["cpus"] = 33; }, "vm.cpus out of range");
-    refused([](auto& k) { k["vm"]["nets"] = std::vector<std::string>(31, "peer"); }, "than PCI slots");
+    refused([](auto& k) { k["vm"]["nics"] = std::vector<std::string>(32, "peer"); }, "than PCI slots");
+    refused([](auto& k) { k["vm"]["disks"] = {"path=d.img"}; }, "field 'disks'");  // version 1's form in version 2
+    refused([](auto& k) { k["vm"]["disks"][0]["id"] = std::string(21, 'x'); }, "longer than 20 bytes");
+    refused([](auto& k) { k["vm"]["nics"][0].erase("listen"); }, "missing field 'listen'");
     // Every link of a chain keeps its stats: a crafted tree there could be gigabytes.
     refused([](auto& k) { k["stats"] = nlohmann::json::array({1, 2, 3}); }, "field 'stats'");
     refused([](auto& k) { k["stats"]["nested"] = {{"a", 1}}; }, "field 'stats'");
@@ -178,6 +189,38 @@ TEST_CASE("manifest: round trip and field validation")
     auto with_stats = j;
     with_stats["stats"] = {{"pause_ms", 1.5}, {"pages", 7}, {"direct_io", true}};
     CHECK(manifest_from_json(with_stats).ok());
+}
+
+TEST_CASE("manifest: format version 1 (the flags' text for disks and networks) reads into the structured description")
+{
+    Manifest m;
+    m.id = "000001";
+    m.mode = "stop";
+    m.created = "2026-11-22T00:00:00Z";
+    m.vm.mem_bytes = 32ull << 20;
+    m.vm.kernel = "k";
+    m.state = {"state.bin", 1, 1};
+    m.memory.size = 32ull << 20;
+    m.memory.chunks.assign(16, std::nullopt);
+    m.disks.push_back({"/d.img", 4096, 5, {}});
+    auto j = to_json(m);
+    j["format_version"] = 1;
+    j["vm"].erase("nics");
+    j["vm"]["disks"] = {"path=/d.img,readonly=on,id=s1"};
+    j["vm"]["nets"] = {"peer,id=vm0,listen=10.0.0.1:7000,peers=10.0.0.2:7000;10.0.0.3:7000"};
+    auto old = manifest_from_json(j);
+    REQUIRE_MESSAGE(old.ok(), old.error().message());
+    CHECK(old->vm.disks == std::vector<vvmm::vmm::DiskDescription>{{"/d.img", true, "s1"}});
+    REQUIRE(old->vm.nics.size() == 1);
+    CHECK(old->vm.nics[0] == vvmm::vmm::NicDescription{"vm0", "10.0.0.1:7000", {"10.0.0.2:7000", "10.0.0.3:7000"}, ""});
+    // Written again, it is the current version's structured form.
+    CHECK(to_json(old.value())["format_version"] == kFormatVersion);
+    CHECK(to_json(old.value())["vm"]["nics"][0]["id"] == "vm0");
+
+    j["vm"]["nets"] = {"peer,id=vm0,colour=blue"};
+    CHECK_FALSE(manifest_from_json(j).ok());
+    j["vm"]["nets"] = {42};
+    CHECK_FALSE(manifest_from_json(j).ok());
 }
 
 TEST_CASE("memory checksums: per-page hashes folded per chunk equal the chunk read back")
@@ -419,7 +462,9 @@ void write_checkpoint(const std::string& root, const std::string& id, std::optio
     m.depth = parent ? 1 : 0;
     m.mode = "stop";
     m.created = "2026-11-22T00:00:00Z";
-    m.vm = {1, 32ull << 20, false, "k", "", "stdio", {}, {}};
+    m.vm.cpus = 1;
+    m.vm.mem_bytes = 32ull << 20;
+    m.vm.kernel = "k";
     m.state = write_durable(dir, "state.bin", encode_state({})).value();
     m.memory.size = 32ull << 20;
     m.memory.full = !parent;

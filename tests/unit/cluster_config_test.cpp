@@ -157,26 +157,26 @@ TEST_CASE("cluster config: a good config round trip")
     CHECK(vm0.name == "vm0");
     CHECK(vm0.node == "n0");
     CHECK(vm0.port == 7100);
-    CHECK(vm0.cpus == 2);
-    CHECK(vm0.mem_bytes == 256ull << 20);
-    CHECK(vm0.kernel == d.path / "guest/k.bzImage");
-    CHECK_FALSE(vm0.initrd.has_value());
-    CHECK(vm0.cmdline == "test=ring me=0 n=3");
+    CHECK(vm0.machine.cpus == 2);
+    CHECK(vm0.machine.mem_bytes == 256ull << 20);
+    CHECK(vm0.machine.kernel == (d.path / "guest/k.bzImage").string());
+    CHECK_FALSE(vm0.machine.initrd.has_value());
+    CHECK(vm0.machine.cmdline == "test=ring me=0 n=3");
     CHECK(vm0.mac.to_string() == "52:54:00:aa:00:01");
-    REQUIRE(vm0.disks.size() == 2);
-    CHECK(vm0.disks[0] == "path=" + (d.path / "vm0.img").string());
-    CHECK(vm0.disks[1] == "path=" + (d.path / "abs/shared.img").string() + ",readonly=on,id=shared");
+    REQUIRE(vm0.machine.disks.size() == 2);
+    CHECK(vm0.machine.disks[0] == vvmm::vmm::DiskDescription{(d.path / "vm0.img").string(), false, ""});
+    CHECK(vm0.machine.disks[1] == vvmm::vmm::DiskDescription{(d.path / "abs/shared.img").string(), true, "shared"});
     CHECK(vm0.ip == "10.1.0.1/24");
 
     // Defaults: one vCPU, 512 MiB, no cmdline, a MAC derived from the name.
     const auto& vm2 = c.vms[2];
-    CHECK(vm2.cpus == 1);
-    CHECK(vm2.mem_bytes == 512ull << 20);
-    CHECK(vm2.cmdline.empty());
+    CHECK(vm2.machine.cpus == 1);
+    CHECK(vm2.machine.mem_bytes == 512ull << 20);
+    CHECK(vm2.machine.cmdline.empty());
     CHECK(vm2.mac == vvmm::net::MacAddress::derived_from_id("vm2"));
-    CHECK(vm2.initrd == d.path / "init.cpio");
-    CHECK(vm2.kernel == d.path / "boot/k");
-    CHECK(vm2.disks.empty());
+    CHECK(vm2.machine.initrd == (d.path / "init.cpio").string());
+    CHECK(vm2.machine.kernel == (d.path / "boot/k").string());
+    CHECK(vm2.machine.disks.empty());
 
     REQUIRE(c.node("n0") != nullptr);
     CHECK(c.node("n0")->address == "127.0.0.1");
@@ -227,20 +227,25 @@ disks = ["path=d/disk.img,id=a"]
     CHECK(r->secret_file == d.path / "keys/x.key");
     CHECK(r->checkpoint_dir == "/var/tmp/ckpt");  // absolute stays as is
     CHECK(r->mode == "stop");                      // the default
-    CHECK(r->vms[0].kernel == d.path / "conf/k");
-    CHECK(r->vms[0].disks[0] == "path=" + (d.path / "conf/d/disk.img").string() + ",id=a");
-    CHECK(r->vms[0].kernel.is_absolute());
+    CHECK(r->vms[0].machine.kernel == (d.path / "conf/k").string());
+    CHECK(r->vms[0].machine.disks[0] == vvmm::vmm::DiskDescription{(d.path / "conf/d/disk.img").string(), false, "a"});
+    CHECK(fs::path(r->vms[0].machine.kernel).is_absolute());
 }
 
-TEST_CASE("cluster config: net_spec is what --net accepts")
+TEST_CASE("cluster config: a VM's nic is what --net accepts; its description adds the cluster's parts")
 {
     auto r = parse_cluster_config(kGood, "t/c.toml", false);
     REQUIRE_MESSAGE(r.ok(), why(r));
     const ClusterConfig& c = r.value();
-    CHECK(c.net_spec(c.vms[1]) ==
-          "peer,id=vm1,listen=127.0.0.1:7101,peers=127.0.0.1:7100;10.0.0.2:7100,mac=52:54:00:aa:00:02");
+    CHECK(c.nic(c.vms[1]) == vvmm::vmm::NicDescription{"vm1", "127.0.0.1:7101", {"127.0.0.1:7100", "10.0.0.2:7100"},
+                                                       "52:54:00:aa:00:02"});
+    const auto described = c.description(c.vms[0]);
+    CHECK(described.cmdline == vvmm::vmm::cmdline_with_default(c.guest_cmdline(c.vms[0])));
+    CHECK(described.nics == std::vector{c.nic(c.vms[0])});
+    CHECK(described.disks == c.vms[0].machine.disks);
+    CHECK(described.cpus == c.vms[0].machine.cpus);
     for (const auto& vm : c.vms) {
-        auto spec = vvmm::net::parse_net_spec(c.net_spec(vm));
+        auto spec = vvmm::net::peer_net_spec(c.nic(vm));
         REQUIRE_MESSAGE(spec.ok(), why(spec));
         CHECK(spec->id == vm.name);
         CHECK(spec->listen == c.listen_address(vm));
@@ -265,9 +270,10 @@ kernel = "k"
 )",
                                       "t/a.toml", false);
     REQUIRE_MESSAGE(alone.ok(), why(alone));
-    const std::string spec = alone->net_spec(alone->vms[0]);
-    CHECK(spec.rfind("peer,id=solo,listen=[::1]:7000,mac=", 0) == 0);
-    CHECK(vvmm::net::parse_net_spec(spec).ok());
+    const auto nic = alone->nic(alone->vms[0]);
+    CHECK(nic.listen == "[::1]:7000");
+    CHECK(nic.peers.empty());
+    CHECK(vvmm::net::peer_net_spec(nic).ok());
 }
 
 TEST_CASE("cluster config: guest_cmdline tells the guest its address and its peers")
@@ -344,8 +350,8 @@ TEST_CASE("cluster config: huge_pages")
 {
     auto r = parse_cluster_config(edit(kGood, "cpus = 2", "cpus = 2\nhuge_pages = true"), "t/c.toml", false);
     REQUIRE_MESSAGE(r.ok(), why(r));
-    CHECK(r->vms[0].huge_pages);
-    CHECK_FALSE(r->vms[1].huge_pages);
+    CHECK(r->vms[0].machine.huge_pages);
+    CHECK_FALSE(r->vms[1].machine.huge_pages);
 }
 
 TEST_CASE("cluster config: wrong types")
@@ -405,7 +411,7 @@ TEST_CASE("cluster config: ranges of port, cpus and mem")
     expect_error(with_mem("-5"), "t/c.toml:20:7: ", "must be a size");
     auto bytes = parse_cluster_config(with_mem("268435456"), "t/c.toml", false);
     REQUIRE_MESSAGE(bytes.ok(), why(bytes));
-    CHECK(bytes->vms[0].mem_bytes == 256ull << 20);
+    CHECK(bytes->vms[0].machine.mem_bytes == 256ull << 20);
 }
 
 TEST_CASE("cluster config: MACs and guest IPs")
@@ -532,7 +538,7 @@ TEST_CASE("cluster config: examples/cluster.toml is valid")
     CHECK(r->vms.size() == 3);
     CHECK(r->vms_on("n0").size() == 3);
     CHECK(r->vms[2].port == 7102);
-    CHECK(r->vms[0].kernel ==
-          (fs::absolute(example).parent_path() / "../build/guest/testguest.bzImage").lexically_normal());
-    for (const auto& vm : r->vms) CHECK(vvmm::net::parse_net_spec(r->net_spec(vm)).ok());
+    CHECK(r->vms[0].machine.kernel ==
+          (fs::absolute(example).parent_path() / "../build/guest/testguest.bzImage").lexically_normal().string());
+    for (const auto& vm : r->vms) CHECK(vvmm::net::peer_net_spec(r->nic(vm)).ok());
 }

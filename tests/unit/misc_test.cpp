@@ -9,7 +9,7 @@
 #include "devices/host_console.hpp"
 #include "vmm/io_bus.hpp"
 #include "vmm/long_mode_setup.hpp"
-#include "vmm/vm_config.hpp"
+#include "vmm/vm_description.hpp"
 
 using namespace vvmm;
 
@@ -22,32 +22,30 @@ TEST_CASE("GDT descriptors match the well-known flat encodings")
 
 TEST_CASE("vm config ranges")
 {
-    vmm::VmConfig c;
+    vmm::VmDescription c;
     c.kernel = "k";
-    CHECK(vmm::validate_vm_config(c).ok());
+    CHECK(vmm::validate_vm_description(c).ok());
     c.cpus = 0;
-    CHECK(vmm::validate_vm_config(c).error().message().find("--cpus 0 is out of range") != std::string::npos);
+    CHECK(vmm::validate_vm_description(c).error().message().find("--cpus 0 is out of range") != std::string::npos);
     c.cpus = 33;
-    CHECK_FALSE(vmm::validate_vm_config(c).ok());
+    CHECK_FALSE(vmm::validate_vm_description(c).ok());
     c.cpus = 32;
-    CHECK(vmm::validate_vm_config(c).ok());
+    CHECK(vmm::validate_vm_description(c).ok());
     c.mem_bytes = 1 << 20;
-    CHECK(vmm::validate_vm_config(c).error().message().find("--mem") != std::string::npos);
+    CHECK(vmm::validate_vm_description(c).error().message().find("--mem") != std::string::npos);
     c.mem_bytes = (512ull << 20) + 4096;
-    CHECK_FALSE(vmm::validate_vm_config(c).ok());
+    CHECK_FALSE(vmm::validate_vm_description(c).ok());
     c.mem_bytes = 2ull << 40;
-    CHECK_FALSE(vmm::validate_vm_config(c).ok());
+    CHECK_FALSE(vmm::validate_vm_description(c).ok());
     c.mem_bytes = 512ull << 20;
     c.kernel.clear();
-    CHECK_FALSE(vmm::validate_vm_config(c).ok());
+    CHECK_FALSE(vmm::validate_vm_description(c).ok());
 }
 
 TEST_CASE("default command line comes first, user's is appended")
 {
-    vmm::VmConfig c;
-    CHECK(c.full_cmdline() == vmm::kDefaultCmdline);
-    c.cmdline_extra = "test=smp";
-    CHECK(c.full_cmdline() == std::string(vmm::kDefaultCmdline) + " test=smp");
+    CHECK(vmm::cmdline_with_default("") == vmm::kDefaultCmdline);
+    CHECK(vmm::cmdline_with_default("test=smp") == std::string(vmm::kDefaultCmdline) + " test=smp");
 }
 
 TEST_CASE("console spec")

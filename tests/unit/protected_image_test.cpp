@@ -58,7 +58,8 @@ void write_checkpoint(const std::string& root, const std::string& id, std::optio
     m.depth = parent ? 1 : 0;
     m.mode = "stop";
     m.created = "2026-12-03T00:00:00Z";
-    m.vm = {1, kMem, false, "k", "", "stdio", {}, {}};
+    m.vm.mem_bytes = kMem;
+    m.vm.kernel = "k";
     m.state = write_durable(dir, "state.bin", encode_state({})).value();
     m.memory.size = kMem;
     m.memory.full = !parent;

@@ -9,17 +9,17 @@ using namespace vvmm::dev;
 
 TEST_CASE("--disk option")
 {
-    auto d = parse_disk_spec("path=a.img,readonly=on,id=disk-7");
+    auto d = vmm::parse_disk_flag("path=a.img,readonly=on,id=disk-7");
     REQUIRE(d.ok());
     CHECK(d->path == "a.img");
     CHECK(d->readonly);
     CHECK(d->id == "disk-7");
-    CHECK_FALSE(parse_disk_spec("path=a.img").value().readonly);
-    CHECK_FALSE(parse_disk_spec("readonly=on").ok());
-    CHECK_FALSE(parse_disk_spec("path=a,readonly=maybe").ok());
-    CHECK_FALSE(parse_disk_spec("path=a,cache=none").ok());
-    CHECK_FALSE(parse_disk_spec("a.img").ok());
-    CHECK_FALSE(parse_disk_spec("path=a,id=123456789012345678901").ok());
+    CHECK_FALSE(vmm::parse_disk_flag("path=a.img").value().readonly);
+    CHECK_FALSE(vmm::parse_disk_flag("readonly=on").ok());
+    CHECK_FALSE(vmm::parse_disk_flag("path=a,readonly=maybe").ok());
+    CHECK_FALSE(vmm::parse_disk_flag("path=a,cache=none").ok());
+    CHECK_FALSE(vmm::parse_disk_flag("a.img").ok());
+    CHECK_FALSE(vmm::parse_disk_flag("path=a,id=123456789012345678901").ok());
 }
 
 TEST_CASE("a missing disk image is a clear error")
