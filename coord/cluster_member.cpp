@@ -84,7 +84,8 @@ ClusterMember::ClusterMember(const ClusterConfig& config, std::string vm, net::P
       mesh_(mesh), checkpointer_(checkpointer), seal_key_(std::move(seal_key)), status_(std::move(status)),
       authority_(vm_, newest_committed(node_root_)), restore_epoch_(restore_epoch)
 {
-    mesh_.set_cluster_handler(this);
+    mesh_.set_message_sink(this);
+    mesh_.set_request_handler(this);
     last_epoch_end_ = Clock::now();
     epoch_costs_ = recent_epoch_costs(node_root_, ckpt::SealPolicy{seal_key_, false});
     if (config_.storage == CheckpointStorage::memory) warn_unless_tmpfs(node_root_);

@@ -41,7 +41,7 @@
 
 namespace vvmm::coord {
 
-class ClusterMember final : public net::ClusterHandler {
+class ClusterMember final : public net::PeerMessageSink, public net::ControllerRequestHandler {
 public:
     // `status` answers a controller's "status" for this VM. `restore_epoch`:
     // the epoch this VM is being restored from (0: it booted); peers'

@@ -115,7 +115,7 @@ Result<void> send_rebuild_sources(const RebuildContext& ctx, const std::string& 
 namespace {
 
 // The rebuilder's handler: folds what each expected source sends.
-class RebuildReceiver final : public net::ClusterHandler {
+class RebuildReceiver final : public net::PeerMessageSink, public net::ControllerRequestHandler {
 public:
     RebuildReceiver(const SetRebuild& r, ckpt::ParityRebuild& rebuild, uint64_t epoch)
         : r_(r), rebuild_(rebuild), epoch_(epoch), begun_(r.sources.size(), false), ended_(r.sources.size(), false)
@@ -238,7 +238,8 @@ Result<void> receive(const RebuildContext& ctx, const ClusterConfig& config, con
     RebuildReceiver receiver(r, rebuild, ctx.epoch.epoch);
     NoGuestYet sink;
     mesh->attach(&sink);
-    mesh->set_cluster_handler(&receiver);
+    mesh->set_message_sink(&receiver);
+    mesh->set_request_handler(&receiver);
     TRY(mesh->start());
     auto received = receiver.wait(deadline);
     mesh->stop();

@@ -80,7 +80,7 @@ struct Sink : FrameSink {
     void transmit_ready() override {}
 };
 
-struct Handler : ClusterHandler {
+struct Handler : PeerMessageSink, ControllerRequestHandler {
     PeerMesh* mesh = nullptr;
     std::atomic<size_t> requests{0};
     void on_control(const std::string& peer, MessageType type, uint64_t epoch, const nlohmann::json& body) override
@@ -123,7 +123,8 @@ struct Mesh {
         sink.mesh = mesh.get();
         handler.mesh = mesh.get();
         mesh->attach(&sink);
-        mesh->set_cluster_handler(&handler);
+        mesh->set_message_sink(&handler);
+        mesh->set_request_handler(&handler);
         check(mesh->start().ok(), "peer mesh start");
         client_tls = make_psk_tls_context(&psk).value();
     }

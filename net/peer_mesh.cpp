@@ -170,7 +170,8 @@ std::vector<std::string> PeerMesh::connected_peer_ids() const
     return ids;
 }
 
-void PeerMesh::set_cluster_handler(ClusterHandler* handler) { state_->handler = handler; }
+void PeerMesh::set_message_sink(PeerMessageSink* sink) { state_->message_sink = sink; }
+void PeerMesh::set_request_handler(ControllerRequestHandler* handler) { state_->request_handler = handler; }
 
 void PeerMesh::set_restore_backlog(const ChannelState& state)
 {

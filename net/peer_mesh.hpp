@@ -117,19 +117,30 @@ struct MeshCluster {
     std::vector<std::string> peer_ids;
 };
 
-// The cluster coordination on top of the mesh (coord/cluster_member).
-// Called on the network thread, never with the mesh's lock held; must not
-// block.
-class ClusterHandler {
+// What the mesh receives from its peers besides frames and markers: the
+// epoch protocol's messages and parity, whose meaning is coord/'s (the mesh
+// only carries them, in order, behind the frames sent before them), and the
+// loss of a peer. Called on the network thread, never with the mesh's lock
+// held; must not block.
+class PeerMessageSink {
 public:
-    virtual ~ClusterHandler() = default;
-    // PREPARE, DONE, COMMIT, ABORT or RESTORED from the peer with VMM id `peer`.
+    virtual ~PeerMessageSink() = default;
+    // PREPARE, DONE, COMMIT, ABORT, RESTORED, PARITY_BEGIN or PARITY_END
+    // (is_control_type) from the peer with VMM id `peer`.
     virtual void on_control(const std::string& peer, MessageType type, uint64_t epoch, const nlohmann::json& body) = 0;
     virtual void on_peer_lost(const std::string& peer) = 0;
     // A PARITY update from the peer with VMM id `peer` (diskless clusters).
     virtual void on_parity(const std::string& peer, const ParityMessage& message) { (void)peer, (void)message; }
-    // A request from an authenticated controller. `reply` may be called
-    // later, from any thread, once.
+};
+
+// Serves the requests of controllers (a CLI that proved the cluster's secret
+// on this VMM's peer port); what a request means is coord/'s. The mesh keeps
+// one request in flight per controller and closes idle ones.
+class ControllerRequestHandler {
+public:
+    virtual ~ControllerRequestHandler() = default;
+    // Called on the network thread; `reply` may be called later, from any
+    // thread, once.
     virtual void on_request(const nlohmann::json& request, std::function<void(nlohmann::json)> reply) = 0;
 };
 
@@ -159,8 +170,10 @@ public:
     std::vector<std::string> connected_peer_ids() const;
 
     // ---- cluster ----
-    // Before start().
-    void set_cluster_handler(ClusterHandler* handler);
+    // Before start(). Without a sink, such messages are dropped; without a
+    // handler, controllers are told this VMM is not part of a cluster.
+    void set_message_sink(PeerMessageSink* sink);
+    void set_request_handler(ControllerRequestHandler* handler);
     // Before start(): a restored VM's channel state; its frames reach the
     // guest before any frame from the network.
     void set_restore_backlog(const ChannelState& state);

@@ -117,7 +117,7 @@ void PeerMesh::State::on_request(const std::shared_ptr<Connection>& conn, const 
     }
     conn->request_in_flight = true;
     conn->deadline.cancel();  // not idle while we work for it
-    if (!handler) {
+    if (!request_handler) {
         append_ctl_reply(conn->replies, {{"ok", false}, {"error", "this VMM is not part of a cluster"}});
         write_replies(conn);
         return;
@@ -125,7 +125,7 @@ void PeerMesh::State::on_request(const std::shared_ptr<Connection>& conn, const 
     // The reply may come from another thread, much later (a checkpoint):
     // it is written on the network thread, if the controller is still there.
     std::weak_ptr<Connection> weak = conn;
-    handler->on_request(request, [this, weak](nlohmann::json reply) {
+    request_handler->on_request(request, [this, weak](nlohmann::json reply) {
         asio::post(io, [this, weak, reply = std::move(reply)] {
             auto c = weak.lock();
             if (!c || c->closed) return;

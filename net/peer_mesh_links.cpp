@@ -143,7 +143,7 @@ void PeerMesh::State::fail(std::shared_ptr<Connection> conn, const std::string& 
         // Frames it had sent may be lost with the connection: no cut through it holds.
         if (cut.epoch() && !cut.complete())
             fail_epoch("lost the connection to " + p->id + " during epoch " + std::to_string(*cut.epoch()));
-        if (handler) handler->on_peer_lost(p->id);
+        if (message_sink) message_sink->on_peer_lost(p->id);
     }
     p->conn.reset();
     {

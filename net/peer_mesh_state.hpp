@@ -263,7 +263,8 @@ struct PeerMesh::State {
     RateLimitedLog accept_log;
 
     // Cluster (network thread, except where noted).
-    ClusterHandler* handler = nullptr;
+    PeerMessageSink* message_sink = nullptr;
+    ControllerRequestHandler* request_handler = nullptr;
     std::vector<std::shared_ptr<Connection>> controllers;
     // A restored VM's channel state, delivered first: (peer index, frame).
     std::deque<std::pair<size_t, std::vector<uint8_t>>> backlog;

@@ -65,13 +65,13 @@ void PeerMesh::State::on_message(const std::shared_ptr<Connection>& conn, Messag
     } else if (const MarkerMessage* marker = std::get_if<MarkerMessage>(&message)) {
         on_marker(*conn->peer, marker->epoch);
     } else if (const ControlMessage* control = std::get_if<ControlMessage>(&message)) {
-        if (handler) guard_handler(*conn, message, [&] {
-            handler->on_control(conn->peer->id, control->type, control->epoch, control->body);
+        if (message_sink) guard_handler(*conn, message, [&] {
+            message_sink->on_control(conn->peer->id, control->type, control->epoch, control->body);
         });
         else log_warn("peer " + conn->peer->name + " sent " + std::string(message_name(message)) +
                       ", but this VMM is not part of a cluster; ignored");
     } else if (const ParityMessage* parity = std::get_if<ParityMessage>(&message)) {
-        if (handler) guard_handler(*conn, message, [&] { handler->on_parity(conn->peer->id, *parity); });
+        if (message_sink) guard_handler(*conn, message, [&] { message_sink->on_parity(conn->peer->id, *parity); });
     } else {
         fail(conn, "protocol error: a peer sent " + std::string(message_name(message)), LogLevel::error);
     }

@@ -206,7 +206,7 @@ private:
 // Records what the mesh hands to the cluster layer. Controls also note how
 // many frames the sink had then (both run on the network thread, one at a
 // time), which shows where they fell among the frames.
-class TestHandler : public ClusterHandler {
+class TestHandler : public PeerMessageSink, public ControllerRequestHandler {
 public:
     struct Control {
         std::string peer;
@@ -319,7 +319,7 @@ PeerNetSpec make_spec(const std::string& id, const SocketAddress& listen, std::v
     return spec;
 }
 
-// With a cluster, node->handler is the mesh's ClusterHandler.
+// With a cluster, node->handler is the mesh's message sink and request handler.
 std::unique_ptr<Node> create_node(const PeerNetSpec& spec, const PeerMeshLimits& limits = {},
                                   std::optional<MeshCluster> cluster = std::nullopt)
 {
@@ -329,7 +329,10 @@ std::unique_ptr<Node> create_node(const PeerNetSpec& spec, const PeerMeshLimits&
     REQUIRE_MESSAGE(mesh.ok(), error_of(mesh));
     node->mesh = std::move(mesh.value());
     node->mesh->attach(&node->sink);
-    if (cluster) node->mesh->set_cluster_handler(&node->handler);
+    if (cluster) {
+        node->mesh->set_message_sink(&node->handler);
+        node->mesh->set_request_handler(&node->handler);
+    }
     return node;
 }
 
@@ -1573,7 +1576,7 @@ TEST_CASE("mesh cluster: a control message its handler cannot take costs that me
 
 // Like ClusterMember on an ABORT: the handler calls back into the mesh from
 // the network thread, here just as the VMM shuts down.
-class AbortingHandler : public ClusterHandler {
+class AbortingHandler : public PeerMessageSink {
 public:
     explicit AbortingHandler(PeerMesh& mesh) : mesh_(mesh) {}
     void on_control(const std::string&, MessageType, uint64_t epoch, const nlohmann::json&) override
@@ -1584,7 +1587,6 @@ public:
         left = true;
     }
     void on_peer_lost(const std::string&) override {}
-    void on_request(const nlohmann::json&, std::function<void(nlohmann::json)>) override {}
     std::atomic<bool> entered{false}, left{false};
 
 private:
@@ -1595,7 +1597,7 @@ TEST_CASE("mesh cluster: stop() while a handler calls back into the mesh does no
 {
     auto nodes = make_secure_cluster(2);
     AbortingHandler handler(*nodes[1]->mesh);
-    nodes[1]->mesh->set_cluster_handler(&handler);
+    nodes[1]->mesh->set_message_sink(&handler);
     nodes[0]->mesh->send_control("b", MessageType::abort, 1, {{"reason", "test"}});
     REQUIRE(wait_until([&] { return handler.entered.load(); }));
     auto stopped = std::async(std::launch::async, [&] { nodes[1]->mesh->stop(); });
