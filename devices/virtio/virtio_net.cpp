@@ -156,13 +156,9 @@ VirtioNet::Put VirtioNet::put_frame(std::span<const uint8_t> frame)
     // A broken device will not take frames until the guest resets it; holding
     // them would stall the senders' whole network, so they are dropped.
     if (queues_->failed()) return Put::delivered;
+    // No buffer means the driver will kick RX when it posts one (pop() has
+    // re-armed the queue and looked again), and held frames go then.
     auto next = vq->pop();
-    // No buffer: we wait for the driver's next RX kick, which it sends only
-    // if it sees an avail_event it passes. Publish that index and look again
-    // behind a full fence: a buffer added while our avail_event store sat in
-    // the store buffer was not kicked for (both sides read the other's old
-    // value), and the frame, and this peer's whole link, would wait for ever.
-    if (next && !next.value() && vq->enable_notifications()) next = vq->pop();
     if (!next) {
         queues_->fail(next.error().message());
         return Put::failed;

@@ -44,7 +44,9 @@ public:
     static Result<Virtqueue> create(const vmm::GuestMemory& mem, const QueueAddresses& addr, bool event_idx);
 
     // The next available chain, nullopt if the driver has posted none, or an
-    // error (the device must then go NEEDS_RESET).
+    // error (the device must then go NEEDS_RESET). With notifications on, an
+    // empty queue is re-armed and checked again first, so nullopt means the
+    // driver will kick for its next buffer.
     Result<std::optional<DescriptorChain>> pop();
     // Gives the most recently popped chain back (the device could not use it yet).
     void undo_pop() { --last_avail_; }
