@@ -21,6 +21,10 @@
 //                  (last_checkpoint absent before the first checkpoint; "restore_ms" after
 //                  a restore; "spoofed_tx_dropped": frames the guest sent with another
 //                  source MAC, dropped, present once there is one)
+//                  plus "devices": [per virtio device: driver status, and per queue the
+//                  device's ring positions, what the rings in guest memory say and the
+//                  MSI-X vector's mask/pending bits] and "network": [per backend: peer
+//                  links, queued bytes, frames held either way] (`vvmm status --json`)
 //   pause/resume-> {"ok":true,"state":"paused"|"running"}
 //   stop        -> {"ok":true,"state":"stopped"}   (the VMM exits 0 after replying)
 //   checkpoint  -> {"ok":true,"id":"000003","path":"ckpts/a/000003","mode":"cow",

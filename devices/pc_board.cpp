@@ -1,5 +1,7 @@
 #include "devices/pc_board.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include "devices/virtio/virtio_blk.hpp"
 #include "devices/virtio/virtio_net.hpp"
 #include "vmm/memory_layout.hpp"
@@ -103,6 +105,14 @@ uint64_t PcBoard::spoofed_tx_dropped() const
     uint64_t n = 0;
     for (const auto& net : nets_) n += net->spoofed_tx_dropped();
     return n;
+}
+
+nlohmann::json PcBoard::report() const
+{
+    nlohmann::json devices = nlohmann::json::array(), network = nlohmann::json::array();
+    for (const auto& t : virtio_) devices.push_back(t->report());
+    for (const auto& b : backends_) network.push_back(b->report());
+    return {{"devices", std::move(devices)}, {"network", std::move(network)}};
 }
 
 }  // namespace vvmm::dev

@@ -52,6 +52,9 @@ public:
     Result<std::vector<ChainDescription>> freeze_disks(const std::string& overlay_dir);
     // Frames the guest sent with a source MAC not its own (dropped), all NICs.
     uint64_t spoofed_tx_dropped() const;
+    // For `vvmm status`: every virtio device's queues and holds, and every
+    // network backend's links (VirtioPciTransport::report, NetBackend::report).
+    nlohmann::json report() const;
 
 private:
     explicit PcBoard(vmm::Machine& machine) : machine_(machine), gsi_(machine.vm()) {}

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <span>
 
+#include <nlohmann/json.hpp>
+
 #include "vmm/base/result.hpp"
 
 namespace vvmm::net {
@@ -48,6 +50,11 @@ public:
     virtual void end_batch() {}
     // Stops all threads and connections; no callbacks after it returns.
     virtual void stop() = 0;
+    // For `vvmm status`: what the backend holds and waits for (any thread;
+    // must not be called with the device's lock held).
+    virtual nlohmann::json report() const;
 };
+
+inline nlohmann::json NetBackend::report() const { return nlohmann::json::object(); }
 
 }  // namespace vvmm::net

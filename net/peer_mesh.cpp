@@ -161,6 +161,36 @@ void PeerMesh::end_batch()
 
 void PeerMesh::stop() { state_->stop(); }
 
+nlohmann::json PeerMesh::report() const
+{
+    State& s = *state_;
+    return s.on_network_thread([&s] {
+        static constexpr const char* kStages[] = {"connecting", "tls_handshake", "awaiting_hello", "established"};
+        std::lock_guard lock(s.mutex);
+        nlohmann::json peers = nlohmann::json::array();
+        for (const auto& p : s.peers) {
+            nlohmann::json j = {{"peer", p->name},
+                                {"id", p->id},
+                                {"linked", p->linked},
+                                {"queued_bytes", p->queue.bytes()},
+                                {"writer_active", p->writer_active},
+                                {"frame_refused_by_guest", p->held.has_value()},
+                                {"marker_held", p->marker_held}};
+            if (p->conn) {
+                j["stage"] = kStages[static_cast<size_t>(p->conn->stage)];
+                j["reading"] = p->conn->reading;
+                j["write_in_flight"] = p->conn->write_in_flight;
+            }
+            peers.push_back(std::move(j));
+        }
+        return nlohmann::json{{"backend", "peer"},
+                              {"guest_tx_blocked", s.tx_blocked},
+                              {"restore_backlog_frames", s.backlog.size()},
+                              {"delivery_held", s.delivery_held},
+                              {"peers", std::move(peers)}};
+    });
+}
+
 std::vector<std::string> PeerMesh::connected_peer_ids() const
 {
     std::lock_guard lock(state_->mutex);

@@ -163,6 +163,9 @@ public:
     // Joins the network thread and closes every connection. Must not be
     // called from a FrameSink callback. Idempotent; the destructor calls it.
     void stop() override;
+    // Per peer: link state, queued bytes, a frame the guest refused, a held
+    // MARKER; and the mesh's own holds (guest TX blocked, restore backlog).
+    nlohmann::json report() const override;
 
     // Peers whose HELLO exchange completed and whose connection is up.
     size_t connected_peers() const;

@@ -154,8 +154,12 @@ nlohmann::json VmSession::handle(const control::ControlRequest& request)
 {
     using control::ControlCommand;
     switch (request.cmd) {
-    case ControlCommand::status:
-        return status();
+    case ControlCommand::status: {
+        // Device detail only here, not in a cluster's `list` (one line per VM).
+        nlohmann::json j = status();
+        j.update(board_->report());
+        return j;
+    }
     case ControlCommand::pause:
         if (auto r = checkpointer_->pause(); !r) return error_reply(r.error());
         return {{"ok", true}, {"state", "paused"}};

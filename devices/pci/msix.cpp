@@ -115,6 +115,12 @@ bool Msix::pending(unsigned vector) const
     return vector < entries_.size() && entries_[vector].pending;
 }
 
+bool Msix::is_masked(unsigned vector) const
+{
+    std::lock_guard lock(mutex_);
+    return vector >= entries_.size() || masked(vector);
+}
+
 vmm::MsiMessage Msix::message(unsigned vector) const
 {
     std::lock_guard lock(mutex_);

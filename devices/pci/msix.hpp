@@ -48,6 +48,8 @@ public:
     // (or while its new message is being routed).
     void signal(unsigned vector);
     bool pending(unsigned vector) const;
+    // Whether the vector cannot fire now (its mask, the function mask, or MSI-X off).
+    bool is_masked(unsigned vector) const;
     vmm::MsiMessage message(unsigned vector) const;
 
     void save(StateWriter& out) const;

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
 #include "vmm/base/le.hpp"
 
 namespace vvmm::dev {
@@ -120,6 +122,11 @@ void VirtioBlk::activate(VirtioQueues& queues)
 {
     queues_ = &queues;
     io_ = &queues.io();
+}
+
+void VirtioBlk::report(nlohmann::json& out) const
+{
+    out["blk"] = {{"in_flight", in_flight_}, {"draining", draining_}};
 }
 
 void VirtioBlk::reset()

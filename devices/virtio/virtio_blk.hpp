@@ -63,6 +63,7 @@ public:
     Result<ChainDescription> freeze(const std::string& overlay_dir);
     const DiskChain& disk() const { return disk_; }
     size_t in_flight() const { return in_flight_; }
+    void report(nlohmann::json& out) const override;
 
 private:
     struct Request;

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "devices/virtio/virtqueue.hpp"
 #include "vmm/base/state_stream.hpp"
 #include "vmm/guest_memory.hpp"
@@ -79,6 +81,9 @@ public:
     virtual uint16_t state_version() const { return 1; }
     virtual void save_state(StateWriter&) const {}
     virtual Result<void> restore_state(StateReader&, uint16_t) { return ok(); }
+    // For `vvmm status` (device lock held): the device's own counters and
+    // what it holds, added to `out`.
+    virtual void report(nlohmann::json& out) const { (void)out; }
 
 private:
     mutable std::mutex lock_;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
 #include "vmm/base/le.hpp"
 
 namespace vvmm::dev {
@@ -202,6 +204,14 @@ void VirtioNet::unquiesce()
     // transmit that stopped for the checkpoint resumes with the TX kick the
     // transport sends.
     receive_ready_later();
+}
+
+void VirtioNet::report(nlohmann::json& out) const
+{
+    out["net"] = {{"rx_refused", rx_refused_},  // the next RX kick owes the backend a receive_ready()
+                  {"held_rx_frames", held_rx_.size()},
+                  {"tx_waiting_for_backend", pending_tx_.has_value()},
+                  {"spoofed_tx_dropped", spoofed_tx_dropped_.load()}};
 }
 
 void VirtioNet::save_state(StateWriter& out) const

@@ -45,6 +45,7 @@ public:
     void unquiesce() override;
     void save_state(StateWriter& out) const override;
     Result<void> restore_state(StateReader& in, uint16_t version) override;
+    void report(nlohmann::json& out) const override;
 
     // Transmitted frames whose Ethernet source address is not this card's
     // MAC, dropped: the mesh learns where a MAC lives from the frames'

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "vmm/base/le.hpp"
 
 namespace vvmm::dev {
@@ -419,6 +421,43 @@ void VirtioPciTransport::unquiesce()
     // Kicks that came while quiesced were ignored: look at every queue again.
     for (auto& q : queues_)
         if (q.vq) kick(q.kick.get());
+}
+
+nlohmann::json VirtioPciTransport::report() const
+{
+    std::lock_guard lock(mutex_);
+    nlohmann::json queues = nlohmann::json::array();
+    for (size_t i = 0; i < queues_.size(); ++i) {
+        const Queue& q = queues_[i];
+        nlohmann::json j = {{"index", i}, {"size", q.size}, {"enabled", q.enabled}};
+        if (q.msix_vector != vpci::kNoVector) {
+            j["msix_vector"] = q.msix_vector;
+            j["msix_masked"] = msix_->is_masked(q.msix_vector);
+            j["msix_pending"] = msix_->pending(q.msix_vector);
+        }
+        if (q.vq) {
+            const auto pos = q.vq->positions();
+            const auto ring = q.vq->ring_view();
+            j["device"] = {{"last_avail", pos.last_avail}, {"used_idx", pos.used_idx},
+                           {"signalled_used", pos.signalled_used}, {"notifications", pos.notifications}};
+            j["ring"] = {{"avail_idx", ring.avail_idx}, {"avail_flags", ring.avail_flags}, {"used_idx", ring.used_idx},
+                         {"used_flags", ring.used_flags}};
+            if (q.vq->event_idx()) {
+                j["ring"]["used_event"] = ring.used_event;
+                j["ring"]["avail_event"] = ring.avail_event;
+            }
+        }
+        queues.push_back(std::move(j));
+    }
+    nlohmann::json out = {{"device", std::string(device_->name())},
+                          {"section", section_},
+                          {"status", status_},
+                          {"driver_features", driver_features_},
+                          {"msix_enabled", msix_->enabled()},
+                          {"quiesced", quiesced_},
+                          {"queues", std::move(queues)}};
+    device_->report(out);
+    return out;
 }
 
 Result<void> VirtioPciTransport::save(StateWriter& out) const

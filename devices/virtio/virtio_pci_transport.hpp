@@ -72,6 +72,10 @@ public:
     vmm::IoThread& io() override { return platform_.io; }
 
     uint8_t status() const { return status_; }
+    // For `vvmm status`: the driver's status and features, and per queue the
+    // device's ring positions beside what the rings in guest memory say and
+    // its MSI-X vector's state, so a stalled queue shows who waits for whom.
+    nlohmann::json report() const;
 
     // Snapshottable: registers, config space, MSI-X, ring positions, and the
     // device's own state nested inside. A restored transport stays quiesced

@@ -66,6 +66,19 @@ uint16_t Virtqueue::avail_idx() const
     return load_acquire16(mem_->span(addr_.avail + 2, 2).value().data());
 }
 
+Virtqueue::RingView Virtqueue::ring_view() const
+{
+    auto field = [this](uint64_t gpa) { return load_acquire16(mem_->span(gpa, 2).value().data()); };
+    RingView v;
+    v.avail_flags = field(addr_.avail);
+    v.avail_idx = field(addr_.avail + 2);
+    v.used_event = field(addr_.avail + 4 + 2 * uint64_t(addr_.size));
+    v.used_flags = field(addr_.used);
+    v.used_idx = field(addr_.used + 2);
+    v.avail_event = field(addr_.used + 4 + 8 * uint64_t(addr_.size));
+    return v;
+}
+
 bool Virtqueue::has_available() const { return avail_idx() != last_avail_; }
 
 void Virtqueue::set_positions(const Positions& p)

@@ -73,6 +73,15 @@ public:
     };
     Positions positions() const { return {last_avail_, used_idx_, signalled_used_, notifications_}; }
     void set_positions(const Positions& p);
+    // What the rings in guest memory say now (for `vvmm status`, to tell who
+    // waits for whom): the driver's avail index and flags, the used_event it
+    // asked interrupts at, and the used-ring fields we published.
+    struct RingView {
+        uint16_t avail_idx = 0, avail_flags = 0, used_event = 0;
+        uint16_t used_idx = 0, used_flags = 0, avail_event = 0;
+    };
+    RingView ring_view() const;
+    bool event_idx() const { return event_idx_; }
 
 private:
     Virtqueue(const vmm::GuestMemory& mem, const QueueAddresses& addr, bool event_idx)

@@ -58,6 +58,21 @@ with open(disk, "wb") as f:
 root = os.path.join(tmp, "ckpts")
 vm = Vm.boot(tmp, "blkseq", "test=blkseq blocks=%d delay=40 msix=1 %s" % (BLOCKS, h.guest_irqwait()), extra=["--disk", "path=" + disk])
 vm.wait_for(r"^tg: blkseq k=15 ")
+
+
+def check_blk_report(vm, what):
+    """`vvmm status` shows the disk's queue as the device and the driver see it."""
+    st = vm.call("status")
+    blks = [d for d in st.get("devices", []) if d.get("device", "").startswith("virtio-blk")]
+    h.check(len(blks) == 1, "%s: status lists no single virtio-blk: %s" % (what, st))
+    d = blks[0]
+    q = d["queues"][0]
+    ok = (d["status"] & 4 and d["msix_enabled"] and q["enabled"] and q["ring"]["used_idx"] == q["device"]["used_idx"]
+          and (q["ring"]["avail_idx"] - q["device"]["last_avail"]) % 65536 <= q["size"] and "in_flight" in d["blk"])
+    h.check(ok, "%s: virtio-blk report inconsistent: %s" % (what, d))
+
+
+check_blk_report(vm, "running")
 b1 = last_k(blkseq_lines(vm))
 full = vm.checkpoint(root, "cow")
 a1 = last_k(blkseq_lines(vm))

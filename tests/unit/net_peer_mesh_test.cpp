@@ -681,6 +681,15 @@ TEST_CASE("mesh: a guest without RX buffers pushes back to the sender; nothing i
     CHECK(b.sink.frames().empty());
     CHECK_FALSE(a.mesh->try_send(make_frame(b.mac(), a.mac(), sent, 1500)));
     const int ready_before = a.sink.transmit_ready_count();
+    // `vvmm status` shows who waits: B holds a frame its guest refused, A's queue is full.
+    const auto ra = a.mesh->report(), rb = b.mesh->report();
+    CHECK(ra["guest_tx_blocked"] == true);
+    REQUIRE(ra["peers"].size() == 1);
+    CHECK(ra["peers"][0]["linked"] == true);
+    CHECK(ra["peers"][0]["stage"] == "established");
+    CHECK(ra["peers"][0]["queued_bytes"].get<size_t>() > 64 * 1024);
+    CHECK(rb["peers"][0]["frame_refused_by_guest"] == true);
+    CHECK(rb["peers"][0]["reading"] == false);
 
     b.sink.set_refuse(false);
     b.mesh->receive_ready();

@@ -282,12 +282,51 @@ TEST_CASE("kick suppression: NO_NOTIFY flag or avail_event, and the re-check on 
     }
 }
 
+TEST_CASE("an empty pop with notifications on publishes avail_event again")
+{
+    Ring r;
+    r.desc(0, 0x10000, 8, 0, 0);
+    auto q = r.queue(true);
+    const uint64_t avail_event = r.addr.used + 4 + 8 * 8;
+    q.set_positions({.last_avail = 5, .used_idx = 5, .signalled_used = 5, .notifications = true});
+    store_le<uint16_t>(r.at(r.addr.avail + 2, 2), 5);
+    r.avail = 5;
+    CHECK(load_le<uint16_t>(r.at(avail_event, 2)) == 0);  // as a restored queue may find it
+    CHECK_FALSE(q.pop().value().has_value());
+    CHECK(load_le<uint16_t>(r.at(avail_event, 2)) == 5);  // the driver's next buffer kicks us
+    q.disable_notifications();
+    store_le<uint16_t>(r.at(avail_event, 2), 0);
+    CHECK_FALSE(q.pop().value().has_value());
+    CHECK(load_le<uint16_t>(r.at(avail_event, 2)) == 0);  // while draining, left alone
+}
+
+TEST_CASE("ring_view reads what the rings in guest memory say")
+{
+    Ring r;
+    for (uint16_t i = 0; i < 3; ++i) r.desc(i, 0x10000, 8, vring::kDescWrite, 0);
+    r.post(0);
+    r.post(1);
+    r.post(2);
+    auto q = r.queue(true);
+    store_le<uint16_t>(r.at(r.addr.avail + 4 + 2 * 8, 2), 7);  // used_event
+    REQUIRE(q.pop().value().has_value());
+    q.push_used(0, 8);
+    const auto v = q.ring_view();
+    CHECK(v.avail_idx == 3);
+    CHECK(v.used_idx == 1);
+    CHECK(v.used_event == 7);
+    CHECK(v.avail_event == 1);
+    CHECK(q.positions().last_avail == 1);
+}
+
 // ---- virtio-net transmit: only the card's own source MAC ---------------------------
 
 #include <mutex>
 
 #include "devices/virtio/virtio_net.hpp"
 #include "vmm/io_thread.hpp"
+
+#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -355,4 +394,28 @@ TEST_CASE("virtio-net drops and counts transmitted frames with another source MA
     CHECK(backend->sent[1][12] == 2);
     CHECK(net.spoofed_tx_dropped() == 1);
     CHECK(queues.tx.used_idx() == 3);  // the dropped frame's buffer went back to the guest too
+}
+
+TEST_CASE("virtio-net reports a frame refused for want of RX buffers")
+{
+    const std::array<uint8_t, 6> mine{0x52, 0x54, 0, 0, 0, 1};
+    auto io = vmm::IoThread::create().value();
+    VirtioNet net(mine, std::make_shared<SentFrames>(), *io);
+    NetQueues queues;
+    queues.io_thread = io.get();
+    net.activate(queues);
+    std::vector<uint8_t> frame(60, 0xff);
+    CHECK_FALSE(net.deliver_to_guest(frame));  // no RX buffer posted
+    nlohmann::json report;
+    {
+        std::lock_guard lock(net.lock());
+        net.report(report);
+    }
+    CHECK(report["net"]["rx_refused"] == true);
+    CHECK(report["net"]["held_rx_frames"] == 0);
+
+    queues.rx.desc(0, 0x10000, 12 + 60, vring::kDescWrite, 0);
+    queues.rx.post(0);
+    CHECK(net.deliver_to_guest(frame));
+    CHECK(queues.rx.used_idx() == 1);
 }
