@@ -46,6 +46,10 @@ int main(int argc, char** argv)
     bool no_sandbox = false;
     app.add_flag("--no-sandbox", no_sandbox,
                  "run VMMs without the sandbox (capabilities kept, no seccomp filter): for debugging only");
+    std::string user;
+    app.add_option("--user", user,
+                   "run as this unprivileged account instead of root (started as root; the account needs /dev/kvm, "
+                   "e.g. group kvm, and access to the VM's files and checkpoint directory)");
     app.failure_message([](const CLI::App*, const CLI::Error& e) { return std::string(e.what()) + "\n"; });
     // Each returns -1 unless its subcommand was the one parsed.
     const std::function<int()> commands[] = {
@@ -70,9 +74,11 @@ int main(int argc, char** argv)
         return 2;
     }
     vvmm::vmm::set_sandbox_enabled(!no_sandbox);
-    if (!no_sandbox) {
-        // Before any thread exists: capabilities are per thread.
-        if (auto dropped = vvmm::vmm::drop_capabilities(); !dropped) {
+    // Before any thread exists (capabilities are per thread) and before any
+    // file is opened (with --user, every open is checked as that account).
+    if (!user.empty() || !no_sandbox) {
+        auto dropped = user.empty() ? vvmm::vmm::drop_capabilities() : vvmm::vmm::become_user(user);
+        if (!dropped) {
             std::fprintf(stderr, "vvmm: error: %s\n", dropped.error().message().c_str());
             return 1;
         }

@@ -67,6 +67,10 @@ Result<json> control_request(const std::string& socket_path, const json& request
         if (err == ENOENT) return Error("no VMM is listening on " + socket_path + " (no such socket)");
         if (err == ECONNREFUSED)
             return Error("no VMM is listening on " + socket_path + " (connection refused: a stale socket or not a socket)");
+        if (err == EACCES)
+            // Even root's vvmm has dropped CAP_DAC_OVERRIDE by now.
+            return Error("connecting to " + socket_path + ": Permission denied (a VMM started with --user NAME is "
+                         "reached as NAME: vvmm --user NAME ...)");
         return errno_error("connecting to " + socket_path, err);
     }
 

@@ -54,6 +54,9 @@ vmm::FileAccessRules rules_for(const VmFiles& f)
 
 Result<void> confine_file_access(const VmFiles& files)
 {
+    // A launcher's --user made the kept capabilities ambient for the VMMs it
+    // execs; a VMM execs nothing, and its threads inherit this.
+    vmm::clear_ambient_capabilities();
     if (!vmm::sandbox_enabled()) return ok();
     TRY(create_console_file(files.console));
     for (const std::string& dir : {files.checkpoint_dir, files.persist_dir}) {

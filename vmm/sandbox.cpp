@@ -1,6 +1,8 @@
 #include "vmm/sandbox.hpp"
 
+#include <grp.h>
 #include <linux/capability.h>
+#include <pwd.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/prctl.h>
@@ -11,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace vvmm::vmm {
 namespace {
@@ -73,14 +76,22 @@ uint64_t sandbox_kept_capabilities()
     return mask;
 }
 
-Result<void> drop_capabilities()
+// Needs CAP_SETPCAP, which a root vvmm still has; without it (a VMM its
+// launcher started as another user) the set was already reduced before exec.
+static Result<void> drop_bounding_set()
 {
-    // The bounding set first (needs CAP_SETPCAP, which we still have if root).
     for (int cap = 0; cap <= CAP_LAST_CAP; ++cap) {
         if ((sandbox_kept_capabilities() >> cap) & 1) continue;
         if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL && errno != EPERM)
             return errno_error("sandbox: dropping capability " + std::to_string(cap) + " from the bounding set");
     }
+    return ok();
+}
+
+// Permitted and effective become the kept capabilities we have; inheritable
+// too if `inheritable` (for ambient ones), else nothing.
+static Result<void> set_capabilities(bool inheritable)
+{
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2] = {};
     if (::syscall(SYS_capget, &header, data) < 0) return errno_error("sandbox: capget");
@@ -88,11 +99,48 @@ Result<void> drop_capabilities()
     const uint64_t keep = permitted & sandbox_kept_capabilities();
     for (int i = 0; i < 2; ++i) {
         data[i].effective = data[i].permitted = static_cast<uint32_t>(keep >> (32 * i));
-        data[i].inheritable = 0;
+        data[i].inheritable = inheritable ? data[i].permitted : 0;
     }
     if (::syscall(SYS_capset, &header, data) < 0) return errno_error("sandbox: capset");
-    // Ambient capabilities would survive an exec; there is none to make, but clear them anyway.
-    (void)::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    return ok();
+}
+
+Result<void> drop_capabilities()
+{
+    TRY(drop_bounding_set());
+    TRY(set_capabilities(false));
+    // Ambient capabilities would survive an exec (a launcher's --user sets them for its VMMs).
+    clear_ambient_capabilities();
+    return ok();
+}
+
+void clear_ambient_capabilities() { (void)::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); }
+
+Result<void> become_user(const std::string& name)
+{
+    std::vector<char> buf(16384);
+    passwd pw{}, *found = nullptr;
+    if (const int rc = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found); rc != 0 || !found)
+        return Error("--user " + name + ": no such user" + (rc ? std::string(" (") + std::strerror(rc) + ")" : ""));
+    if (pw.pw_uid == 0) return Error("--user " + name + ": that is root; name an unprivileged account");
+    if (::geteuid() != 0)
+        return Error("--user " + name + ": vvmm must be started as root to become another user (it runs as uid " +
+                     std::to_string(::geteuid()) + "); or run it as " + name + " directly");
+    TRY(drop_bounding_set());
+    if (::initgroups(name.c_str(), pw.pw_gid) < 0) return errno_error("--user " + name + ": setting its groups");
+    if (::setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid) < 0) return errno_error("--user " + name + ": setresgid");
+    // Keep the permitted set across the uid change (it would be cleared).
+    if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) return errno_error("--user: PR_SET_KEEPCAPS");
+    if (::setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid) < 0) return errno_error("--user " + name + ": setresuid");
+    (void)::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    // As `sudo -H -u NAME` would: files vvmm finds through HOME (the default
+    // checkpoint key) are NAME's, not root's.
+    ::setenv("HOME", pw.pw_dir, 1);
+    ::unsetenv("XDG_CONFIG_HOME");
+    TRY(set_capabilities(true));
+    for (int cap : kKeptCapabilities)
+        if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
+            return errno_error("--user: making capability " + std::to_string(cap) + " ambient");
     return ok();
 }
 

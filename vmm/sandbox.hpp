@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "vmm/base/result.hpp"
 
@@ -37,5 +38,17 @@ uint64_t sandbox_kept_capabilities();
 
 Result<void> drop_capabilities();
 Result<void> enter_sandbox();
+
+// `vvmm --user NAME`, called by a root vvmm instead of drop_capabilities():
+// step 1 done as the account NAME (its uid, primary group and supplementary
+// groups, e.g. `kvm` for /dev/kvm), so from then on every file vvmm opens is
+// checked against NAME's permissions, and it keeps only the two capabilities
+// above. They are made ambient too, so that VMMs a launcher starts (`vvmm run
+// --cluster` for a node) run as NAME with them; each VMM's own
+// drop_capabilities() then clears the ambient set. HOME becomes NAME's (the
+// default checkpoint key is NAME's). NAME may not be root.
+Result<void> become_user(const std::string& name);
+// Empties the calling thread's ambient set (threads created later inherit it).
+void clear_ambient_capabilities();
 
 }  // namespace vvmm::vmm

@@ -154,8 +154,9 @@ class DisklessRing:
 class Launch:
     """`vvmm <sub> --cluster cfg --node nI` in node I's namespace, for every node."""
 
-    def __init__(self, workdir, tag, cfg, nodes, sub, extra=(), only=None):
-        """only: the node indices to launch on (default: all)."""
+    def __init__(self, workdir, tag, cfg, nodes, sub, extra=(), only=None, pre=()):
+        """only: the node indices to launch on (default: all); pre: options
+        before the subcommand (--user NAME)."""
         self.procs = []
         self.outputs = []
         for i, (ns, _) in enumerate(nodes):
@@ -164,7 +165,7 @@ class Launch:
             out = os.path.join(workdir, f"{tag}-n{i}.out")
             f = open(out, "w")
             # The config path carries PATTERN, so leftovers can be found.
-            p = subprocess.Popen(["ip", "netns", "exec", ns, h.VVMM, sub, "--cluster", cfg, "--node", f"n{i}"]
+            p = subprocess.Popen(["ip", "netns", "exec", ns, h.VVMM] + list(pre) + [sub, "--cluster", cfg, "--node", f"n{i}"]
                                  + list(extra), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                  start_new_session=True)
             _procs.append(p)

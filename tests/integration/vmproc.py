@@ -29,6 +29,7 @@ class Vm:
         """checkpoint_dir: the VMM's --checkpoint-dir, the only place its
         sandbox lets it write checkpoints ("": workdir; None: no such flag)."""
         self.workdir = workdir
+        self.client = []  # options before the control subcommand (--user NAME)
         if checkpoint_dir is not None and "--checkpoint-dir" not in args:
             args = list(args) + ["--checkpoint-dir", checkpoint_dir or workdir]
         self.api = os.path.join(workdir, name + ".sock")
@@ -92,7 +93,7 @@ class Vm:
 
     def call(self, *args, timeout=600):
         """Runs `vvmm <args> --api SOCK --json`; returns the reply object."""
-        r = subprocess.run([h.VVMM] + list(args) + ["--api", self.api, "--json"], capture_output=True, text=True,
+        r = subprocess.run([h.VVMM] + self.client + list(args) + ["--api", self.api, "--json"], capture_output=True, text=True,
                            timeout=timeout)
         try:
             reply = json.loads(r.stdout)
