@@ -5,7 +5,12 @@ vvmm's peer mesh vs two QEMU/KVM processes joined by `-netdev socket`, same
 guest image and workload, medians of --runs runs, ratios vvmm/QEMU.
 Goals: throughput >= 2x QEMU's socket netdev, round-trip no worse.
 
-    bench/net.py [--runs 3] [--secs 5]
+    bench/net.py [--runs 3] [--secs 5] [--before REV]
+
+--before REV also runs a vvmm built from git revision REV in the same run
+(for the cost of the peer channel's TLS: --before f621d8f^, the last
+revision with plain TCP), built once into a cached worktree under $TMPDIR,
+and prints this vvmm's figures over REV's.
 """
 import argparse
 import os
@@ -14,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E402
 from timing_host import refuse_emulated_timing  # noqa: E402
 
@@ -29,12 +35,35 @@ def free_port():
     return port
 
 
-def vvmm_pair(args, workloads):
+def build_revision(rev):
+    """vvmm built from git revision `rev`, in a worktree kept for later runs."""
+    def git(*a):
+        return subprocess.run(["git"] + list(a), check=True, capture_output=True, text=True).stdout.strip()
+    sha = git("rev-parse", "--verify", rev + "^{commit}")
+    tree = os.path.join(tempfile.gettempdir(), "vvmm-bench-" + sha[:12])
+    exe = os.path.join(tree, "build", "vvmm")
+    if not os.path.exists(exe):
+        if not os.path.isdir(tree):
+            git("worktree", "add", "--detach", tree, sha)
+        print("building vvmm at %s (%s) in %s" % (rev, sha[:12], tree), flush=True)
+        if not os.path.exists(os.path.join(tree, "build", "build.ninja")):
+            subprocess.run(["meson", "setup", "build"], cwd=tree, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["ninja", "-C", "build", "vvmm"], cwd=tree, check=True, stdout=subprocess.DEVNULL)
+    return exe
+
+
+def vvmm_pair_with(exe):
+    def pair(args, workloads):
+        return vvmm_pair(args, workloads, exe)
+    return pair
+
+
+def vvmm_pair(args, workloads, exe=None):
     p0, p1 = free_port(), free_port()
     cmds = []
     for i, (me, listen, peer) in enumerate(((MACS[0], p0, p1), (MACS[1], p1, p0))):
         net = "peer,id=b%d,listen=127.0.0.1:%d,peers=127.0.0.1:%d,mac=%s" % (i, listen, peer, me)
-        cmds.append([args.vvmm, "run", "--kernel", args.image, "--mem", "256M", "--net", net, "--cmdline", workloads[i]])
+        cmds.append([exe or args.vvmm, "run", "--kernel", args.image, "--mem", "256M", "--net", net, "--cmdline", workloads[i]])
     return cmds
 
 
@@ -98,20 +127,29 @@ def main():
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--vvmm", default="build/vvmm")
     ap.add_argument("--image", default="build/guest/testguest.bzImage")
+    ap.add_argument("--before", metavar="REV", help="also run vvmm built from this git revision (e.g. f621d8f^, before TLS)")
     args = ap.parse_args()
+    pairs = [("vvmm", vvmm_pair), ("qemu socket", qemu_pair)]
+    if args.before:
+        pairs.insert(1, ("vvmm " + args.before, vvmm_pair_with(os.path.abspath(build_revision(args.before)))))
     res = {}
-    for name, pair in (("vvmm", vvmm_pair), ("qemu socket", qemu_pair)):
+    for name, pair in pairs:
         tp = [throughput(args, pair) for _ in range(args.runs)]
         lat = [latency(args, pair) for _ in range(args.runs)]
         res[name] = (statistics.median(t[0] for t in tp), statistics.median(t[1] for t in tp),
                      statistics.median(l[0] for l in lat), statistics.median(l[1] for l in lat))
     print("VM<->VM, medians of %d runs of %d s" % (args.runs, args.secs))
-    print("%-12s %10s %10s %12s %12s" % ("", "MB/s", "frames/s", "rtt med us", "rtt p99 us"))
+    width = max(len(n) for n in res)
+    print("%-*s %10s %10s %12s %12s" % (width, "", "MB/s", "frames/s", "rtt med us", "rtt p99 us"))
     for name, (mbps, fps, med, p99) in res.items():
-        print("%-12s %10.1f %10d %12d %12d" % (name, mbps, fps, med, p99))
+        print("%-*s %10.1f %10d %12d %12d" % (width, name, mbps, fps, med, p99))
     v, q = res["vvmm"], res["qemu socket"]
     print("throughput vvmm/QEMU %.2fx (goal >= 2x); round-trip median vvmm/QEMU %.2fx (goal <= 1x)"
           % (v[0] / q[0], v[2] / q[2] if q[2] else float("inf")))
+    if args.before:
+        b = res["vvmm " + args.before]
+        print("this vvmm / vvmm %s: throughput %.2fx, round-trip median %.2fx"
+              % (args.before, v[0] / b[0], v[2] / b[2] if b[2] else float("inf")))
 
 
 if __name__ == "__main__":
