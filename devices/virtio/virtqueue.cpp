@@ -79,7 +79,7 @@ Virtqueue::RingView Virtqueue::ring_view() const
     return v;
 }
 
-bool Virtqueue::has_available() const { return avail_idx() != last_avail_; }
+bool Virtqueue::has_available() const { return new_chains() != 0; }
 
 void Virtqueue::set_positions(const Positions& p)
 {
@@ -91,12 +91,12 @@ void Virtqueue::set_positions(const Positions& p)
 
 Result<std::optional<DescriptorChain>> Virtqueue::pop()
 {
-    uint16_t pending = static_cast<uint16_t>(avail_idx() - last_avail_);
+    uint16_t pending = new_chains();
     // Empty while the driver is meant to kick us: it kicks only once its index
     // passes the avail_event we last stored, and that store may still sit in our
     // store buffer while it reads the old value (each side then misses the
     // other's write). Publish it behind a full fence and look once more.
-    if (pending == 0 && notifications_ && enable_notifications()) pending = static_cast<uint16_t>(avail_idx() - last_avail_);
+    if (pending == 0 && notifications_ && enable_notifications()) pending = new_chains();
     if (pending == 0) return std::optional<DescriptorChain>();
     if (pending > addr_.size)
         return Error("driver claims " + std::to_string(pending) + " new buffers in a queue of " + std::to_string(addr_.size));

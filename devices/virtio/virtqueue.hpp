@@ -90,6 +90,8 @@ private:
     Result<void> walk_indirect(uint64_t table, uint32_t len, DescriptorChain& chain) const;
     Result<void> add_segment(uint64_t gpa, uint32_t len, uint16_t flags, DescriptorChain& chain) const;
     uint16_t avail_idx() const;
+    // Chains the driver has made available that we have not popped yet.
+    uint16_t new_chains() const { return static_cast<uint16_t>(avail_idx() - last_avail_); }
 
     const vmm::GuestMemory* mem_;
     QueueAddresses addr_;
