@@ -14,7 +14,10 @@ import time
 import cluster as c
 import harness as h
 
-h.require_hardware_virtualization(several_guests=True)
+h.require_hardware_virtualization(
+    several_guests=True,
+    not_in_test_host_vm="it passed 2 of 3 runs with shadow paging and hung in the third, after its "
+                        "second restore, for a reason not found yet (tests/kvm-host/README.md).")
 c.require_netns()
 
 KERNEL = os.path.join(h.GUEST_DIR, "vmlinuz")

@@ -1,7 +1,7 @@
 """Debian's kernel with vvmm's virtio-net: two Linux guests on the peer mesh
 ping each other and move 64 MiB over TCP. Needs hardware virtualization
-(VT-x/AMD-V); on a PVM host a full Linux boot takes hours. Two Linux guests at
-once are skipped in the test host VM (harness.require_hardware_virtualization)."""
+(VT-x/AMD-V); on a PVM host a full Linux boot takes hours. In the test host VM
+two Linux guests at once run with shadow paging (harness.require_hardware_virtualization)."""
 import hashlib
 import os
 import shutil

@@ -77,7 +77,13 @@ failed=
 while IFS= read -r mod; do
     [ -n "$mod" ] || continue
     name=${mod##*/}; name=${name%.ko}
-    insmod "$mod" || failed="$failed $name"
+    # NAME.param=value on the kernel command line, as modprobe would pass it
+    # (e.g. kvm_amd.npt=0 through VVMM_KVM_HOST_APPEND).
+    opts=
+    for arg in $(cat /proc/cmdline); do
+        case $arg in "$name".*=*) opts="$opts ${arg#"$name".}" ;; esac
+    done
+    insmod "$mod" $opts || failed="$failed $name"
 done </etc/kvm-host/modules
 [ -z "$failed" ] || echo "kvm-host: warning: modules failed to load:$failed"
 
