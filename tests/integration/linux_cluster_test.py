@@ -16,7 +16,7 @@ import harness as h
 
 h.require_hardware_virtualization(
     several_guests=True,
-    not_in_test_host_vm="it passed 2 of 3 runs with shadow paging and hung in the third, after its "
+    not_in_test_host_vm="it passed 5 of 6 runs with shadow paging and hung in one, after its "
                         "second restore, for a reason not found yet (tests/kvm-host/README.md).")
 c.require_netns()
 
