@@ -60,9 +60,9 @@ def run_in_kvm_host(why, several_guests=False, retry_if=None, shadow_paging=Fals
     own kernel (stack guard page hit in exc_page_fault), an emulation race.
     Linux-guest tests cannot afford it (see require_hardware_virtualization).
 
-    shadow_paging: load kvm_amd with npt=0 in there. QEMU 7.2's emulation of
-    nested paging is where that race lives: with shadow paging, several Linux
-    guests at once ran clean (tests/kvm-host/README.md)."""
+    shadow_paging: load kvm_amd with npt=0 in there. The race is mostly in QEMU
+    7.2's emulation of nested paging: with shadow paging, several Linux guests
+    at once passed 10 of 12 runs instead of almost none (tests/kvm-host/README.md)."""
     if IN_KVM_HOST:
         fail("inside the test host VM, and still " + why)
     if several_guests:
