@@ -121,6 +121,13 @@ Result<void> CheckpointRun::prepare()
     TRY_ASSIGN(root_, checkpoint_root());
     TRY(cp_.seal_key());  // no key, no checkpoint: found out before the VM pauses
     TRY(prepare_root(root_));
+    if (cp_.parts_.wait_memory_loaded) {
+        const auto t = Clock::now();
+        cp_.parts_.wait_memory_loaded();
+        if (const double waited = ms_since(t); waited >= 1)
+            log_info("checkpoint: waited " + std::to_string(static_cast<long>(waited)) +
+                     " ms for the restore to finish loading guest memory");
+    }
     TRY_ASSIGN(result_.id, next_id(root_));
     result_.path = root_ + "/" + result_.id;
     result_.mode = req_.mode;

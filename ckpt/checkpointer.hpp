@@ -45,6 +45,10 @@ struct VmParts {
     // the only tree they may go to (the sandbox lets the VMM write nowhere else).
     std::string checkpoint_dir;
     bool confined = false;
+    // Blocks until all of guest memory is in place. A restored VM loads it
+    // lazily: a chunk not loaded yet is a hole that reads as zeros, and its
+    // userfaultfd registration excludes a cow checkpoint's.
+    std::function<void()> wait_memory_loaded;
 };
 
 

@@ -101,6 +101,9 @@ Result<void> VmSession::start_services(const std::string& api_socket)
     parts.seal_key = seal_key_;
     parts.checkpoint_dir = checkpoint_dir_;
     parts.confined = vmm::sandbox_enabled();
+    parts.wait_memory_loaded = [this] {
+        if (lazy_) lazy_->wait_complete();
+    };
     checkpointer_ = std::make_unique<ckpt::Checkpointer>(std::move(parts));
     if (!api_socket.empty()) {
         TRY_ASSIGN(api_, control::ControlServer::create(api_socket, *this));
