@@ -102,25 +102,14 @@ def require_kvm(several_guests=False):
             run_in_kvm_host(verdict, several_guests)
 
 
-def require_hardware_virtualization(several_guests=False, not_in_test_host_vm=None):
+def require_hardware_virtualization(several_guests=False):
     """Linux guests need guest kernel code at hardware speed: here if the
     host's /dev/kvm has VT-x/AMD-V, else in the test host VM.
 
     several_guests: the test runs several Linux guests at once. In the test
     host VM that crashed the VM's own kernel in most runs with nested paging
     (the emulation race of ../shared/notes/test-host-vm.md) and was too slow
-    under single-threaded TCG, so there such a test runs with shadow paging.
-
-    not_in_test_host_vm: why the test is skipped instead of run in the test
-    host VM (unless VVMM_KVM_HOST_SEVERAL_LINUX=1 asks for it there)."""
-    here = os.path.exists("/dev/kvm") and hardware_virtualization()
-    if not_in_test_host_vm and not here and not IN_KVM_HOST \
-            and os.environ.get("VVMM_KVM_HOST_SEVERAL_LINUX") != "1":
-        print("#" * 70, file=sys.stderr)
-        print("# SKIPPED: this test needs VT-x/AMD-V here; in the test host VM " + not_in_test_host_vm, file=sys.stderr)
-        print("# Run it there anyway with VVMM_KVM_HOST_SEVERAL_LINUX=1.", file=sys.stderr)
-        print("#" * 70, file=sys.stderr)
-        sys.exit(SKIP)
+    under single-threaded TCG, so there such a test runs with shadow paging."""
     if not os.path.exists("/dev/kvm"):
         run_in_kvm_host("this host has no /dev/kvm", retry_if=LINUX_EMULATION_FAULT, shadow_paging=several_guests)
     if not hardware_virtualization():

@@ -43,7 +43,7 @@ mv -f "$OUTDIR/.vmlinuz.tmp" "$OUTDIR/vmlinuz"
 STAGE="$TMP/root"
 mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,tmp,run,root,host,hostrun,etc/kvm-host}
 stage_busybox "$STAGE" sh mount umount insmod chroot poweroff ip awk cat ls mkdir ln cp sleep sync \
-    hostname grep tail dmesg
+    hostname grep tail dmesg taskset nproc kill
 modules_init "$STAGE"
 for m in "${OPTIONAL_MODULES[@]}"; do add_optional_module "$m"; done
 for m in "${REQUIRED_MODULES[@]}"; do add_module "$m"; done
@@ -57,7 +57,7 @@ cat >"$STAGE/init" <<'INIT'
 #   vvmm.kvm_host.dir=<host dir>  the runner's directory on the host: cmd.sh is read from it and
 #                                 the command's exit status is written to <dir>/status
 # Lines printed for the runner: "kvm-host: running", "kvm-host: exit status N",
-# "kvm-host: error: ..." (then <dir>/status holds "error <why>").
+# "kvm-host: error: ..." (then <dir>/status holds "error <why>"); <dir>/heartbeat.N: see below.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
 umask 022
 mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev 2>/dev/null
@@ -144,9 +144,20 @@ ip link set lo up
 
 mkdir -p $H/run/kvm-host
 cp /hostrun/cmd.sh $H/run/kvm-host/cmd.sh || fail "cannot read $DIR/cmd.sh"
+# A heartbeat pinned to each CPU, in <dir>/heartbeat.N every 5 s: under QEMU 7.2's TCG a vCPU of
+# this VM was seen to halt and never run again while the other went on, leaving every process
+# that waits on it stuck; the runner notices the stale file instead of waiting out --timeout.
+beats=
+c=0
+while [ $c -lt "$(nproc)" ]; do
+    taskset -c $c sh -c "while :; do cat /proc/uptime >/hostrun/heartbeat.$c; sync /hostrun/heartbeat.$c; sleep 5; done" &
+    beats="$beats $!"
+    c=$((c + 1))
+done
 echo "kvm-host: running"
 chroot $H /bin/bash /run/kvm-host/cmd.sh </dev/null
 status=$?
+kill $beats 2>/dev/null
 sync
 echo "$status" >/hostrun/status.tmp && mv /hostrun/status.tmp /hostrun/status
 sync
