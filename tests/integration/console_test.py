@@ -25,7 +25,7 @@ class Console:
         self.out = ""
 
     def expect(self, pattern, timeout=30):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + h.t(timeout)
         while time.monotonic() < deadline:
             m = re.search(pattern, self.out)
             if m:
@@ -45,7 +45,7 @@ class Console:
 
     def finish(self, timeout=30):
         try:
-            status = self.proc.wait(timeout)
+            status = self.proc.wait(h.t(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             h.fail("vvmm did not exit; console:\n" + self.out[-3000:])

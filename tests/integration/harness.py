@@ -74,12 +74,11 @@ def run_in_kvm_host(why, several_guests=False, retry_if=None, shadow_paging=Fals
           % (why, os.path.basename(sys.argv[0]), ", kvm_amd with npt=0" if shadow_paging else ""), flush=True)
     sys.stdout.flush()
     sys.stderr.flush()
+    # Up to three runs: CI runs met two emulation faults in a row (linux_checkpoint: the VM's
+    # kernel crashed, then the guest triple-faulted; checkpoint: two stopped CPUs or crashes).
+    runs, retry = 3, ["--retries", "2"]
     if retry_if and os.environ.get("VVMM_KVM_HOST_TCG_THREAD") != "single":
-        # Up to three runs: one CI run met two emulation faults in a row in
-        # linux_checkpoint (the VM's kernel crashed, then the guest triple-faulted).
-        runs, retry = 3, ["--retries", "2", "--retry-if", retry_if]
-    else:
-        runs, retry = 2, []  # room for one retry after a crash of the VM itself
+        retry += ["--retry-if", retry_if]
     os.execv(KVM_HOST_RUN, [KVM_HOST_RUN, "--timeout", str(max(60, budget * 9 // (10 * runs)))] + retry + ["--",
                             sys.executable] + sys.argv)
 

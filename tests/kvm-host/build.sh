@@ -147,6 +147,8 @@ cp /hostrun/cmd.sh $H/run/kvm-host/cmd.sh || fail "cannot read $DIR/cmd.sh"
 # A heartbeat pinned to each CPU, in <dir>/heartbeat.N every 5 s: under QEMU 7.2's TCG a vCPU of
 # this VM was seen to halt and never run again while the other went on, leaving every process
 # that waits on it stuck; the runner notices the stale file instead of waiting out --timeout.
+# Where KASLR put the kernel, for the runner's report of a stopped CPU (RIPs to symbols).
+grep -m1 ' _text$' /proc/kallsyms >/hostrun/ktext
 beats=
 c=0
 while [ $c -lt "$(nproc)" ]; do
